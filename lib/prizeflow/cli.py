@@ -1,0 +1,39 @@
+"""The ``prizeflow`` console script: ``prizeflow <command> [--conf F] [--set k=v ...] [options]``.
+
+Each command is a job module under :mod:`prizeflow.jobs` with its own ``main(argv)``; the
+``jobs/<command>.py`` files run the same code under spark-submit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "generate": "Write a synthetic Netflix-Prize-layout corpus.",
+    "ingest": "Ingest Netflix Prize or MovieLens files into Delta tables.",
+}
+
+
+def usage() -> str:
+    lines = ["usage: prizeflow <command> [--conf conf/local.yaml] [--set key=value ...] [options]",
+             "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"prizeflow: error: unknown command {command!r}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"prizeflow.jobs.{command}")
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""What every job shares: ``--conf``/``--set`` arguments, logging to stderr, config validation,
+the SparkSession, and the contract that the last stdout line is one JSON summary object and a
+failure exits non-zero with one line naming the cause."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from prizeflow.config import ConfigError, describe, load_config
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONF = "conf/local.yaml"
+
+
+class JobError(RuntimeError):
+    """A job failed for a reason the user can act on; the message says which."""
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("PRIZEFLOW_LOG_LEVEL", "INFO").upper()
+    root = logging.getLogger()
+    if not any(getattr(h, "_prizeflow", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._prizeflow = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("py4j", "urllib3", "alembic", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"prizeflow {command}", description=description)
+    parser.add_argument("--conf", default=None,
+                        help=f"YAML config file (default: {DEFAULT_CONF} when present)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="dotted.key=value", help="override a config key (repeatable)")
+    return parser
+
+
+def resolve_config(conf_path: str | None, overrides: list[str]) -> dict[str, Any]:
+    if conf_path is None and os.path.isfile(DEFAULT_CONF):
+        conf_path = DEFAULT_CONF
+    config = load_config(conf_path, overrides)
+    logger.info("config (%s):\n%s", conf_path or "built-in defaults", describe(config))
+    return config
+
+
+def run_job(command: str, parser: argparse.ArgumentParser,
+            task: Callable[[Any, dict[str, Any], argparse.Namespace], dict[str, Any]],
+            argv: list[str] | None, needs_spark: bool = True) -> int:
+    """Parse arguments, run ``task(spark, config, args)``, print its summary as JSON."""
+    _setup_logging()
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        config = resolve_config(args.conf, args.overrides)
+        spark = None
+        if needs_spark:
+            from prizeflow.spark import get_spark
+
+            spark = get_spark(config)
+        summary = task(spark, config, args)
+    except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
+        logger.debug("prizeflow %s failed", command, exc_info=True)
+        print(f"prizeflow {command}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the contract is one line naming the cause
+        logger.error("prizeflow %s failed unexpectedly", command, exc_info=True)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"prizeflow {command}: error: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        return 1
+    summary = {"command": command, **summary, "seconds": round(time.monotonic() - started, 3)}
+    sys.stdout.write(json.dumps(summary, sort_keys=False) + "\n")
+    sys.stdout.flush()
+    return 0

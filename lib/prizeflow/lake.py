@@ -1,0 +1,122 @@
+"""Delta Lake tables under ``lake.root``: their schemas, constraints and the writes the jobs use.
+
+Only job entry points call into this module; the transformations never touch storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
+
+logger = logging.getLogger(__name__)
+
+DATA_TABLES = ("ratings", "movies", "probe", "qualifying")
+NOT_NULL = {
+    "ratings": {"user_id", "movie_id", "rating"},
+    "movies": {"movie_id"},
+    "probe": {"movie_id", "user_id"},
+    "qualifying": {"movie_id", "user_id"},
+}
+QUARANTINE_COLUMNS = [("target", "string"), ("source_file", "string"), ("line_no", "bigint"),
+                      ("line", "string"), ("reason", "string"), ("ingest_id", "string"),
+                      ("ingested_at", "timestamp")]
+MANIFEST_COLUMNS = [("source_file", "string"), ("target", "string"), ("format", "string"),
+                    ("size", "bigint"), ("modified", "double"), ("lines_read", "bigint"),
+                    ("header_lines", "bigint"), ("rows", "bigint"), ("quarantined", "bigint"),
+                    ("skipped", "bigint"), ("ingest_id", "string"), ("ingested_at", "timestamp")]
+RUN_COLUMNS = [("ingest_id", "string"), ("ingested_at", "timestamp")]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: list[tuple[str, str]]
+    not_null: set[str]
+    checks: dict[str, str]
+
+
+def data_table_spec(table: str, scale: RatingScale | None = None) -> TableSpec:
+    checks = {f"{c}_positive": f"{c} > 0" for c, _ in TABLE_COLUMNS[table] if c.endswith("_id")}
+    checks["line_no_positive"] = "line_no > 0"
+    if table == "ratings" and scale is not None:
+        checks["rating_in_scale"] = scale.check_sql()
+    return TableSpec(table, TABLE_COLUMNS[table] + LINEAGE_COLUMNS + RUN_COLUMNS,
+                     NOT_NULL[table] | {"source_file", "line_no", "ingest_id"}, checks)
+
+
+QUARANTINE = TableSpec("quarantine", QUARANTINE_COLUMNS,
+                       {"target", "source_file", "reason", "ingest_id"}, {})
+MANIFEST = TableSpec("ingest_files", MANIFEST_COLUMNS,
+                     {"source_file", "target", "format", "lines_read", "ingest_id"}, {})
+
+
+def table_path(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+def is_table(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def version(spark: SparkSession, path: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not is_table(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def properties(spark: SparkSession, path: str) -> dict[str, str]:
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
+    return dict(detail[0] or {})
+
+
+def ensure_table(spark: SparkSession, path: str, spec: TableSpec,
+                 table_properties: dict[str, str] | None = None) -> None:
+    """Create the table with its schema, NOT NULLs and CHECK constraints if it is not there.
+
+    The constraints go in as ``delta.constraints.*`` properties of the CREATE itself: one commit,
+    where ``ALTER TABLE ... ADD CONSTRAINT`` costs a commit (and a table scan) each."""
+    if is_table(spark, path):
+        return
+    columns = ", ".join(f"{name} {kind.upper()}{' NOT NULL' if name in spec.not_null else ''}"
+                        for name, kind in spec.columns)
+    props = {f"delta.constraints.{name}": expr for name, expr in spec.checks.items()}
+    props.update(table_properties or {})
+    rendered = ", ".join(f"'{k}' = '{_sql_text(v)}'" for k, v in props.items())
+    spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({columns}) USING delta"
+              + (f" TBLPROPERTIES ({rendered})" if rendered else ""))
+    logger.info("created Delta table %s", path)
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Select the table's columns in order with its types (schema enforcement does the rest)."""
+    return df.select(*[F.col(name).cast(kind).alias(name) for name, kind in spec.columns])
+
+
+def replace_files(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec,
+                  source_files: list[str]) -> None:
+    """Write ``df`` as the table's rows for ``source_files``, replacing any earlier rows of
+    those files (a changed file, or a run that stopped half way) in one commit."""
+    df = conform(df, spec)
+    existing = (spark.read.format("delta").load(path)
+                .where(F.col("source_file").isin(source_files)).limit(1).count())
+    if existing == 0:
+        df.write.format("delta").mode("append").save(path)
+        return
+    quoted = ", ".join(f"'{_sql_text(f)}'" for f in source_files)
+    (df.write.format("delta").mode("overwrite")
+     .option("replaceWhere", f"source_file IN ({quoted})").save(path))

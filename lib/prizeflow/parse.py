@@ -1,0 +1,340 @@
+"""Parsing located lines into table rows, each line with exactly one outcome.
+
+Input: the output of :func:`prizeflow.lines.locate_lines`. Output: one row per input line with
+the target table's columns plus ``source_file, line_no, line, outcome, reason`` where
+``outcome`` is ``row`` (goes to the table), ``header`` (a ``MovieID:`` or CSV header line),
+``skipped`` (a blank line after the file's last content) or ``quarantined`` (with a ``reason``).
+Everything is Spark SQL expressions: no Python runs per line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+ROW, HEADER, SKIPPED, QUARANTINED = "row", "header", "skipped", "quarantined"
+
+TABLE_COLUMNS = {
+    "ratings": [("user_id", "int"), ("movie_id", "int"), ("rating", "float"), ("rated_on", "date")],
+    "movies": [("movie_id", "int"), ("year", "int"), ("title", "string"), ("genres", "string")],
+    "probe": [("movie_id", "int"), ("user_id", "int")],
+    "qualifying": [("movie_id", "int"), ("user_id", "int"), ("rated_on", "date")],
+}
+LINEAGE_COLUMNS = [("source_file", "string"), ("line_no", "bigint")]
+# The (unique) key of each table: a repeated key keeps the first line and quarantines the rest.
+TABLE_KEYS = {
+    "ratings": ["movie_id", "user_id"],
+    "movies": ["movie_id"],
+    "probe": ["movie_id", "user_id"],
+    "qualifying": ["movie_id", "user_id"],
+}
+
+ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+                 "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    low: float
+    high: float
+    step: float
+
+    def valid(self, rating: Column) -> Column:
+        steps = (rating - F.lit(self.low)) / F.lit(self.step)
+        return (rating >= self.low) & (rating <= self.high) & (steps == F.floor(steps))
+
+    def check_sql(self, column: str = "rating") -> str:
+        return (f"{column} >= {self.low} AND {column} <= {self.high} AND "
+                f"({column} - {self.low}) / {self.step} = floor(({column} - {self.low}) / {self.step})")
+
+
+NETFLIX_SCALE = RatingScale(1.0, 5.0, 1.0)
+ML_INTEGER_SCALE = RatingScale(1.0, 5.0, 1.0)
+ML_HALF_STAR_SCALE = RatingScale(0.5, 5.0, 0.5)
+
+
+# --- small expression helpers ----------------------------------------------------------------
+
+def _positive_id(text: Column) -> Column:
+    """An id: digits only (no sign, no blanks), fitting an int, above zero; else null."""
+    value = text.try_cast("int")
+    plain = (F.substring(text, 1, 1).between("0", "9")
+             & F.substring(text, -1, 1).between("0", "9"))
+    return F.when(plain & (value > 0), value)
+
+
+def _iso_date(text: Column) -> Column:
+    """A ``YYYY-MM-DD`` date, or null."""
+    shaped = (F.length(text) == 10) & (F.substring(text, 5, 1) == "-") & (F.substring(text, 8, 1) == "-")
+    return F.when(shaped, text.try_cast("date"))
+
+
+def _unix_day(text: Column) -> Column:
+    """The UTC date of a unix timestamp in seconds, or null."""
+    seconds = text.try_cast("bigint")
+    return F.when(seconds >= 0, F.date_from_unix_date(F.floor(seconds / 86400).cast("int")))
+
+
+def _classify(first_reason: Column, line: Column, located: Column) -> Column:
+    """Blank lines: trailing ones are skipped, others quarantined; then the parser's reason."""
+    return (F.when(~located, F.lit("unlocated"))
+            .when(~F.is_valid_utf8(line), F.lit("undecodable"))
+            .when(F.trim(line) == "", F.lit("blank_line"))
+            .otherwise(first_reason))
+
+
+def _finish(df: DataFrame, table: str, fields: dict[str, Column], reason: Column,
+            header: Column | None = None) -> DataFrame:
+    """Assemble the standard output: table columns, lineage, outcome and reason."""
+    reason = _classify(reason, F.col("value"), F.col("located"))
+    trailing_blank = (reason == "blank_line") & (
+        F.col("line_no") > F.coalesce(F.col("last_content_line"), F.lit(0)))
+    header = header if header is not None else F.lit(False)
+    outcome = (F.when(trailing_blank, F.lit(SKIPPED))
+               .when(header & reason.isNull(), F.lit(HEADER))
+               .when(reason.isNull(), F.lit(ROW))
+               .otherwise(F.lit(QUARANTINED)))
+    columns = [fields[name].cast(kind).alias(name) for name, kind in TABLE_COLUMNS[table]]
+    return df.select(
+        *columns,
+        F.col("source_file"), F.col("line_no"),
+        F.col("value").alias("line"),
+        outcome.alias("outcome"),
+        F.when(outcome == QUARANTINED, reason).alias("reason"),
+    )
+
+
+def _first(*checks: tuple[Column, str]) -> Column:
+    """The reason of the first failing check, or null."""
+    expr = None
+    for failed, reason in checks:
+        expr = F.when(failed, F.lit(reason)) if expr is None else expr.when(failed, F.lit(reason))
+    return expr.otherwise(F.lit(None).cast("string"))
+
+
+def _field_count(fields: Column, expected: int) -> tuple[tuple[Column, str], tuple[Column, str]]:
+    return ((F.size(fields) < expected, "missing_fields"), (F.size(fields) > expected, "extra_fields"))
+
+
+# --- Netflix Prize -------------------------------------------------------------------------
+
+def _netflix_header(df: DataFrame) -> tuple[Column, Column]:
+    """(movie id of the governing header or null, validity of this line as a header)."""
+    governing = _positive_id(F.trim(F.regexp_replace(F.col("header"), ":\\s*$", "")))
+    own = _positive_id(F.trim(F.regexp_replace(F.col("value"), ":\\s*$", "")))
+    return governing, own
+
+
+def parse_netflix_ratings(df: DataFrame) -> DataFrame:
+    """``training_set/mv_*.txt`` and ``combined_data_*.txt``: ``CustomerID,Rating,YYYY-MM-DD``
+    under ``MovieID:`` headers."""
+    movie, own_header = _netflix_header(df)
+    fields = F.split(F.col("value"), ",", -1)
+    user, stars, day = _positive_id(F.get(fields, 0)), F.get(fields, 1), _iso_date(F.get(fields, 2))
+    rating_ok = (F.length(stars) == 1) & stars.between("1", "5")
+    header = F.col("is_header")
+    reason = F.when(header, F.when(own_header.isNull(), F.lit("bad_header"))).otherwise(_first(
+        (movie.isNull(), "no_header"),
+        *_field_count(fields, 3),
+        (user.isNull(), "bad_user_id"),
+        (~rating_ok, "bad_rating"),
+        (day.isNull(), "bad_date"),
+    ))
+    return _finish(df, "ratings", {
+        "user_id": user, "movie_id": movie,
+        "rating": F.when(rating_ok, stars.cast("int")), "rated_on": day,
+    }, reason, header)
+
+
+def parse_netflix_probe(df: DataFrame) -> DataFrame:
+    """``probe.txt``: ``CustomerID`` lines under ``MovieID:`` headers."""
+    movie, own_header = _netflix_header(df)
+    fields = F.split(F.col("value"), ",", -1)
+    user = _positive_id(F.get(fields, 0))
+    header = F.col("is_header")
+    reason = F.when(header, F.when(own_header.isNull(), F.lit("bad_header"))).otherwise(_first(
+        (movie.isNull(), "no_header"),
+        *_field_count(fields, 1),
+        (user.isNull(), "bad_user_id"),
+    ))
+    return _finish(df, "probe", {"movie_id": movie, "user_id": user}, reason, header)
+
+
+def parse_netflix_qualifying(df: DataFrame) -> DataFrame:
+    """``qualifying.txt``: ``CustomerID,YYYY-MM-DD`` lines under ``MovieID:`` headers."""
+    movie, own_header = _netflix_header(df)
+    fields = F.split(F.col("value"), ",", -1)
+    user, day = _positive_id(F.get(fields, 0)), _iso_date(F.get(fields, 1))
+    header = F.col("is_header")
+    reason = F.when(header, F.when(own_header.isNull(), F.lit("bad_header"))).otherwise(_first(
+        (movie.isNull(), "no_header"),
+        *_field_count(fields, 2),
+        (user.isNull(), "bad_user_id"),
+        (day.isNull(), "bad_date"),
+    ))
+    return _finish(df, "qualifying", {"movie_id": movie, "user_id": user, "rated_on": day},
+                   reason, header)
+
+
+def latin1(value: Column) -> Column:
+    """Text of an ISO-8859-1 line: Spark's text reader keeps the raw bytes, so re-decode them."""
+    return F.decode(value.cast("binary"), "ISO-8859-1")
+
+
+def utf8_or_latin1(value: Column) -> Column:
+    """UTF-8 where the bytes are valid UTF-8, else ISO-8859-1 (MovieLens .dat files vary)."""
+    return F.when(F.is_valid_utf8(value), value).otherwise(latin1(value))
+
+
+def parse_netflix_titles(df: DataFrame) -> DataFrame:
+    """``movie_titles.txt``: ISO-8859-1 ``MovieID,Year,Title``; only the first two commas split;
+    the year may be ``NULL``."""
+    df = df.withColumn("value", latin1(F.col("value")))
+    matched = F.col("value").rlike("^[^,]*,[^,]*,")
+    movie = _positive_id(F.regexp_extract("value", "^([^,]*),", 1))
+    year_text = F.regexp_extract("value", "^[^,]*,([^,]*),", 1)
+    year = year_text.try_cast("int")
+    title = F.regexp_extract("value", "^[^,]*,[^,]*,(.*)$", 1)
+    reason = _first(
+        (~matched, "missing_fields"),
+        (movie.isNull(), "bad_movie_id"),
+        ((year_text != "NULL")
+         & ~F.coalesce(year.between(1800, 2100) & (F.length(year_text) == 4), F.lit(False)),
+         "bad_year"),
+        (F.trim(title) == "", "missing_title"),
+    )
+    return _finish(df, "movies", {
+        "movie_id": movie, "year": F.when(year_text != "NULL", year), "title": title,
+        "genres": F.lit(None),
+    }, reason)
+
+
+# --- MovieLens ------------------------------------------------------------------------------
+
+def _movielens_ratings(df: DataFrame, separator: str, scale: RatingScale,
+                       header: Column | None = None) -> DataFrame:
+    fields = F.split(F.col("value"), separator, -1)
+    user, movie = _positive_id(F.get(fields, 0)), _positive_id(F.get(fields, 1))
+    rating = F.get(fields, 2).try_cast("double")
+    day = _unix_day(F.get(fields, 3))
+    header = header if header is not None else F.lit(False)
+    reason = F.when(header, F.lit(None)).otherwise(_first(
+        *_field_count(fields, 4),
+        (user.isNull(), "bad_user_id"),
+        (movie.isNull(), "bad_movie_id"),
+        (rating.isNull() | ~scale.valid(rating), "bad_rating"),
+        (day.isNull(), "bad_timestamp"),
+    ))
+    return _finish(df, "ratings", {"user_id": user, "movie_id": movie, "rating": rating,
+                                   "rated_on": day}, reason, header)
+
+
+def parse_ml100k_ratings(df: DataFrame) -> DataFrame:
+    """MovieLens 100K ``u.data``: ``user<TAB>item<TAB>rating<TAB>unix_ts``."""
+    return _movielens_ratings(df, "\t", ML_INTEGER_SCALE)
+
+
+def parse_mldat_ratings(df: DataFrame) -> DataFrame:
+    """MovieLens 1M/10M ``ratings.dat``: ``user::movie::rating::unix_ts``."""
+    return _movielens_ratings(df, "::", ML_HALF_STAR_SCALE)
+
+
+def parse_mlcsv_ratings(df: DataFrame) -> DataFrame:
+    """MovieLens 20M/25M/latest ``ratings.csv`` with its ``userId,...`` header line."""
+    header = (F.col("line_no") == 1) & F.col("value").startswith("userId,")
+    return _movielens_ratings(df, ",", ML_HALF_STAR_SCALE, header)
+
+
+def _year_in_title(title: Column) -> Column:
+    return F.regexp_extract(title, "\\((\\d{4})\\)\\s*$", 1).try_cast("int")
+
+
+def parse_ml100k_items(df: DataFrame) -> DataFrame:
+    """MovieLens 100K ``u.item``: ISO-8859-1, ``id|title|release|video|url|19 genre flags``."""
+    df = df.withColumn("value", latin1(F.col("value")))
+    fields = F.split(F.col("value"), "\\|", -1)
+    movie = _positive_id(F.get(fields, 0))
+    flags = F.slice(fields, 6, len(ML100K_GENRES))
+    names = F.array(*[F.lit(g) for g in ML100K_GENRES])
+    genres = F.array_join(F.filter(
+        F.transform(F.sequence(F.lit(0), F.lit(len(ML100K_GENRES) - 1)),
+                    lambda i: F.when(F.get(flags, i) == "1", F.get(names, i))),
+        lambda g: g.isNotNull()), "|")
+    release_year = F.substring(F.get(fields, 2), -4, 4).try_cast("int")
+    title = F.get(fields, 1)
+    reason = _first(
+        *_field_count(fields, 5 + len(ML100K_GENRES)),
+        (movie.isNull(), "bad_movie_id"),
+        (F.trim(title) == "", "missing_title"),
+    )
+    return _finish(df, "movies", {
+        "movie_id": movie, "title": title, "genres": genres,
+        "year": F.coalesce(_year_in_title(title), release_year),
+    }, reason)
+
+
+def parse_mldat_movies(df: DataFrame) -> DataFrame:
+    """MovieLens 1M/10M ``movies.dat``: ``id::title::genres``."""
+    df = df.withColumn("value", utf8_or_latin1(F.col("value")))
+    fields = F.split(F.col("value"), "::", -1)
+    movie, title = _positive_id(F.get(fields, 0)), F.get(fields, 1)
+    reason = _first(
+        *_field_count(fields, 3),
+        (movie.isNull(), "bad_movie_id"),
+        (F.trim(title) == "", "missing_title"),
+    )
+    return _finish(df, "movies", {
+        "movie_id": movie, "title": title, "year": _year_in_title(title),
+        "genres": F.get(fields, 2),
+    }, reason)
+
+
+_CSV_MOVIE = '^([^,"]*),(?:"((?:[^"]|"")*)"|([^,"]*)),([^,"]*)$'
+
+
+def parse_mlcsv_movies(df: DataFrame) -> DataFrame:
+    """MovieLens ``movies.csv``: header, then ``movieId,title,genres``; titles with commas are
+    double-quoted with ``""`` escapes."""
+    header = (F.col("line_no") == 1) & F.col("value").startswith("movieId,")
+    matched = F.col("value").rlike(_CSV_MOVIE)
+    movie = _positive_id(F.regexp_extract("value", _CSV_MOVIE, 1))
+    quoted = F.regexp_extract("value", _CSV_MOVIE, 2)
+    title = F.when(quoted != "", F.regexp_replace(quoted, '""', '"')).otherwise(
+        F.regexp_extract("value", _CSV_MOVIE, 3))
+    reason = F.when(header, F.lit(None)).otherwise(_first(
+        (~matched, "bad_csv_row"),
+        (movie.isNull(), "bad_movie_id"),
+        (F.trim(title) == "", "missing_title"),
+    ))
+    return _finish(df, "movies", {
+        "movie_id": movie, "title": title, "year": _year_in_title(title),
+        "genres": F.regexp_extract("value", _CSV_MOVIE, 4),
+    }, reason, header)
+
+
+# --- after parsing --------------------------------------------------------------------------
+
+def flag_duplicates(parsed: DataFrame, table: str, existing_keys: DataFrame | None = None) -> DataFrame:
+    """Quarantine repeated keys as ``duplicate``: the first line (by file, then line number)
+    keeps the key; a key already in the table (``existing_keys``) keeps the table's row."""
+    from pyspark.sql import Window
+
+    keys = TABLE_KEYS[table]
+    is_row = F.col("outcome") == ROW
+    # Non-rows get a unique partition key so they neither collide nor pile into one task.
+    partition = [F.when(is_row, F.col(k)).otherwise(-F.col("line_no")) for k in keys]
+    partition.append(F.when(is_row, F.lit("")).otherwise(F.col("source_file")))
+    order = Window.partitionBy(*partition).orderBy("source_file", "line_no")
+    duplicate = is_row & (F.row_number().over(order) > 1)
+    if existing_keys is not None:
+        marked = existing_keys.select(*keys).distinct().withColumn("_in_table", F.lit(True))
+        parsed = parsed.join(marked, on=keys, how="left")
+        duplicate = duplicate | (is_row & F.coalesce(F.col("_in_table"), F.lit(False)))
+    flagged = parsed.withColumn("_dup", duplicate)
+    result = flagged.withColumn(
+        "reason", F.when(F.col("_dup"), F.lit("duplicate")).otherwise(F.col("reason"))
+    ).withColumn("outcome", F.when(F.col("_dup"), F.lit(QUARANTINED)).otherwise(F.col("outcome")))
+    return result.drop("_dup", "_in_table")

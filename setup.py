@@ -1,0 +1,19 @@
+"""prizeflow: Netflix-Prize-scale rating prediction on Spark MLlib, Delta Lake and MLflow."""
+
+from setuptools import find_packages, setup
+
+SPARK = ["pyspark==4.2.0", "delta-spark==4.4.0"]
+MLFLOW = ["mlflow==3.17.2", "pandas>=2.2,<3", "matplotlib>=3.8"]
+DEV = ["pytest>=8", "pytest-timeout>=2.3"]
+
+setup(
+    name="prizeflow",
+    version="0.1.0",
+    description="Ratings corpus -> Delta tables -> Spark ALS grid -> MLflow registry",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    python_requires=">=3.11",
+    install_requires=["pyyaml>=6", "numpy>=1.26"],
+    extras_require={"spark": SPARK, "mlflow": MLFLOW, "dev": DEV, "all": SPARK + MLFLOW + DEV},
+    entry_points={"console_scripts": ["prizeflow=prizeflow.cli:main"]},
+)

@@ -1,0 +1,87 @@
+"""One Spark session for the whole run (local[2], few shuffle partitions, UI off, temp
+warehouse, Delta on) and helpers to run jobs in-process against a temp lake."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+
+from prizeflow.config import load_config
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.ui.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "2g",
+}
+
+
+def make_config(tmp: Path, **sections) -> dict:
+    overrides = [f"lake.root={tmp / 'lake'}",
+                 f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                 "spark.master=local[2]"]
+    overrides += [f"spark.conf.{k}={v}" for k, v in TEST_SPARK_CONF.items()]
+    for section, values in sections.items():
+        overrides += [f"{section}.{k}={v}" for k, v in values.items()]
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from prizeflow.spark import get_spark
+
+    base = tmp_path_factory.mktemp("spark")
+    config = make_config(base)
+    config["spark"]["conf"]["spark.sql.warehouse.dir"] = str(base / "warehouse")
+    config["spark"]["conf"]["spark.local.dir"] = str(base / "local")
+    session = get_spark(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow-env.db'}")
+
+
+@pytest.fixture
+def config(tmp_path):
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def ingest(spark):
+    """Run the ingest task in-process: ``ingest(config, source, fmt='auto')`` -> summary."""
+    from prizeflow.jobs import ingest as job
+
+    def run(config: dict, source, fmt: str = "auto") -> dict:
+        return job.run(spark, config, argparse.Namespace(source=str(source), format=fmt))
+
+    return run
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    return SHARED_DATA
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    path.write_bytes(text)
+    return path
+
+
+def table(spark, config: dict, name: str):
+    return spark.read.format("delta").load(os.path.join(config["lake"]["root"], name))
