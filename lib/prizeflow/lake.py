@@ -81,13 +81,14 @@ def properties(spark: SparkSession, path: str) -> dict[str, str]:
 
 
 def ensure_table(spark: SparkSession, path: str, spec: TableSpec,
-                 table_properties: dict[str, str] | None = None) -> None:
-    """Create the table with its schema, NOT NULLs and CHECK constraints if it is not there.
+                 table_properties: dict[str, str] | None = None) -> bool:
+    """Create the table with its schema, NOT NULLs and CHECK constraints if it is not there;
+    True when it was created now.
 
     The constraints go in as ``delta.constraints.*`` properties of the CREATE itself: one commit,
     where ``ALTER TABLE ... ADD CONSTRAINT`` costs a commit (and a table scan) each."""
     if is_table(spark, path):
-        return
+        return False
     columns = ", ".join(f"{name} {kind.upper()}{' NOT NULL' if name in spec.not_null else ''}"
                         for name, kind in spec.columns)
     props = {f"delta.constraints.{name}": expr for name, expr in spec.checks.items()}
@@ -96,6 +97,7 @@ def ensure_table(spark: SparkSession, path: str, spec: TableSpec,
     spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({columns}) USING delta"
               + (f" TBLPROPERTIES ({rendered})" if rendered else ""))
     logger.info("created Delta table %s", path)
+    return True
 
 
 def _sql_text(value: str) -> str:
@@ -108,13 +110,13 @@ def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
 
 
 def replace_files(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec,
-                  source_files: list[str]) -> None:
+                  source_files: list[str], fresh: bool = False) -> None:
     """Write ``df`` as the table's rows for ``source_files``, replacing any earlier rows of
-    those files (a changed file, or a run that stopped half way) in one commit."""
+    those files (a changed file, or a run that stopped half way) in one commit. ``fresh``: the
+    table was created by this run, so there is nothing to replace."""
     df = conform(df, spec)
-    existing = (spark.read.format("delta").load(path)
-                .where(F.col("source_file").isin(source_files)).limit(1).count())
-    if existing == 0:
+    if fresh or (spark.read.format("delta").load(path)
+                 .where(F.col("source_file").isin(source_files)).limit(1).count() == 0):
         df.write.format("delta").mode("append").save(path)
         return
     quoted = ", ".join(f"'{_sql_text(f)}'" for f in source_files)

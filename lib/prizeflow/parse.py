@@ -78,32 +78,27 @@ def _unix_day(text: Column) -> Column:
     return F.when(seconds >= 0, F.date_from_unix_date(F.floor(seconds / 86400).cast("int")))
 
 
-def _classify(first_reason: Column, line: Column, located: Column) -> Column:
-    """Blank lines: trailing ones are skipped, others quarantined; then the parser's reason."""
-    return (F.when(~located, F.lit("unlocated"))
-            .when(~F.is_valid_utf8(line), F.lit("undecodable"))
-            .when(F.trim(line) == "", F.lit("blank_line"))
-            .otherwise(first_reason))
+def _finish(df: DataFrame, table: str, reason: Column, header: Column | None = None) -> DataFrame:
+    """Assemble the standard output: table columns, lineage, outcome and reason.
 
-
-def _finish(df: DataFrame, table: str, fields: dict[str, Column], reason: Column,
-            header: Column | None = None) -> DataFrame:
-    """Assemble the standard output: table columns, lineage, outcome and reason."""
-    reason = _classify(reason, F.col("value"), F.col("located"))
-    trailing_blank = (reason == "blank_line") & (
+    Each step is its own projection so that no expression is copied into the next: the
+    optimizer keeps a projection apart when inlining would repeat a costly expression."""
+    df = df.withColumn("_reason", F.when(~F.col("located"), F.lit("unlocated"))
+                       .when(~F.is_valid_utf8("value"), F.lit("undecodable"))
+                       .when(F.trim("value") == "", F.lit("blank_line"))
+                       .otherwise(reason))
+    found = F.col("_reason")
+    trailing_blank = (found == "blank_line") & (
         F.col("line_no") > F.coalesce(F.col("last_content_line"), F.lit(0)))
     header = header if header is not None else F.lit(False)
-    outcome = (F.when(trailing_blank, F.lit(SKIPPED))
-               .when(header & reason.isNull(), F.lit(HEADER))
-               .when(reason.isNull(), F.lit(ROW))
-               .otherwise(F.lit(QUARANTINED)))
-    columns = [fields[name].cast(kind).alias(name) for name, kind in TABLE_COLUMNS[table]]
+    df = df.withColumn("outcome", F.when(trailing_blank, F.lit(SKIPPED))
+                       .when(header & found.isNull(), F.lit(HEADER))
+                       .when(found.isNull(), F.lit(ROW))
+                       .otherwise(F.lit(QUARANTINED)))
     return df.select(
-        *columns,
-        F.col("source_file"), F.col("line_no"),
-        F.col("value").alias("line"),
-        outcome.alias("outcome"),
-        F.when(outcome == QUARANTINED, reason).alias("reason"),
+        *[F.col(name).cast(kind).alias(name) for name, kind in TABLE_COLUMNS[table]],
+        "source_file", "line_no", F.col("value").alias("line"), "outcome",
+        F.when(F.col("outcome") == QUARANTINED, found).alias("reason"),
     )
 
 
@@ -115,68 +110,68 @@ def _first(*checks: tuple[Column, str]) -> Column:
     return expr.otherwise(F.lit(None).cast("string"))
 
 
-def _field_count(fields: Column, expected: int) -> tuple[tuple[Column, str], tuple[Column, str]]:
-    return ((F.size(fields) < expected, "missing_fields"), (F.size(fields) > expected, "extra_fields"))
+def _field_count(expected: int) -> tuple[tuple[Column, str], tuple[Column, str]]:
+    count = F.size("_f")
+    return ((count < expected, "missing_fields"), (count > expected, "extra_fields"))
+
+
+def _with_fields(df: DataFrame, separator: str) -> DataFrame:
+    """The line split on ``separator`` (a regex) as column ``_f``."""
+    return df.withColumn("_f", F.split(F.col("value"), separator, -1))
+
+
+def _field(i: int) -> Column:
+    return F.get(F.col("_f"), i)
 
 
 # --- Netflix Prize -------------------------------------------------------------------------
 
-def _netflix_header(df: DataFrame) -> tuple[Column, Column]:
-    """(movie id of the governing header or null, validity of this line as a header)."""
-    governing = _positive_id(F.trim(F.regexp_replace(F.col("header"), ":\\s*$", "")))
-    own = _positive_id(F.trim(F.regexp_replace(F.col("value"), ":\\s*$", "")))
-    return governing, own
+def _with_netflix_header(df: DataFrame) -> DataFrame:
+    """``_movie``: id of the governing header (null if none or invalid); ``_own``: this line's
+    id when it is itself a valid header."""
+    return df.withColumns({
+        "_movie": _positive_id(F.trim(F.regexp_replace(F.col("header"), ":\\s*$", ""))),
+        "_own": _positive_id(F.trim(F.regexp_replace(F.col("value"), ":\\s*$", ""))),
+    })
+
+
+def _netflix_reason(*checks: tuple[Column, str]) -> Column:
+    return F.when(F.col("is_header"), F.when(F.col("_own").isNull(), F.lit("bad_header"))).otherwise(
+        _first((F.col("_movie").isNull(), "no_header"), *checks))
 
 
 def parse_netflix_ratings(df: DataFrame) -> DataFrame:
     """``training_set/mv_*.txt`` and ``combined_data_*.txt``: ``CustomerID,Rating,YYYY-MM-DD``
     under ``MovieID:`` headers."""
-    movie, own_header = _netflix_header(df)
-    fields = F.split(F.col("value"), ",", -1)
-    user, stars, day = _positive_id(F.get(fields, 0)), F.get(fields, 1), _iso_date(F.get(fields, 2))
-    rating_ok = (F.length(stars) == 1) & stars.between("1", "5")
-    header = F.col("is_header")
-    reason = F.when(header, F.when(own_header.isNull(), F.lit("bad_header"))).otherwise(_first(
-        (movie.isNull(), "no_header"),
-        *_field_count(fields, 3),
-        (user.isNull(), "bad_user_id"),
-        (~rating_ok, "bad_rating"),
-        (day.isNull(), "bad_date"),
-    ))
-    return _finish(df, "ratings", {
-        "user_id": user, "movie_id": movie,
-        "rating": F.when(rating_ok, stars.cast("int")), "rated_on": day,
-    }, reason, header)
+    df = _with_fields(_with_netflix_header(df), ",")
+    stars = _field(1)
+    df = df.withColumns({
+        "user_id": _positive_id(_field(0)), "movie_id": F.col("_movie"),
+        "rating": F.when((F.length(stars) == 1) & stars.between("1", "5"), stars.cast("int")),
+        "rated_on": _iso_date(_field(2)),
+    })
+    reason = _netflix_reason(*_field_count(3), (F.col("user_id").isNull(), "bad_user_id"),
+                             (F.col("rating").isNull(), "bad_rating"),
+                             (F.col("rated_on").isNull(), "bad_date"))
+    return _finish(df, "ratings", reason, F.col("is_header"))
 
 
 def parse_netflix_probe(df: DataFrame) -> DataFrame:
     """``probe.txt``: ``CustomerID`` lines under ``MovieID:`` headers."""
-    movie, own_header = _netflix_header(df)
-    fields = F.split(F.col("value"), ",", -1)
-    user = _positive_id(F.get(fields, 0))
-    header = F.col("is_header")
-    reason = F.when(header, F.when(own_header.isNull(), F.lit("bad_header"))).otherwise(_first(
-        (movie.isNull(), "no_header"),
-        *_field_count(fields, 1),
-        (user.isNull(), "bad_user_id"),
-    ))
-    return _finish(df, "probe", {"movie_id": movie, "user_id": user}, reason, header)
+    df = _with_fields(_with_netflix_header(df), ",")
+    df = df.withColumns({"user_id": _positive_id(_field(0)), "movie_id": F.col("_movie")})
+    reason = _netflix_reason(*_field_count(1), (F.col("user_id").isNull(), "bad_user_id"))
+    return _finish(df, "probe", reason, F.col("is_header"))
 
 
 def parse_netflix_qualifying(df: DataFrame) -> DataFrame:
     """``qualifying.txt``: ``CustomerID,YYYY-MM-DD`` lines under ``MovieID:`` headers."""
-    movie, own_header = _netflix_header(df)
-    fields = F.split(F.col("value"), ",", -1)
-    user, day = _positive_id(F.get(fields, 0)), _iso_date(F.get(fields, 1))
-    header = F.col("is_header")
-    reason = F.when(header, F.when(own_header.isNull(), F.lit("bad_header"))).otherwise(_first(
-        (movie.isNull(), "no_header"),
-        *_field_count(fields, 2),
-        (user.isNull(), "bad_user_id"),
-        (day.isNull(), "bad_date"),
-    ))
-    return _finish(df, "qualifying", {"movie_id": movie, "user_id": user, "rated_on": day},
-                   reason, header)
+    df = _with_fields(_with_netflix_header(df), ",")
+    df = df.withColumns({"user_id": _positive_id(_field(0)), "movie_id": F.col("_movie"),
+                         "rated_on": _iso_date(_field(1))})
+    reason = _netflix_reason(*_field_count(2), (F.col("user_id").isNull(), "bad_user_id"),
+                             (F.col("rated_on").isNull(), "bad_date"))
+    return _finish(df, "qualifying", reason, F.col("is_header"))
 
 
 def latin1(value: Column) -> Column:
@@ -192,44 +187,44 @@ def utf8_or_latin1(value: Column) -> Column:
 def parse_netflix_titles(df: DataFrame) -> DataFrame:
     """``movie_titles.txt``: ISO-8859-1 ``MovieID,Year,Title``; only the first two commas split;
     the year may be ``NULL``."""
-    df = df.withColumn("value", latin1(F.col("value")))
-    matched = F.col("value").rlike("^[^,]*,[^,]*,")
-    movie = _positive_id(F.regexp_extract("value", "^([^,]*),", 1))
-    year_text = F.regexp_extract("value", "^[^,]*,([^,]*),", 1)
-    year = year_text.try_cast("int")
-    title = F.regexp_extract("value", "^[^,]*,[^,]*,(.*)$", 1)
+    pattern = "^([^,]*),([^,]*),(.*)$"
+    df = df.withColumn("value", latin1(F.col("value"))).withColumns({
+        "_matched": F.col("value").rlike(pattern),
+        "movie_id": _positive_id(F.regexp_extract("value", pattern, 1)),
+        "_year": F.regexp_extract("value", pattern, 2),
+        "title": F.regexp_extract("value", pattern, 3),
+        "genres": F.lit(None).cast("string"),
+    })
+    year_ok = (F.length("_year") == 4) & F.col("_year").try_cast("int").between(1800, 2100)
+    df = df.withColumn("year", F.when(year_ok, F.col("_year").try_cast("int")))
     reason = _first(
-        (~matched, "missing_fields"),
-        (movie.isNull(), "bad_movie_id"),
-        ((year_text != "NULL")
-         & ~F.coalesce(year.between(1800, 2100) & (F.length(year_text) == 4), F.lit(False)),
-         "bad_year"),
-        (F.trim(title) == "", "missing_title"),
+        (~F.col("_matched"), "missing_fields"),
+        (F.col("movie_id").isNull(), "bad_movie_id"),
+        ((F.col("_year") != "NULL") & F.col("year").isNull(), "bad_year"),
+        (F.trim("title") == "", "missing_title"),
     )
-    return _finish(df, "movies", {
-        "movie_id": movie, "year": F.when(year_text != "NULL", year), "title": title,
-        "genres": F.lit(None),
-    }, reason)
+    return _finish(df, "movies", reason)
 
 
 # --- MovieLens ------------------------------------------------------------------------------
 
 def _movielens_ratings(df: DataFrame, separator: str, scale: RatingScale,
                        header: Column | None = None) -> DataFrame:
-    fields = F.split(F.col("value"), separator, -1)
-    user, movie = _positive_id(F.get(fields, 0)), _positive_id(F.get(fields, 1))
-    rating = F.get(fields, 2).try_cast("double")
-    day = _unix_day(F.get(fields, 3))
-    header = header if header is not None else F.lit(False)
-    reason = F.when(header, F.lit(None)).otherwise(_first(
-        *_field_count(fields, 4),
-        (user.isNull(), "bad_user_id"),
-        (movie.isNull(), "bad_movie_id"),
-        (rating.isNull() | ~scale.valid(rating), "bad_rating"),
-        (day.isNull(), "bad_timestamp"),
-    ))
-    return _finish(df, "ratings", {"user_id": user, "movie_id": movie, "rating": rating,
-                                   "rated_on": day}, reason, header)
+    df = _with_fields(df, separator)
+    df = df.withColumns({
+        "user_id": _positive_id(_field(0)), "movie_id": _positive_id(_field(1)),
+        "rating": _field(2).try_cast("double"), "rated_on": _unix_day(_field(3)),
+    })
+    reason = _first(
+        *_field_count(4),
+        (F.col("user_id").isNull(), "bad_user_id"),
+        (F.col("movie_id").isNull(), "bad_movie_id"),
+        (~F.coalesce(scale.valid(F.col("rating")), F.lit(False)), "bad_rating"),
+        (F.col("rated_on").isNull(), "bad_timestamp"),
+    )
+    if header is not None:
+        reason = F.when(header, F.lit(None).cast("string")).otherwise(reason)
+    return _finish(df, "ratings", reason, header)
 
 
 def parse_ml100k_ratings(df: DataFrame) -> DataFrame:
@@ -252,44 +247,34 @@ def _year_in_title(title: Column) -> Column:
     return F.regexp_extract(title, "\\((\\d{4})\\)\\s*$", 1).try_cast("int")
 
 
+def _movie_checks(expected_fields: int | None = None) -> list[tuple[Column, str]]:
+    checks = list(_field_count(expected_fields)) if expected_fields else []
+    return checks + [(F.col("movie_id").isNull(), "bad_movie_id"),
+                     (F.coalesce(F.trim("title"), F.lit("")) == "", "missing_title")]
+
+
 def parse_ml100k_items(df: DataFrame) -> DataFrame:
     """MovieLens 100K ``u.item``: ISO-8859-1, ``id|title|release|video|url|19 genre flags``."""
-    df = df.withColumn("value", latin1(F.col("value")))
-    fields = F.split(F.col("value"), "\\|", -1)
-    movie = _positive_id(F.get(fields, 0))
-    flags = F.slice(fields, 6, len(ML100K_GENRES))
+    df = _with_fields(df.withColumn("value", latin1(F.col("value"))), "\\|")
     names = F.array(*[F.lit(g) for g in ML100K_GENRES])
+    flags = F.slice(F.col("_f"), 6, len(ML100K_GENRES))
     genres = F.array_join(F.filter(
         F.transform(F.sequence(F.lit(0), F.lit(len(ML100K_GENRES) - 1)),
                     lambda i: F.when(F.get(flags, i) == "1", F.get(names, i))),
         lambda g: g.isNotNull()), "|")
-    release_year = F.substring(F.get(fields, 2), -4, 4).try_cast("int")
-    title = F.get(fields, 1)
-    reason = _first(
-        *_field_count(fields, 5 + len(ML100K_GENRES)),
-        (movie.isNull(), "bad_movie_id"),
-        (F.trim(title) == "", "missing_title"),
-    )
-    return _finish(df, "movies", {
-        "movie_id": movie, "title": title, "genres": genres,
-        "year": F.coalesce(_year_in_title(title), release_year),
-    }, reason)
+    release_year = F.substring(_field(2), -4, 4).try_cast("int")
+    df = df.withColumns({"movie_id": _positive_id(_field(0)), "title": _field(1), "genres": genres})
+    df = df.withColumn("year", F.coalesce(_year_in_title(F.col("title")), release_year))
+    return _finish(df, "movies", _first(*_movie_checks(5 + len(ML100K_GENRES))))
 
 
 def parse_mldat_movies(df: DataFrame) -> DataFrame:
     """MovieLens 1M/10M ``movies.dat``: ``id::title::genres``."""
-    df = df.withColumn("value", utf8_or_latin1(F.col("value")))
-    fields = F.split(F.col("value"), "::", -1)
-    movie, title = _positive_id(F.get(fields, 0)), F.get(fields, 1)
-    reason = _first(
-        *_field_count(fields, 3),
-        (movie.isNull(), "bad_movie_id"),
-        (F.trim(title) == "", "missing_title"),
-    )
-    return _finish(df, "movies", {
-        "movie_id": movie, "title": title, "year": _year_in_title(title),
-        "genres": F.get(fields, 2),
-    }, reason)
+    df = _with_fields(df.withColumn("value", utf8_or_latin1(F.col("value"))), "::")
+    df = df.withColumns({"movie_id": _positive_id(_field(0)), "title": _field(1),
+                         "genres": _field(2)})
+    df = df.withColumn("year", _year_in_title(F.col("title")))
+    return _finish(df, "movies", _first(*_movie_checks(3)))
 
 
 _CSV_MOVIE = '^([^,"]*),(?:"((?:[^"]|"")*)"|([^,"]*)),([^,"]*)$'
@@ -299,20 +284,18 @@ def parse_mlcsv_movies(df: DataFrame) -> DataFrame:
     """MovieLens ``movies.csv``: header, then ``movieId,title,genres``; titles with commas are
     double-quoted with ``""`` escapes."""
     header = (F.col("line_no") == 1) & F.col("value").startswith("movieId,")
-    matched = F.col("value").rlike(_CSV_MOVIE)
-    movie = _positive_id(F.regexp_extract("value", _CSV_MOVIE, 1))
     quoted = F.regexp_extract("value", _CSV_MOVIE, 2)
-    title = F.when(quoted != "", F.regexp_replace(quoted, '""', '"')).otherwise(
-        F.regexp_extract("value", _CSV_MOVIE, 3))
-    reason = F.when(header, F.lit(None)).otherwise(_first(
-        (~matched, "bad_csv_row"),
-        (movie.isNull(), "bad_movie_id"),
-        (F.trim(title) == "", "missing_title"),
-    ))
-    return _finish(df, "movies", {
-        "movie_id": movie, "title": title, "year": _year_in_title(title),
+    df = df.withColumns({
+        "_matched": F.col("value").rlike(_CSV_MOVIE),
+        "movie_id": _positive_id(F.regexp_extract("value", _CSV_MOVIE, 1)),
+        "title": F.when(quoted != "", F.regexp_replace(quoted, '""', '"')).otherwise(
+            F.regexp_extract("value", _CSV_MOVIE, 3)),
         "genres": F.regexp_extract("value", _CSV_MOVIE, 4),
-    }, reason, header)
+    })
+    df = df.withColumn("year", _year_in_title(F.col("title")))
+    reason = F.when(header, F.lit(None).cast("string")).otherwise(
+        _first((~F.col("_matched"), "bad_csv_row"), *_movie_checks()))
+    return _finish(df, "movies", reason, header)
 
 
 # --- after parsing --------------------------------------------------------------------------

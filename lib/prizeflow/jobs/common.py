@@ -55,13 +55,19 @@ def resolve_config(conf_path: str | None, overrides: list[str]) -> dict[str, Any
 
 def run_job(command: str, parser: argparse.ArgumentParser,
             task: Callable[[Any, dict[str, Any], argparse.Namespace], dict[str, Any]],
-            argv: list[str] | None, needs_spark: bool = True) -> int:
-    """Parse arguments, run ``task(spark, config, args)``, print its summary as JSON."""
+            argv: list[str] | None, needs_spark: bool = True,
+            precheck: Callable[[dict[str, Any], argparse.Namespace], None] | None = None) -> int:
+    """Parse arguments, run ``task(spark, config, args)``, print its summary as JSON.
+
+    ``precheck(config, args)`` runs before the SparkSession is built, so mistakes that need no
+    JVM to see (a missing source folder) fail in a second rather than after Spark's start-up."""
     _setup_logging()
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
         config = resolve_config(args.conf, args.overrides)
+        if precheck is not None:
+            precheck(config, args)
         spark = None
         if needs_spark:
             from prizeflow.spark import get_spark

@@ -102,19 +102,22 @@ def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFi
 
 
 def _tally(parsed: dict[str, DataFrame]) -> dict[str, dict[str, Any]]:
-    """Per source file: lines by outcome and quarantine reasons."""
-    per_file: dict[str, dict[str, Any]] = {}
+    """Per source file: lines by outcome and quarantine reasons (one Spark job for all tables)."""
+    outcomes = None
     for table, df in parsed.items():
-        for row in df.groupBy("source_file", "outcome", "reason").count().collect():
-            entry = per_file.setdefault(row.source_file, {
-                "target": table, "lines_read": 0, "header_lines": 0, "rows": 0,
-                "quarantined": 0, "skipped": 0, "reasons": {}})
-            entry["lines_read"] += row["count"]
-            key = {parse.ROW: "rows", parse.HEADER: "header_lines", parse.SKIPPED: "skipped",
-                   parse.QUARANTINED: "quarantined"}[row.outcome]
-            entry[key] += row["count"]
-            if row.reason:
-                entry["reasons"][row.reason] = entry["reasons"].get(row.reason, 0) + row["count"]
+        part = df.select(F.lit(table).alias("target"), "source_file", "outcome", "reason")
+        outcomes = part if outcomes is None else outcomes.unionByName(part)
+    per_file: dict[str, dict[str, Any]] = {}
+    for row in outcomes.groupBy("target", "source_file", "outcome", "reason").count().collect():
+        entry = per_file.setdefault(row.source_file, {
+            "target": row.target, "lines_read": 0, "header_lines": 0, "rows": 0,
+            "quarantined": 0, "skipped": 0, "reasons": {}})
+        entry["lines_read"] += row["count"]
+        key = {parse.ROW: "rows", parse.HEADER: "header_lines", parse.SKIPPED: "skipped",
+               parse.QUARANTINED: "quarantined"}[row.outcome]
+        entry[key] += row["count"]
+        if row.reason:
+            entry["reasons"][row.reason] = entry["reasons"].get(row.reason, 0) + row["count"]
     return per_file
 
 
@@ -185,11 +188,15 @@ def _summary(spark: SparkSession, root: str, tally: dict[str, dict[str, Any]],
     }
 
 
-def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def find_source(config: dict[str, Any], args: argparse.Namespace) -> SourcePlan:
     try:
-        plan = discover(args.source, args.format)
+        return discover(args.source, args.format)
     except SourceError as exc:
         raise JobError(str(exc)) from exc
+
+
+def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    plan = find_source(config, args)
     root = config["lake"]["root"]
     paths = {t: lake.table_path(root, t) for t in lake.DATA_TABLES + ("quarantine", "ingest_files")}
     _check_format(spark, paths["ratings"], plan.format)
@@ -220,24 +227,25 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
                 props.update({"prizeflow.rating_low": str(scale.low),
                               "prizeflow.rating_high": str(scale.high),
                               "prizeflow.rating_step": str(scale.step)})
-            lake.ensure_table(spark, paths[table], spec, props)
+            created = lake.ensure_table(spark, paths[table], spec, props)
             files = sorted({f for f in tally if tally[f]["target"] == table}
                            | {f.path for f in todo if f.table == table})
             rows = df.where(F.col("outcome") == parse.ROW).select("*", *run_columns)
-            lake.replace_files(spark, rows, paths[table], spec, files)
+            lake.replace_files(spark, rows, paths[table], spec, files, fresh=created)
             quarantine_parts.append(df.where(F.col("outcome") == parse.QUARANTINED)
                                     .select(F.lit(table).alias("target"), "source_file", "line_no",
                                             "line", "reason", *run_columns))
             logger.info("wrote %s", table)
         every_file = sorted(set(tally) | {f.path for f in todo})
-        lake.ensure_table(spark, paths["quarantine"], lake.QUARANTINE)
+        created = lake.ensure_table(spark, paths["quarantine"], lake.QUARANTINE)
         quarantine = quarantine_parts[0]
         for part in quarantine_parts[1:]:
             quarantine = quarantine.unionByName(part)
-        lake.replace_files(spark, quarantine, paths["quarantine"], lake.QUARANTINE, every_file)
-        lake.ensure_table(spark, paths["ingest_files"], lake.MANIFEST)
+        lake.replace_files(spark, quarantine, paths["quarantine"], lake.QUARANTINE, every_file,
+                           fresh=created)
+        created = lake.ensure_table(spark, paths["ingest_files"], lake.MANIFEST)
         lake.replace_files(spark, _manifest(spark, plan, todo, tally, ingest_id, now),
-                           paths["ingest_files"], lake.MANIFEST, every_file)
+                           paths["ingest_files"], lake.MANIFEST, every_file, fresh=created)
     finally:
         for df in parsed.values():
             df.unpersist()
@@ -245,7 +253,7 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("ingest", build_parser(), run, argv)
+    return run_job("ingest", build_parser(), run, argv, precheck=find_source)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""The command-line contract other tools rely on: last stdout line is one JSON object, failures
+exit non-zero with one line naming the cause; jobs/*.py run the same code under spark-submit."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(args, cwd=PROJECT, **kwargs):
+    import pyspark
+
+    # spark-submit finds Spark and Python through these; point them at this environment.
+    env = {**os.environ, "PRIZEFLOW_LOG_LEVEL": "WARNING",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "SPARK_HOME": os.path.dirname(pyspark.__file__),
+           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                          **kwargs)
+
+
+def _summary(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_usage_and_unknown_command():
+    assert _run([BIN / "prizeflow", "--help"]).returncode == 0
+    bad = _run([BIN / "prizeflow", "fly"])
+    assert bad.returncode == 2 and "unknown command 'fly'" in bad.stderr
+
+
+def test_config_errors_are_one_line_naming_the_key(tmp_path):
+    result = _run([BIN / "prizeflow", "ingest", "--source", str(tmp_path), "--set", "lake.depth=3"])
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        "prizeflow ingest: error: unknown config key 'lake.depth'")
+
+
+def test_missing_source_fails_before_spark_starts(tmp_path):
+    result = _run([BIN / "prizeflow", "ingest", "--source", str(tmp_path / "absent")])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "prizeflow ingest: error: source not found")
+    assert "SparkSession up" not in result.stderr
+
+
+def test_generate_prints_its_summary(tmp_path):
+    summary = _summary(_run([BIN / "prizeflow", "generate", "--out", str(tmp_path / "c"),
+                             "--ratings", "5000", "--seed", "4"]))
+    assert summary["command"] == "generate" and summary["ratings"] == 5000
+    assert len(list((tmp_path / "c" / "training_set").iterdir())) == summary["movies"]
+
+
+@pytest.mark.integration
+def test_ingest_by_console_script_then_by_spark_submit(tmp_path):
+    corpus = tmp_path / "corpus"
+    _summary(_run([BIN / "prizeflow", "generate", "--out", str(corpus), "--ratings", "20000",
+                   "--layout", "combined_data"]))
+    common = ["--source", str(corpus), "--set", f"lake.root={tmp_path / 'lake'}",
+              "--set", "spark.master=local[2]", "--set", "spark.conf.spark.sql.shuffle.partitions=2"]
+    first = _summary(_run([BIN / "prizeflow", "ingest", *common]))
+    assert first["command"] == "ingest" and first["ratings"] == 20000
+    assert first["quarantined"] == 0 and first["files_ingested"] == 7
+    assert set(first) >= {"lines_read", "ratings", "movies", "probe", "qualifying", "quarantined",
+                          "quarantine_reasons", "delta_versions", "seconds"}
+    assert first["lines_read"] == 20000 + first["header_lines"] + first["movies"] + \
+        first["probe"] + first["qualifying"]
+
+    from prizeflow.spark import delta_package
+    import pyspark
+    second = _summary(_run([BIN / "spark-submit", "--master", "local[2]",
+                            "--packages", delta_package(pyspark.__version__),
+                            "jobs/ingest.py", *common]))
+    assert second["files_unchanged"] == 7 and second["files_ingested"] == 0
+    assert second["ratings"] == 20000
+    assert second["delta_versions"] == first["delta_versions"]

@@ -1,0 +1,69 @@
+"""Config validation: unknown keys and wrong types are errors naming the key."""
+
+import pytest
+
+from prizeflow.config import ConfigError, load_config
+from prizeflow.spark import delta_package, session_settings
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    path = tmp_path / "env.yaml"
+    path.write_text("lake:\n  root: /data/lake\ningest:\n  max_quarantine_fraction: 0.05\n")
+    config = load_config(path, ["ingest.max_quarantine_fraction=0.2", "mlflow.experiment=007"])
+    assert config["lake"]["root"] == "/data/lake"
+    assert config["ingest"]["max_quarantine_fraction"] == 0.2
+    assert config["mlflow"]["experiment"] == "007"  # strings stay strings
+    assert config["spark"]["delta_source"] == "packages"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("lake:\n  rooot: x\n", "lake.rooot"),
+    ("nonsense: 1\n", "nonsense"),
+    ("ingest:\n  max_quarantine_fraction: lots\n", "ingest.max_quarantine_fraction"),
+    ("ingest:\n  max_quarantine_fraction: true\n", "ingest.max_quarantine_fraction"),
+    ("spark:\n  delta_source: maybe\n", "spark.delta_source"),
+    ("spark:\n  conf: [1, 2]\n", "spark.conf"),
+    ("lake: 3\n", "lake"),
+])
+def test_bad_files_name_the_key(tmp_path, text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("lake.nope=1", "'lake.nope'"),
+    ("ingest.max_quarantine_fraction=abc", "'ingest.max_quarantine_fraction'"),
+    ("lake=1", "'lake' is a section"),
+    ("no_equals_sign", "dotted.key=value"),
+])
+def test_bad_overrides_name_the_key(assignment, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [assignment])
+
+
+def test_free_spark_conf_keys_keep_their_dots():
+    config = load_config(None, ["spark.conf.spark.sql.shuffle.partitions=3"])
+    assert config["spark"]["conf"] == {"spark.sql.shuffle.partitions": 3}
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_delta_settings_per_source(tmp_path):
+    config = load_config(None)
+    settings = session_settings(config, "4.2.0")
+    assert settings["spark.jars.packages"] == "io.delta:delta-spark_4.2_2.13:4.4.0"
+    assert delta_package("4.2.0") == settings["spark.jars.packages"]
+    builtin = load_config(None, ["spark.delta_source=builtin"])
+    assert "spark.sql.extensions" not in session_settings(builtin, "4.2.0")
+    jar = tmp_path / "delta.jar"
+    jar.write_bytes(b"")
+    jars = load_config(None, ["spark.delta_source=jars", f"spark.delta_jars=[{jar}]"])
+    assert session_settings(jars, "4.2.0")["spark.jars"] == str(jar)
+    missing = load_config(None, ["spark.delta_source=jars", "spark.delta_jars=[/nope.jar]"])
+    with pytest.raises(FileNotFoundError, match="/nope.jar"):
+        session_settings(missing, "4.2.0")
