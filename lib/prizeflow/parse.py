@@ -83,10 +83,14 @@ def _finish(df: DataFrame, table: str, reason: Column, header: Column | None = N
 
     Each step is its own projection so that no expression is copied into the next: the
     optimizer keeps a projection apart when inlining would repeat a costly expression."""
+    # A line that parses cleanly is digits and punctuation, so only lines with a reason need
+    # the (per-byte) UTF-8 and blank checks.
+    df = df.withColumn("_parsed", reason)
     df = df.withColumn("_reason", F.when(~F.col("located"), F.lit("unlocated"))
+                       .when(F.col("_parsed").isNull(), F.lit(None).cast("string"))
                        .when(~F.is_valid_utf8("value"), F.lit("undecodable"))
                        .when(F.trim("value") == "", F.lit("blank_line"))
-                       .otherwise(reason))
+                       .otherwise(F.col("_parsed")))
     found = F.col("_reason")
     trailing_blank = (found == "blank_line") & (
         F.col("line_no") > F.coalesce(F.col("last_content_line"), F.lit(0)))
@@ -129,9 +133,13 @@ def _field(i: int) -> Column:
 def _with_netflix_header(df: DataFrame) -> DataFrame:
     """``_movie``: id of the governing header (null if none or invalid); ``_own``: this line's
     id when it is itself a valid header."""
+    def header_id(text: Column) -> Column:
+        text = F.rtrim(text)
+        return _positive_id(F.trim(F.substring(text, F.lit(1), F.length(text) - 1)))
+
     return df.withColumns({
-        "_movie": _positive_id(F.trim(F.regexp_replace(F.col("header"), ":\\s*$", ""))),
-        "_own": _positive_id(F.trim(F.regexp_replace(F.col("value"), ":\\s*$", ""))),
+        "_movie": header_id(F.col("header")),
+        "_own": F.when(F.col("is_header"), header_id(F.col("value"))),
     })
 
 
@@ -300,24 +308,35 @@ def parse_mlcsv_movies(df: DataFrame) -> DataFrame:
 
 # --- after parsing --------------------------------------------------------------------------
 
-def flag_duplicates(parsed: DataFrame, table: str, existing_keys: DataFrame | None = None) -> DataFrame:
-    """Quarantine repeated keys as ``duplicate``: the first line (by file, then line number)
-    keeps the key; a key already in the table (``existing_keys``) keeps the table's row."""
-    from pyspark.sql import Window
+def duplicate_keys(parsed: DataFrame, table: str) -> DataFrame:
+    """Keys that more than one row of ``parsed`` holds, with the place of the first of them
+    (``_first``: source file, then line number)."""
+    keys = TABLE_KEYS[table]
+    return (parsed.where(F.col("outcome") == ROW)
+            .groupBy(*keys)
+            .agg(F.count(F.lit(1)).alias("_n"),
+                 F.min(F.struct("source_file", "line_no")).alias("_first"))
+            .where(F.col("_n") > 1)
+            .select(*keys, "_first"))
 
+
+def flag_duplicates(parsed: DataFrame, table: str, repeated: DataFrame,
+                    existing_keys: DataFrame | None = None) -> DataFrame:
+    """Quarantine repeated keys as ``duplicate``: the first line (by file, then line number)
+    keeps the key (``repeated`` from :func:`duplicate_keys`); a key already in the table
+    (``existing_keys``) keeps the table's row. Joins instead of a window over every row: the
+    repeated keys are few, so the big side is not shuffled."""
     keys = TABLE_KEYS[table]
     is_row = F.col("outcome") == ROW
-    # Non-rows get a unique partition key so they neither collide nor pile into one task.
-    partition = [F.when(is_row, F.col(k)).otherwise(-F.col("line_no")) for k in keys]
-    partition.append(F.when(is_row, F.lit("")).otherwise(F.col("source_file")))
-    order = Window.partitionBy(*partition).orderBy("source_file", "line_no")
-    duplicate = is_row & (F.row_number().over(order) > 1)
+    flagged = parsed.join(repeated, on=keys, how="left")
+    duplicate = is_row & F.col("_first").isNotNull() & (
+        F.struct("source_file", "line_no") != F.col("_first"))
     if existing_keys is not None:
         marked = existing_keys.select(*keys).distinct().withColumn("_in_table", F.lit(True))
-        parsed = parsed.join(marked, on=keys, how="left")
+        flagged = flagged.join(marked, on=keys, how="left")
         duplicate = duplicate | (is_row & F.coalesce(F.col("_in_table"), F.lit(False)))
-    flagged = parsed.withColumn("_dup", duplicate)
-    result = flagged.withColumn(
-        "reason", F.when(F.col("_dup"), F.lit("duplicate")).otherwise(F.col("reason"))
-    ).withColumn("outcome", F.when(F.col("_dup"), F.lit(QUARANTINED)).otherwise(F.col("outcome")))
-    return result.drop("_dup", "_in_table")
+    flagged = flagged.withColumn("_dup", duplicate)
+    return (flagged
+            .withColumn("reason", F.when(F.col("_dup"), F.lit("duplicate")).otherwise(F.col("reason")))
+            .withColumn("outcome", F.when(F.col("_dup"), F.lit(QUARANTINED)).otherwise(F.col("outcome")))
+            .select(*parsed.columns))

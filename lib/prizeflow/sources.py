@@ -67,7 +67,7 @@ def _walk(source: str) -> list[str]:
     if os.path.isfile(source):
         return [source]
     found = []
-    for folder, dirs, names in os.walk(source):
+    for folder, dirs, names in os.walk(source, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(folder, n) for n in sorted(names) if not n.startswith("."))
     return found

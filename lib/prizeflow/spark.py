@@ -66,8 +66,10 @@ def get_spark(config: dict[str, Any]):
         return active
 
     builder = SparkSession.builder
-    launched_conf = SparkConf()  # holds what spark-submit passed, if anything
-    if not launched_conf.contains("spark.master") and config["spark"]["master"]:
+    # Under spark-submit the JVM is already up with the submitted master; the Python process
+    # only connects to it (PySpark finds it through PYSPARK_GATEWAY_PORT).
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
+    if not submitted and config["spark"]["master"]:
         builder = builder.master(config["spark"]["master"])
     for key, value in session_settings(config, pyspark.__version__).items():
         builder = builder.config(key, value)

@@ -89,16 +89,22 @@ def _check_format(spark: SparkSession, ratings_path: str, fmt: str) -> None:
 
 
 def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFile],
-                 table_path: str) -> DataFrame:
+                 table_path: str, cached: list[DataFrame]) -> DataFrame:
+    """The files' lines parsed and de-duplicated; what it caches is appended to ``cached``."""
     parser, with_headers = PARSERS[(fmt, table)]
     parsed = parser(locate_lines(read_lines(spark, [f.path for f in files]), with_headers))
+    # The raw text stays on every row: a clean-looking row may still turn out a duplicate.
+    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    repeated = parse.duplicate_keys(parsed, table).persist(StorageLevel.MEMORY_AND_DISK)
+    cached += [parsed, repeated]
+    repeated.count()  # materialised, its real size lets the planner broadcast it
     existing = None
     if lake.is_table(spark, table_path):
         # Rows of the files being (re)ingested are about to be replaced: they do not count.
         batch = [f.path for f in files]
         existing = (spark.read.format("delta").load(table_path)
                     .where(~F.col("source_file").isin(batch)).select(*parse.TABLE_KEYS[table]))
-    return parse.flag_duplicates(parsed, table, existing)
+    return parse.flag_duplicates(parsed, table, repeated, existing)
 
 
 def _tally(parsed: dict[str, DataFrame]) -> dict[str, dict[str, Any]]:
@@ -208,12 +214,12 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
     ingest_id = uuid.uuid4().hex
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     parsed: dict[str, DataFrame] = {}
+    cached: list[DataFrame] = []
     try:
         for table in lake.DATA_TABLES:
             files = [f for f in todo if f.table == table]
             if files:
-                parsed[table] = _parse_table(spark, plan.format, table, files, paths[table]).persist(
-                    StorageLevel.MEMORY_AND_DISK)
+                parsed[table] = _parse_table(spark, plan.format, table, files, paths[table], cached)
         tally = _tally(parsed)
         _validate(parsed, tally, float(config["ingest"]["max_quarantine_fraction"]))
 
@@ -222,7 +228,9 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
         quarantine_parts = []
         for table, df in parsed.items():
             spec = lake.data_table_spec(table, scale)
-            props = {"prizeflow.format": plan.format}
+            # File statistics only on the data columns: lineage columns are not queried by range.
+            props = {"prizeflow.format": plan.format,
+                     "delta.dataSkippingNumIndexedCols": str(len(parse.TABLE_COLUMNS[table]))}
             if table == "ratings":
                 props.update({"prizeflow.rating_low": str(scale.low),
                               "prizeflow.rating_high": str(scale.high),
@@ -247,7 +255,7 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
         lake.replace_files(spark, _manifest(spark, plan, todo, tally, ingest_id, now),
                            paths["ingest_files"], lake.MANIFEST, every_file, fresh=created)
     finally:
-        for df in parsed.values():
+        for df in cached:
             df.unpersist()
     return _summary(spark, root, tally, plan, todo)
 
