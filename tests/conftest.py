@@ -86,4 +86,6 @@ def write(path: Path, text: str | bytes) -> Path:
 
 
 def table(spark, config: dict, name: str):
-    return spark.read.format("delta").load(os.path.join(config["lake"]["root"], name))
+    from prizeflow.lake import table_path
+
+    return spark.read.format("delta").load(table_path(config["lake"]["root"], name))

@@ -148,12 +148,15 @@ def test_split_combined_data_keeps_every_row_on_its_movie(spark, tmp_path, inges
     _assert_every_line_accounted(spark, config, corpus)
 
 
-def test_crlf_endings_and_missing_final_newline(spark, tmp_path, ingest):
+def test_crlf_endings_and_missing_final_newline(spark, tmp_path, ingest, monkeypatch):
     source = tmp_path / "crlf"
     write(source / "training_set" / "mv_0000007.txt",
           "7:\r\n100,4,2004-02-29\r\n101,1,1999-12-31\r\n102,5,2005-12-31")
     write(source / "probe.txt", "7:\r\n101")
-    config = make_config(tmp_path)
+    # A relative lake.root and source, as in conf/local.yaml, resolve against the working dir.
+    monkeypatch.chdir(tmp_path)
+    config = make_config(tmp_path, lake={"root": "lake"})
+    source = Path("crlf")
     summary = ingest(config, source)
     assert _ratings(spark, config) == [(7, 100, 4.0, "2004-02-29"), (7, 101, 1.0, "1999-12-31"),
                                        (7, 102, 5.0, "2005-12-31")]

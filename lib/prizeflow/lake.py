@@ -6,6 +6,7 @@ Only job entry points call into this module; the transformations never touch sto
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -56,6 +57,10 @@ MANIFEST = TableSpec("ingest_files", MANIFEST_COLUMNS,
 
 
 def table_path(root: str, name: str) -> str:
+    """Where a table lives. A relative local root is made absolute: Delta only takes absolute
+    paths as ``delta.`path` `` table identifiers."""
+    if "://" not in root and not root.startswith(("file:", "dbfs:")):
+        root = os.path.abspath(root)
     return f"{root.rstrip('/')}/{name}"
 
 
