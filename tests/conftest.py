@@ -4,7 +4,6 @@ warehouse, Delta on) and helpers to run jobs in-process against a temp lake."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pytest
