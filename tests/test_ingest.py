@@ -280,6 +280,16 @@ def test_undecodable_text_fails_before_any_write(spark, tmp_path, ingest):
     assert not any(_versions(spark, config).values())
 
 
+def test_undecodable_title_fails_even_when_the_row_parses(spark, tmp_path, ingest):
+    source = tmp_path / "titles"
+    write(source / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    write(source / "movies.csv", b"movieId,title,genres\n1,Bad \xff title (1995),Comedy\n")
+    config = make_config(tmp_path, ingest={"max_quarantine_fraction": 1.0})
+    with pytest.raises(JobError, match=r"undecodable.*movies.csv, line 2"):
+        ingest(config, source)
+    assert not any(_versions(spark, config).values())
+
+
 def test_missing_or_unrecognisable_source(spark, tmp_path, ingest):
     config = make_config(tmp_path)
     with pytest.raises(JobError, match="source not found"):

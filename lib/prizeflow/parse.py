@@ -83,11 +83,13 @@ def _finish(df: DataFrame, table: str, reason: Column, header: Column | None = N
 
     Each step is its own projection so that no expression is copied into the next: the
     optimizer keeps a projection apart when inlining would repeat a costly expression."""
-    # A line that parses cleanly is digits and punctuation, so only lines with a reason need
-    # the (per-byte) UTF-8 and blank checks.
+    # A clean line of a table without text columns is digits and punctuation, so there only
+    # lines with a reason need the (per-byte) UTF-8 and blank checks; titles always do.
+    has_text = any(kind == "string" for _, kind in TABLE_COLUMNS[table])
     df = df.withColumn("_parsed", reason)
     df = df.withColumn("_reason", F.when(~F.col("located"), F.lit("unlocated"))
-                       .when(F.col("_parsed").isNull(), F.lit(None).cast("string"))
+                       .when(F.col("_parsed").isNull() & F.lit(not has_text),
+                             F.lit(None).cast("string"))
                        .when(~F.is_valid_utf8("value"), F.lit("undecodable"))
                        .when(F.trim("value") == "", F.lit("blank_line"))
                        .otherwise(F.col("_parsed")))
