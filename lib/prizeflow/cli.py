@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "generate": "Write a synthetic Netflix-Prize-layout corpus.",
     "ingest": "Ingest Netflix Prize or MovieLens files into Delta tables.",
+    "train": "Train the ALS grid on the ratings table and track it in MLflow.",
 }
 
 

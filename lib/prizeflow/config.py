@@ -40,6 +40,15 @@ class StringList:
     default: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ValueList:
+    """A non-empty list whose items all have one of ``types`` (grid axes)."""
+    types: tuple[type, ...]
+    default: tuple[Any, ...]
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+
 SCHEMA: dict[str, Any] = {
     "spark": {
         "master": Key((str,), "local[*]", nullable=True),
@@ -57,9 +66,49 @@ SCHEMA: dict[str, Any] = {
         "tracking_uri": Key((str,), "sqlite:///mlflow.db"),
         "experiment": Key((str,), "prizeflow"),
         "registered_model": Key((str,), "prizeflow-als"),
+        # Where a new experiment keeps artifacts (null: beside a SQLite store, else the server's).
+        "artifact_location": Key((str,), None, nullable=True),
     },
     "ingest": {
         "max_quarantine_fraction": Key((float, int), 0.01),
+    },
+    # Which ratings to train on: the Delta version of `ratings` (null = latest).
+    "data": {
+        "version": Key((int,), None, nullable=True),
+    },
+    "split": {
+        # auto: the Netflix probe when a non-empty `probe` table exists, else hash.
+        "method": Key((str,), "auto", choices=("auto", "probe", "hash", "chronological")),
+        "test_fraction": Key((float, int), 0.1),
+        "validation_fraction": Key((float, int), 0.1),
+        # folds > 1: the test set is hash fold `fold` of `folds` (cross-validation).
+        "folds": Key((int,), 0),
+        "fold": Key((int,), 0),
+        "seed": Key((int,), 42),
+    },
+    "train": {
+        "parallelism": Key((int,), 2),
+        "seed": Key((int,), 42),
+        "refit_on_validation": Key((bool,), True),
+        "bias_passes": Key((int,), 3),
+        "num_blocks": Key((int,), 4),
+        "checkpoint_dir": Key((str,), None, nullable=True),
+        "checkpoint_interval": Key((int,), 10),
+        "grid": {
+            # residual: ALS on r - (mu + b_u + b_i); plain: ALS on raw ratings.
+            "kind": ValueList((str,), ("residual",), choices=("residual", "plain")),
+            "rank": ValueList((int,), (20, 50), minimum=1),
+            "reg_param": ValueList((float, int), (0.1, 0.15), minimum=0),
+            "max_iter": ValueList((int,), (20,), minimum=1),
+            "bias_reg": ValueList((float, int), (3.0,), minimum=0),
+        },
+        # Successive halving: every point first runs `first_iter` iterations; only the best
+        # `keep_fraction` of them go on to their full max_iter.
+        "halving": {
+            "enabled": Key((bool,), False),
+            "first_iter": Key((int,), 3),
+            "keep_fraction": Key((float, int), 0.34),
+        },
     },
 }
 
@@ -71,7 +120,7 @@ def _defaults(schema: dict[str, Any]) -> dict[str, Any]:
             out[name] = _defaults(spec)
         elif isinstance(spec, FreeMapping):
             out[name] = {}
-        elif isinstance(spec, StringList):
+        elif isinstance(spec, (StringList, ValueList)):
             out[name] = list(spec.default)
         else:
             out[name] = copy.deepcopy(spec.default)
@@ -97,6 +146,22 @@ def _check_value(dotted: str, spec: Any, value: Any) -> Any:
     if isinstance(spec, StringList):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key '{dotted}' must be a list of strings")
+        return value
+    if isinstance(spec, ValueList):
+        if not isinstance(value, list):
+            value = [value]  # `--set train.grid.rank=8` means the one-point axis [8]
+        if not value:
+            raise ConfigError(f"config key '{dotted}' must not be empty")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, spec.types):
+                raise ConfigError(f"config key '{dotted}' must be a list of "
+                                  f"{' or '.join(t.__name__ for t in spec.types)}, got {item!r}")
+            if spec.choices is not None and item not in spec.choices:
+                raise ConfigError(
+                    f"config key '{dotted}' items must be among {list(spec.choices)}, got {item!r}")
+            if spec.minimum is not None and item < spec.minimum:
+                raise ConfigError(f"config key '{dotted}' items must be >= {spec.minimum}, "
+                                  f"got {item!r}")
         return value
     if value is None:
         if spec.nullable:
@@ -187,7 +252,33 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for assignment in overrides:
         path, value = parse_override(assignment)
         _merge(config, _nest(path, value), SCHEMA)
+    _check_ranges(config)
     return config
+
+
+def _check_ranges(config: dict[str, Any]) -> None:
+    """Rules that involve a value's range or more than one key."""
+    split, train = config["split"], config["train"]
+    for key in ("test_fraction", "validation_fraction"):
+        if not 0 <= split[key] < 1:
+            raise ConfigError(f"config key 'split.{key}' must be in [0, 1), got {split[key]}")
+    if split["folds"] > 1:
+        if not 0 <= split["fold"] < split["folds"]:
+            raise ConfigError(f"config key 'split.fold' must be in [0, split.folds), "
+                              f"got {split['fold']}")
+    elif split["test_fraction"] + split["validation_fraction"] >= 1:
+        raise ConfigError("config keys 'split.test_fraction' + 'split.validation_fraction' "
+                          "must leave some ratings for training")
+    for key in ("parallelism", "bias_passes", "num_blocks", "checkpoint_interval"):
+        if train[key] < 1:
+            raise ConfigError(f"config key 'train.{key}' must be >= 1, got {train[key]}")
+    halving = train["halving"]
+    if not 0 < halving["keep_fraction"] <= 1:
+        raise ConfigError("config key 'train.halving.keep_fraction' must be in (0, 1], "
+                          f"got {halving['keep_fraction']}")
+    if halving["first_iter"] < 1:
+        raise ConfigError(f"config key 'train.halving.first_iter' must be >= 1, "
+                          f"got {halving['first_iter']}")
 
 
 def describe(config: dict[str, Any]) -> str:

@@ -35,6 +35,10 @@ def session_settings(config: dict[str, Any], spark_version: str) -> dict[str, st
     settings: dict[str, str] = {
         "spark.app.name": spark_conf["app_name"],
         "spark.ui.showConsoleProgress": "false",
+        # The training grid fits several models at once from driver threads; FAIR pools let
+        # them share the executors instead of queueing behind each other.
+        "spark.scheduler.mode": "FAIR",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
     source = spark_conf["delta_source"]
     if source != "builtin":

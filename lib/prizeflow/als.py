@@ -1,0 +1,116 @@
+"""ALS on the residuals of the bias baseline (or on raw ratings), and prediction with fallbacks.
+
+Prediction for the residual kind is clip(mu + b_u + b_i + p_u . q_i); a user or movie ALS never
+saw contributes no factor term, so every row gets a prediction (the baseline at worst). The plain
+kind is textbook Spark ALS, p_u . q_i, falling back to the global mean for unseen ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from prizeflow.baselines import Biases, clip, with_baseline
+
+RESIDUAL, PLAIN = "residual", "plain"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    kind: str
+    rank: int
+    reg_param: float
+    max_iter: int
+    bias_reg: float | None  # None for plain ALS, which has no biases
+
+    def params(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def label(self) -> str:
+        bias = f" bias_reg={self.bias_reg:g}" if self.bias_reg is not None else ""
+        return (f"{self.kind} rank={self.rank} reg_param={self.reg_param:g} "
+                f"max_iter={self.max_iter}{bias}")
+
+    def with_iterations(self, max_iter: int) -> "GridPoint":
+        return replace(self, max_iter=max_iter)
+
+
+@dataclass(frozen=True)
+class AlsSettings:
+    seed: int
+    num_blocks: int
+    checkpoint_interval: int
+
+
+@dataclass
+class FittedModel:
+    point: GridPoint
+    mean: float
+    biases: Biases | None
+    als: ALSModel
+    low: float
+    high: float
+
+
+def residuals(ratings: DataFrame, biases: Biases) -> DataFrame:
+    """(user_id, movie_id, residual) with residual = rating - (mu + b_u + b_i)."""
+    return (with_baseline(ratings.select("user_id", "movie_id", "rating"), biases)
+            .select("user_id", "movie_id", (F.col("rating") - F.col("baseline")).alias("residual")))
+
+
+def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
+        biases: Biases | None, low: float, high: float) -> FittedModel:
+    """Fit one grid point. ``training`` has (user_id, movie_id, residual) for the residual kind
+    and (user_id, movie_id, rating) for the plain kind; it should be persisted by the caller."""
+    target = "residual" if point.kind == RESIDUAL else "rating"
+    als = ALS(rank=point.rank, regParam=float(point.reg_param), maxIter=point.max_iter,
+              userCol="user_id", itemCol="movie_id", ratingCol=target, seed=settings.seed,
+              numUserBlocks=settings.num_blocks, numItemBlocks=settings.num_blocks,
+              checkpointInterval=settings.checkpoint_interval, coldStartStrategy="nan")
+    return FittedModel(point, mean, biases if point.kind == RESIDUAL else None,
+                       als.fit(training), low, high)
+
+
+def predict(model: FittedModel, pairs: DataFrame, column: str = "prediction") -> DataFrame:
+    """Add a prediction for every (user_id, movie_id) row of ``pairs``; never null or NaN."""
+    scored = model.als.transform(pairs).withColumnRenamed("prediction", "_factor")
+    factor = F.nanvl(F.col("_factor"), F.lit(None).cast("float"))
+    if model.biases is not None:
+        scored = with_baseline(scored, model.biases, "_baseline")
+        raw = F.col("_baseline") + F.coalesce(factor, F.lit(0.0))
+    else:
+        raw = F.coalesce(factor, F.lit(model.mean))
+    return (scored.withColumn(column, clip(raw.cast("double"), model.low, model.high))
+            .drop("_factor", "_baseline"))
+
+
+def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):
+    """One side's ids, biases and factors as numpy arrays, sorted by id."""
+    import numpy as np
+
+    table = factors.select(F.col("id").alias(key), "features")
+    if bias is not None:
+        table = table.join(bias.select(key, bias_col), key, "full_outer")
+    else:
+        table = table.withColumn(bias_col, F.lit(0.0))
+    frame = table.orderBy(key).toPandas()
+    ids = frame[key].to_numpy(dtype=np.int64)
+    has = frame["features"].notna().to_numpy()
+    rank = len(frame["features"][has].iloc[0]) if has.any() else 0
+    matrix = np.zeros((len(frame), rank), dtype=np.float32)
+    if has.any():
+        matrix[has] = np.stack(frame["features"][has].to_numpy()).astype(np.float32)
+    return ids, frame[bias_col].fillna(0.0).to_numpy(dtype=np.float64), matrix, has
+
+
+def export_factors(model: FittedModel):
+    """The fitted model as a Spark-free :class:`prizeflow.factors.FactorModel`."""
+    from prizeflow.factors import FactorModel
+
+    biases = model.biases
+    user = _side(model.als.userFactors, biases.users if biases else None, "user_id", "b_user")
+    movie = _side(model.als.itemFactors, biases.movies if biases else None, "movie_id", "b_movie")
+    return FactorModel(model.point.kind, model.mean, model.low, model.high, *user, *movie)

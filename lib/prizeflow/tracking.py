@@ -1,0 +1,166 @@
+"""MLflow tracking for the jobs: experiment set-up, child runs for grid points, plots, the model.
+
+Grid-point runs are created with an explicit parent (``mlflow.parentRunId``) through
+``MlflowClient`` from the main thread, so the fluent API's thread-local active run never matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from prizeflow.grid import PointResult
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (``<dir>/mlartifacts``) rather than in the CWD."""
+    if tracking_uri.startswith("sqlite:///"):
+        db_path = Path(urlparse(tracking_uri).path if tracking_uri.startswith("sqlite:////")
+                       else tracking_uri[len("sqlite:///"):])
+        return (db_path.resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def configure(config: dict[str, Any]) -> str:
+    """Point MLflow at the configured store and return the experiment id (created if new)."""
+    settings = config["mlflow"]
+    uri = settings["tracking_uri"]
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(settings["experiment"])
+    if experiment is not None:
+        return experiment.experiment_id
+    location = settings.get("artifact_location") or default_artifact_location(uri)
+    logger.info("creating MLflow experiment %s (artifacts: %s)", settings["experiment"],
+                location or "server default")
+    return client.create_experiment(settings["experiment"], artifact_location=location)
+
+
+def git_commit() -> str:
+    """The commit of the code that is running, or 'unknown' outside a git checkout."""
+    if os.environ.get("PRIZEFLOW_GIT_COMMIT"):
+        return os.environ["PRIZEFLOW_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def log_point(client: MlflowClient, experiment_id: str, parent_run_id: str,
+              result: PointResult, index: int) -> str:
+    """One finished grid point as a child run of the training run."""
+    now = int(time.time() * 1000)
+    run = client.create_run(
+        experiment_id, start_time=now - int(result.seconds * 1000),
+        run_name=f"point-{index:03d}",
+        tags={"mlflow.parentRunId": parent_run_id, "prizeflow.pruned": str(result.pruned).lower()})
+    params = {**result.point.params(), "iterations_run": result.iterations}
+    client.log_batch(run.info.run_id,
+                     params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric("validation_rmse", result.validation_rmse, now, 0),
+                              Metric("fit_seconds", result.seconds, now, 0)],
+                     tags=[RunTag("prizeflow.point", result.point.label())])
+    client.set_terminated(run.info.run_id, end_time=now)
+    return run.info.run_id
+
+
+def grid_heatmap(results: list[PointResult], kind: str):
+    """Validation RMSE over rank x reg_param (the best over the other axes) for one kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    chosen = [r for r in results if r.point.kind == kind]
+    ranks = sorted({r.point.rank for r in chosen})
+    regs = sorted({r.point.reg_param for r in chosen})
+    grid = np.full((len(ranks), len(regs)), np.nan)
+    for r in chosen:
+        i, j = ranks.index(r.point.rank), regs.index(r.point.reg_param)
+        grid[i, j] = np.nanmin([grid[i, j], r.validation_rmse])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(regs), 1.2 + 0.7 * len(ranks)))
+    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(regs)), [f"{v:g}" for v in regs])
+    ax.set_yticks(range(len(ranks)), [str(v) for v in ranks])
+    ax.set_xlabel("regParam")
+    ax.set_ylabel("rank")
+    ax.set_title(f"validation RMSE ({kind} ALS)")
+    for i in range(len(ranks)):
+        for j in range(len(regs)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", color="white",
+                        fontsize=8)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def model_vs_baselines(test_rmse: float, baselines: dict[str, float]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["model", *baselines]
+    values = [test_rmse, *baselines.values()]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(names), 3.5))
+    bars = ax.bar(names, values, color=["tab:green"] + ["tab:gray"] * len(baselines))
+    ax.bar_label(bars, fmt="%.4f")
+    ax.set_ylabel("test RMSE")
+    ax.set_ylim(min(values) * 0.95, max(values) * 1.03)
+    ax.set_title("model vs baselines (lower is better)")
+    fig.tight_layout()
+    return fig
+
+
+def pip_requirements() -> list[str]:
+    """The pyfunc's serving requirements, given explicitly (inference costs ~40 s a model)."""
+    from importlib.metadata import version
+
+    return [f"mlflow=={version('mlflow')}", f"numpy=={version('numpy')}",
+            f"pandas=={version('pandas')}"]
+
+
+def log_factor_model(factor_model, name: str = "model"):
+    """Log the Spark-free pyfunc into the active run; returns MLflow's ModelInfo."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from prizeflow.pyfunc import ARTIFACT_KEY, FactorPyfunc
+
+    # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double.
+    signature = ModelSignature(inputs=Schema([ColSpec("long", "user_id"),
+                                              ColSpec("long", "movie_id")]),
+                               outputs=Schema([ColSpec("double", "prediction")]))
+    example = pd.DataFrame({"user_id": factor_model.user_ids[:2].astype("int64"),
+                            "movie_id": factor_model.movie_ids[:2].astype("int64")})
+    with tempfile.TemporaryDirectory(prefix="prizeflow-model-") as tmp, warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values: ids never are missing.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        path = Path(tmp) / "factors.npz"
+        factor_model.save(path)
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=FactorPyfunc(), artifacts={ARTIFACT_KEY: str(path)},
+            code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
+            pip_requirements=pip_requirements())

@@ -1,0 +1,129 @@
+"""`prizeflow train` end to end on a generated Netflix-layout corpus: probe split, baselines,
+the grid as child runs, the model artifact, and a pinned Delta version reproducing a run."""
+
+import argparse
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from prizeflow.generate import generate_corpus, make_spec
+from prizeflow.jobs import ingest as ingest_job
+from prizeflow.jobs import train as train_job
+from prizeflow.jobs.common import JobError
+
+from conftest import make_config, table, write
+
+pytestmark = pytest.mark.integration
+
+GRID = {"train.grid.kind": "[residual, plain]", "train.grid.rank": "[8]",
+        "train.grid.reg_param": "[0.1, 0.3]", "train.grid.max_iter": "[6]",
+        "train.grid.bias_reg": "[5]", "train.parallelism": "2", "train.num_blocks": "2"}
+
+
+def _config(tmp, **extra):
+    config = make_config(tmp)
+    from prizeflow.config import load_config
+
+    overrides = [f"{k}={v}" for k, v in {**GRID, **extra}.items()]
+    merged = load_config(None, overrides)
+    for section in ("data", "split", "train"):
+        config[section] = merged[section]
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    corpus = tmp / "corpus"
+    generate_corpus(make_spec(corpus, 30_000, users=600, movies=150, seed=11))
+    config = _config(tmp)
+    ingested = ingest_job.run(spark, config, argparse.Namespace(source=str(corpus), format="auto"))
+    summary = train_job.run(spark, config, argparse.Namespace())
+    return {"tmp": tmp, "corpus": corpus, "config": config, "ingested": ingested,
+            "summary": summary}
+
+
+def test_summary_reports_model_baselines_and_lift(trained):
+    summary = trained["summary"]
+    assert summary["split_method"] == "probe"
+    assert summary["split_counts"]["test"] == trained["ingested"]["probe"] > 0
+    assert summary["grid_points"] == 4  # {residual, plain} x reg_param {0.1, 0.3}
+    assert set(summary["baselines"]) == {"global_mean", "bias", "cinematch"}
+    assert summary["baselines"]["cinematch"] == 0.9474
+    for name, rmse in summary["baselines"].items():
+        expected = (rmse - summary["test_rmse"]) / rmse * 100
+        assert summary["lift_pct"][name] == pytest.approx(expected)
+    # The generated corpus has planted factors: bias-aware ALS must beat both baselines.
+    assert summary["best_params"]["kind"] == "residual"
+    assert summary["test_rmse"] < summary["baselines"]["bias"] < summary["baselines"]["global_mean"]
+    assert 0 < summary["test_mae"] < summary["test_rmse"]
+    json.dumps(summary)  # the CLI prints it
+
+
+def test_mlflow_holds_children_metrics_plots_data_version_and_model(trained):
+    summary, config = trained["summary"], trained["config"]
+    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    client = MlflowClient()
+    parent = client.get_run(summary["run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary['run_id']}'")
+    assert len(children) == summary["grid_points"]
+    assert sorted(c.data.params["kind"] for c in children) == ["plain", "plain", "residual", "residual"]
+    assert all("validation_rmse" in c.data.metrics and "fit_seconds" in c.data.metrics
+               for c in children)
+    assert min(c.data.metrics["validation_rmse"] for c in children) == pytest.approx(
+        summary["validation_rmse"])
+    metrics = parent.data.metrics
+    assert metrics["test_rmse"] == pytest.approx(summary["test_rmse"])
+    assert metrics["lift_pct_bias"] == pytest.approx(summary["lift_pct"]["bias"])
+    assert parent.data.params["best_rank"] == "8"
+    assert parent.data.params["data_version"] == str(summary["data_version"])
+    assert parent.data.tags["prizeflow.git_commit"] != ""
+    inputs = parent.inputs.dataset_inputs
+    assert len(inputs) == 1
+    source = json.loads(inputs[0].dataset.source)
+    assert source["delta_table_version"] in (summary["data_version"], str(summary["data_version"]))
+    artifacts = {a.path for a in client.list_artifacts(summary["run_id"], "plots")}
+    assert {"plots/grid_residual.png", "plots/grid_plain.png",
+            "plots/model_vs_baselines.png"} <= artifacts
+    config_text = mlflow.artifacts.load_text(f"runs:/{summary['run_id']}/config.yaml")
+    assert "reg_param" in config_text
+
+    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    pairs = pd.DataFrame({"user_id": np.array([1, 2, 10**9], dtype=np.int32),
+                          "movie_id": np.array([1, 2, 3], dtype=np.int32)})
+    predictions = np.asarray(model.predict(pairs))
+    assert predictions.shape == (3,)
+    assert np.all((predictions >= 1) & (predictions <= 5))
+
+
+def test_pinned_data_version_reproduces_split_and_metrics(spark, trained):
+    config, first = trained["config"], trained["summary"]
+    # New ratings arrive: the table moves on to a new version.
+    write(trained["corpus"] / "training_set" / "mv_0000999.txt",
+          "999:\n" + "".join(f"{u},4,2005-06-01\n" for u in range(1, 301)))
+    ingest_job.run(spark, config, argparse.Namespace(source=str(trained["corpus"]), format="auto"))
+    latest = table(spark, config, "ratings").count()
+    assert latest == trained["ingested"]["ratings"] + 300
+
+    pinned = dict(config)
+    pinned["data"] = {"version": first["data_version"]}
+    again = train_job.run(spark, pinned, argparse.Namespace())
+    assert again["data_version"] == first["data_version"]
+    assert again["split_counts"] == first["split_counts"]
+    assert again["best_params"] == first["best_params"]
+    assert again["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
+    assert again["baselines"] == pytest.approx(first["baselines"])
+    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    source = json.loads(MlflowClient().get_run(again["run_id"]).inputs.dataset_inputs[0]
+                        .dataset.source)
+    assert str(source["delta_table_version"]) == str(first["data_version"])
+
+    missing = dict(config)
+    missing["data"] = {"version": 999}
+    with pytest.raises(JobError, match="data.version 999 does not exist"):
+        train_job.run(spark, missing, argparse.Namespace())
