@@ -13,6 +13,9 @@ COMMANDS = {
     "generate": "Write a synthetic Netflix-Prize-layout corpus.",
     "ingest": "Ingest Netflix Prize or MovieLens files into Delta tables.",
     "train": "Train the ALS grid on the ratings table and track it in MLflow.",
+    "register": "Register the latest trained model; gate champion vs challenger.",
+    "recommend": "Write top-N recommendations per user from the champion into Delta.",
+    "run": "The whole pipeline: ingest, train, register.",
 }
 
 

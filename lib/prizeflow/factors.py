@@ -73,3 +73,36 @@ class FactorModel:
             raw = (self.mean + np.where(u_found, self.user_bias[u_pos], 0.0)
                    + np.where(m_found, self.movie_bias[m_pos], 0.0) + np.where(both, dot, 0.0))
         return np.clip(raw, self.low, self.high)
+
+
+def top_n(model: FactorModel, user_ids: np.ndarray, rated: list, n: int):
+    """The ``n`` best-scoring movies for each user, excluding the movies in ``rated[i]``.
+
+    Ranks by the unclipped score (clipping at the top of the scale would tie every strong
+    recommendation); returns (user_ids, ranks, movie_ids, predicted ratings) as flat arrays."""
+    users = np.asarray(user_ids, dtype=np.int64)
+    u_pos, u_found = FactorModel._lookup(model.user_ids, users)
+    movie_factors = model.movie_factors.astype(np.float32) * model.movie_has_factors[:, None]
+    user_factors = model.user_factors[u_pos] * (u_found & model.user_has_factors[u_pos])[:, None]
+    scores = user_factors @ movie_factors.T
+    if model.kind == "plain":
+        scores = np.where(model.movie_has_factors[None, :] & (u_found & model.user_has_factors[u_pos])[:, None],
+                          scores, model.mean)
+    else:
+        scores = (scores + model.movie_bias[None, :]
+                  + np.where(u_found, model.user_bias[u_pos], 0.0)[:, None] + model.mean)
+    for row, movies in enumerate(rated):
+        if movies is not None and len(movies):
+            pos, found = FactorModel._lookup(model.movie_ids, np.asarray(movies, dtype=np.int64))
+            scores[row, pos[found]] = -np.inf
+    k = min(n, scores.shape[1])
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.tile(np.arange(scores.shape[1]), (len(users), 1))
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    best = np.take_along_axis(best, order, axis=1)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+    keep = np.isfinite(best_scores)  # a user who rated nearly everything gets fewer
+    ranks = np.tile(np.arange(1, k + 1), (len(users), 1))
+    return (np.repeat(users, k)[keep.ravel()], ranks[keep], model.movie_ids[best][keep],
+            np.clip(best_scores[keep], model.low, model.high))

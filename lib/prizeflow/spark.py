@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ def get_spark(config: dict[str, Any]):
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
     if not submitted and config["spark"]["master"]:
         builder = builder.master(config["spark"]["master"])
+        if config["spark"]["master"].startswith("local"):
+            # Local Python workers (mapInPandas) must run this interpreter, with its packages,
+            # not whatever `python3` is first on the PATH. PySpark reads only the environment.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in session_settings(config, pyspark.__version__).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -64,6 +64,15 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
+def split_signature(config: dict[str, Any], ratings_path: str, data_version: int,
+                    method: str) -> str:
+    """What decides a test set: two runs with equal signatures were scored on the same rows."""
+    split = config["split"]
+    keys = ["test_fraction", "validation_fraction", "folds", "fold", "seed"]
+    parts = [f"path={ratings_path}", f"version={data_version}", f"method={method}"]
+    return ";".join(parts + [f"{k}={split[k]}" for k in keys])
+
+
 def log_point(client: MlflowClient, experiment_id: str, parent_run_id: str,
               result: PointResult, index: int) -> str:
     """One finished grid point as a child run of the training run."""

@@ -94,6 +94,15 @@ def split_ratings(data: TrainingData, config: dict[str, Any], method: str) -> Da
                              conf["seed"], conf["folds"], conf["fold"])
 
 
+def test_pairs(spark: SparkSession, config: dict[str, Any]) -> tuple[DataFrame, int, str]:
+    """The test ratings a run with this config (data version and split) was scored on."""
+    data = load_training_data(spark, config)
+    method = choose_split_method(config, data)
+    split = split_ratings(data, config, method)
+    return (splits.part(split, splits.TEST).select("user_id", "movie_id", "rating"),
+            data.version, method)
+
+
 def _persist(df: DataFrame) -> DataFrame:
     return df.persist(StorageLevel.MEMORY_AND_DISK)
 
@@ -182,7 +191,9 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
                                              version=str(data.version), name="ratings")
             mlflow.log_input(dataset, context="training")
         mlflow.set_tags({"prizeflow.command": "train", "prizeflow.git_commit": tracking.git_commit(),
-                         "prizeflow.data_path": data.ratings_path})
+                         "prizeflow.data_path": data.ratings_path,
+                         "prizeflow.split": tracking.split_signature(config, data.ratings_path,
+                                                                    data.version, method)})
         mlflow.log_params({"data_version": data.version, "split_method": method,
                            "probe_version": data.probe_version, "grid_points": len(points),
                            "parallelism": train_conf["parallelism"],

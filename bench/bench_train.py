@@ -1,0 +1,244 @@
+"""Training benchmarks: quality on MovieLens 100K, grid speed vs the textbook way, ALS scaling.
+
+    .venv/bin/python bench/bench_train.py quality [--folds 5]
+    .venv/bin/python bench/bench_train.py speed [--ratings 1000000] [--runs 3]
+    .venv/bin/python bench/bench_train.py iterations [--sizes 1000000 10000000]
+
+quality: ``../shared/data/ml-100k`` ingested once; for each of 5 hash folds (test = fold k, the
+  issue's protocol) ``prizeflow train`` with the default grid, then the same grid as plain ALS;
+  per fold the test RMSE of both and of the mu + b_u + b_i baseline. Target: mean <= 0.905.
+speed: a generated corpus; the default grid run the textbook way (TrainValidationSplit,
+  parallelism 1, plain ALS, then the best model scored on the test set) vs ``prizeflow train``
+  (same points, same split, parallelism from conf), alternating in one session. Target >= 1.5x.
+iterations: seconds per ALS iteration (residual, rank 20) from fits of 2 and 10 iterations.
+Each prints its figures and the command, and writes bench/out/train-<mode>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+ML100K = HERE.parent.parent / "shared" / "data" / "ml-100k"
+
+
+def _session(lake: Path):
+    from prizeflow.config import load_config
+    from prizeflow.spark import get_spark
+
+    os.chdir(HERE.parent)
+    config = load_config("conf/local.yaml", [f"lake.root={lake}",
+                                             f"mlflow.tracking_uri=sqlite:///{lake}/mlflow.db"])
+    return get_spark(config), config
+
+
+def _ingest(spark, config, source: Path) -> dict:
+    from prizeflow.jobs import ingest
+
+    shutil.rmtree(config["lake"]["root"], ignore_errors=True)
+    return ingest.run(spark, config, argparse.Namespace(source=str(source), format="auto"))
+
+
+def _train(spark, config, overrides: list[str]) -> dict:
+    from prizeflow.config import load_config
+    from prizeflow.jobs import train
+
+    merged = load_config("conf/local.yaml", overrides)
+    run_config = {**config, "data": merged["data"], "split": merged["split"],
+                  "train": merged["train"]}
+    t0 = time.monotonic()
+    summary = train.run(spark, run_config, argparse.Namespace())
+    summary["seconds"] = time.monotonic() - t0
+    return summary
+
+
+def _machine(spark) -> dict:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "spark": spark.version,
+            "master": spark.sparkContext.master, "platform": platform.platform()}
+
+
+def _finish(mode: str, command: str, spark, payload: dict) -> None:
+    OUT.mkdir(exist_ok=True)
+    payload = {"command": command, "machine": _machine(spark), **payload}
+    (OUT / f"train-{mode}.json").write_text(json.dumps(payload, indent=2))
+    print(f"\ncommand: {command}\nmachine: {payload['machine']}")
+
+
+def quality(args, command: str) -> None:
+    if not ML100K.is_dir():
+        sys.exit(f"{ML100K} is not present")
+    lake = OUT / "lake-ml100k"
+    spark, config = _session(lake)
+    _ingest(spark, config, ML100K)
+    rows = []
+    for fold in range(args.folds):
+        split = ["split.method=hash", f"split.folds={args.folds}", f"split.fold={fold}"]
+        ours = _train(spark, config, split)
+        plain = _train(spark, config, split + ["train.grid.kind=[plain]"])
+        rows.append({"fold": fold, "prizeflow": ours["test_rmse"], "plain_als": plain["test_rmse"],
+                     "bias": ours["baselines"]["bias"], "global_mean": ours["baselines"]["global_mean"],
+                     "best_params": ours["best_params"], "plain_best": plain["best_params"],
+                     "seconds": ours["seconds"]})
+        print(f"fold {fold}: prizeflow {ours['test_rmse']:.4f}  plain ALS {plain['test_rmse']:.4f}  "
+              f"bias {ours['baselines']['bias']:.4f}  best {ours['best_params']}", flush=True)
+    mean = {k: statistics.mean(r[k] for r in rows)
+            for k in ("prizeflow", "plain_als", "bias", "global_mean")}
+    _finish("quality", command, spark, {"folds": rows, "mean": mean, "target": 0.905})
+    print(f"{'fold':>4} {'prizeflow':>10} {'plain ALS':>10} {'bias':>8}")
+    for r in rows:
+        print(f"{r['fold']:>4} {r['prizeflow']:>10.4f} {r['plain_als']:>10.4f} {r['bias']:>8.4f}")
+    print(f"mean {mean['prizeflow']:>10.4f} {mean['plain_als']:>10.4f} {mean['bias']:>8.4f}"
+          f"   (target: prizeflow mean <= 0.905: {'met' if mean['prizeflow'] <= 0.905 else 'NOT met'})")
+    spark.stop()
+
+
+def _textbook(spark, config, seed: int) -> dict:
+    """The default grid as most tutorials run it: TrainValidationSplit over plain ALS."""
+    from pyspark.ml.evaluation import RegressionEvaluator
+    from pyspark.ml.recommendation import ALS
+    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+    from pyspark.sql import functions as F
+
+    from prizeflow import splits
+    from prizeflow.jobs import train
+
+    data = train.load_training_data(spark, config)
+    split = splits.hash_split(data.ratings, config["split"]["test_fraction"],
+                              config["split"]["validation_fraction"], config["split"]["seed"])
+    t0 = time.monotonic()
+    fit_part = splits.part(split, splits.TRAIN, splits.VALIDATION).select(
+        "user_id", "movie_id", "rating")
+    test = splits.part(split, splits.TEST).select("user_id", "movie_id", "rating")
+    als = ALS(userCol="user_id", itemCol="movie_id", ratingCol="rating", seed=seed,
+              coldStartStrategy="drop")
+    grid_conf = config["train"]["grid"]
+    grid = (ParamGridBuilder().addGrid(als.rank, grid_conf["rank"])
+            .addGrid(als.regParam, [float(r) for r in grid_conf["reg_param"]])
+            .addGrid(als.maxIter, grid_conf["max_iter"]).build())
+    evaluator = RegressionEvaluator(metricName="rmse", labelCol="rating", predictionCol="prediction")
+    validation_share = config["split"]["validation_fraction"] / (1 - config["split"]["test_fraction"])
+    tvs = TrainValidationSplit(estimator=als, estimatorParamMaps=grid, evaluator=evaluator,
+                               trainRatio=1 - validation_share, parallelism=1, seed=seed)
+    model = tvs.fit(fit_part)
+    scored = model.bestModel.transform(test)
+    rmse_dropped = evaluator.evaluate(scored)
+    seconds = time.monotonic() - t0
+    kept = scored.count()
+    total = test.count()
+    mean = fit_part.agg(F.avg("rating")).first()[0]
+    # Over all test rows, the dropped cold-start rows predicted by the global mean:
+    full = (model.bestModel.setColdStartStrategy("nan").transform(test)
+            .withColumn("prediction", F.coalesce(F.nanvl("prediction", F.lit(None)), F.lit(mean))))
+    rmse_all = evaluator.evaluate(full)
+    best = model.bestModel
+    return {"seconds": seconds, "test_rmse_dropping_cold_start": rmse_dropped,
+            "test_rmse_all_rows": rmse_all, "test_rows_scored": kept, "test_rows": total,
+            "best_rank": best.rank}
+
+
+def speed(args, command: str) -> None:
+    from prizeflow.generate import generate_corpus, make_spec
+
+    corpus = OUT / f"corpus-{args.ratings}-training_set"
+    if not corpus.exists():
+        generate_corpus(make_spec(corpus, args.ratings, seed=42))
+    lake = OUT / "lake-speed"
+    spark, config = _session(lake)
+    _ingest(spark, config, corpus)
+    config = {**config, "split": {**config["split"], "method": "hash"}}
+    variants = {"prizeflow": ["split.method=hash"],
+                "prizeflow_halving": ["split.method=hash", "train.halving.enabled=true"]}
+    times: dict[str, list[float]] = {"textbook": [], **{k: [] for k in variants}}
+    rmse: dict[str, float] = {}
+    details = {}
+    for run in range(args.runs):
+        result = _textbook(spark, config, seed=42)
+        times["textbook"].append(result["seconds"])
+        rmse["textbook"] = result["test_rmse_all_rows"]
+        details["textbook"] = result
+        line = [f"run {run + 1}: textbook {result['seconds']:.1f}s rmse {rmse['textbook']:.4f}"]
+        for name, overrides in variants.items():
+            summary = _train(spark, config, overrides)
+            times[name].append(summary["seconds"])
+            rmse[name] = summary["test_rmse"]
+            details[name] = {k: summary[k] for k in ("best_params", "test_rmse", "baselines")}
+            line.append(f"{name} {summary['seconds']:.1f}s rmse {summary['test_rmse']:.4f}")
+        print("  ".join(line), flush=True)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {k: medians["textbook"] / medians[k] for k in variants}
+    _finish("speed", command, spark, {"ratings": args.ratings, "runs": args.runs, "times": times,
+                                      "medians": medians, "speedup": ratios, "test_rmse": rmse,
+                                      "details": details})
+    print(f"{'method':<18} {'median s':>9} {'speed-up':>9} {'test RMSE':>10}")
+    for name in times:
+        speedup = ratios.get(name, 1.0)
+        print(f"{name:<18} {medians[name]:>9.1f} {speedup:>8.2f}x {rmse[name]:>10.4f}")
+    spark.stop()
+
+
+def iterations(args, command: str) -> None:
+    from prizeflow import als, splits
+    from prizeflow.generate import generate_corpus, make_spec
+    from prizeflow.jobs import train
+
+    rows = []
+    for size in args.sizes:
+        corpus = OUT / f"corpus-{size}-training_set"
+        if not corpus.exists():
+            generate_corpus(make_spec(corpus, size, seed=42))
+        spark, config = _session(OUT / "lake-iterations")
+        _ingest(spark, config, corpus)
+        data = train.load_training_data(spark, config)
+        ratings = splits.part(splits.hash_split(data.ratings, 0.1, 0.1, 42), splits.TRAIN)
+        fit_data = train.prepare(ratings, [3.0], 3)
+        settings = als.AlsSettings(42, config["train"]["num_blocks"], 10)
+        timings = {}
+        for iters in (2, 10):
+            point = als.GridPoint("residual", args.rank, 0.1, iters, 3.0)
+            samples = []
+            for _ in range(args.runs):
+                t0 = time.monotonic()
+                model = train.fit_point(point, fit_data, settings, 1.0, 5.0)
+                model.als.userFactors.count()
+                samples.append(time.monotonic() - t0)
+            timings[iters] = statistics.median(samples)
+        per_iteration = (timings[10] - timings[2]) / 8
+        rows.append({"ratings": size, "train_ratings": fit_data.ratings.count(), "rank": args.rank,
+                     "fit_2_iter_s": timings[2], "fit_10_iter_s": timings[10],
+                     "s_per_iteration": per_iteration})
+        print(f"{size:>11,} ratings: fit 2 iter {timings[2]:.1f}s, 10 iter {timings[10]:.1f}s, "
+              f"{per_iteration:.2f} s/iteration", flush=True)
+        fit_data.release()
+    _finish("iterations", command, spark, {"results": rows})
+    spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--folds", type=int, default=5)
+    s = sub.add_parser("speed")
+    s.add_argument("--ratings", type=int, default=1_000_000)
+    s.add_argument("--runs", type=int, default=3)
+    i = sub.add_parser("iterations")
+    i.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    i.add_argument("--rank", type=int, default=20)
+    i.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    command = "python bench/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    {"quality": quality, "speed": speed, "iterations": iterations}[args.mode](args, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Registry, serving and the whole pipeline: champion/challenger gating both ways, re-scoring on a
+new data version, the Spark-free pyfunc, recommendations, and `prizeflow run` twice in a row."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from prizeflow.generate import generate_corpus, make_spec
+from prizeflow.jobs import ingest as ingest_job
+from prizeflow.jobs import recommend as recommend_job
+from prizeflow.jobs import register as register_job
+from prizeflow.jobs import run as run_job
+from prizeflow.jobs import train as train_job
+
+from conftest import PROJECT, make_config, table, write
+
+pytestmark = pytest.mark.integration
+
+WEAK = {"kind": ["plain"], "rank": [2], "reg_param": [0.5], "max_iter": [2], "bias_reg": [5.0]}
+GOOD = {"kind": ["residual"], "rank": [8], "reg_param": [0.1], "max_iter": [6], "bias_reg": [5.0]}
+
+
+def _train(spark, config, grid):
+    config = {**config, "train": {**config["train"], "grid": grid, "num_blocks": 2}}
+    return train_job.run(spark, config, argparse.Namespace())
+
+
+def _register(spark, config):
+    return register_job.run(spark, config, argparse.Namespace(run_id=None))
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("registry")
+    corpus = tmp / "corpus"
+    generate_corpus(make_spec(corpus, 30_000, users=600, movies=150, seed=5))
+    config = make_config(tmp)
+    ingested = ingest_job.run(spark, config, argparse.Namespace(source=str(corpus), format="auto"))
+    return {"tmp": tmp, "corpus": corpus, "config": config, "ingested": ingested}
+
+
+@pytest.fixture(scope="module")
+def history(spark, lake):
+    """weak -> champion; good -> beats it; weak again -> challenger."""
+    config = lake["config"]
+    steps = []
+    for grid in (WEAK, GOOD, WEAK):
+        trained = _train(spark, config, grid)
+        steps.append((trained, _register(spark, config)))
+    return steps
+
+
+def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
+    (weak, first), (good, second), (weak_again, third) = history
+    assert first["version"] == 1 and first["alias"] == "champion"
+    assert first["champion_rmse_before"] is None
+    assert good["test_rmse"] < weak["test_rmse"]
+    assert second["alias"] == "champion" and second["version"] == 2
+    assert second["champion_rmse_before"] == pytest.approx(weak["test_rmse"], abs=1e-6)
+    assert third["alias"] == "challenger" and third["version"] == 3
+    assert third["champion_rmse_before"] == pytest.approx(good["test_rmse"], abs=1e-6)
+    assert not third["champion_rescored"]  # same data version and split: tags compared
+    assert third["lift_pct"] == pytest.approx(weak_again["lift_pct"])
+
+    mlflow.set_tracking_uri(lake["config"]["mlflow"]["tracking_uri"])
+    client = MlflowClient()
+    name = lake["config"]["mlflow"]["registered_model"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
+    champion = client.get_model_version(name, "2")
+    assert float(champion.tags["test_rmse"]) == pytest.approx(good["test_rmse"], abs=1e-6)
+    assert champion.tags["train_run_id"] == good["run_id"]
+    assert champion.tags["data_version"] == str(good["data_version"])
+    assert float(champion.tags["lift_pct_cinematch"]) == pytest.approx(
+        good["lift_pct"]["cinematch"], abs=1e-3)
+    assert champion.tags["best_rank"] == "8" and champion.tags["git_commit"]
+    assert "test RMSE" in champion.description
+
+
+def test_champion_pyfunc_serves_int32_int64_and_unknown_ids(lake, history):
+    good = history[1][0]
+    mlflow.set_tracking_uri(lake["config"]["mlflow"]["tracking_uri"])
+    name = lake["config"]["mlflow"]["registered_model"]
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    factors = model.unwrap_python_model().model
+    users, movies = factors.user_ids[:50], factors.movie_ids[np.arange(50) % len(factors.movie_ids)]
+    as64 = model.predict(pd.DataFrame({"user_id": users.astype(np.int64),
+                                       "movie_id": movies.astype(np.int64)}))
+    as32 = model.predict(pd.DataFrame({"user_id": users.astype(np.int32),
+                                       "movie_id": movies.astype(np.int32)}))
+    assert np.allclose(np.asarray(as64), np.asarray(as32)) and len(as64) == 50
+    unknown = model.predict(pd.DataFrame({"user_id": np.array([users[0], 10**8, 10**8]),
+                                          "movie_id": np.array([10**6, movies[0], 10**6])}))
+    expected = [factors.mean + factors.user_bias[0], factors.mean + factors.movie_bias[0],
+                factors.mean]
+    assert np.allclose(np.asarray(unknown), np.clip(expected, 1, 5))
+    assert good["split_method"] == "probe"
+
+
+def test_pyfunc_loads_in_a_process_without_spark(lake, history):
+    name = lake["config"]["mlflow"]["registered_model"]
+    code = (
+        "import sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model('models:/{name}@champion')\n"
+        "out = m.predict(pd.DataFrame({'user_id': [1, 2], 'movie_id': [1, 2]}))\n"
+        # MLflow may import pyspark's Python modules for type checks; no JVM may start (and
+        # none could: java is off the PATH).
+        "gateway = sys.modules['pyspark'].SparkContext._gateway if 'pyspark' in sys.modules "
+        "else None\n"
+        "assert gateway is None, 'a JVM was started'\n"
+        "print(list(out))\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": lake["config"]["mlflow"]["tracking_uri"],
+           "JAVA_HOME": "/nonexistent", "PATH": os.path.dirname(sys.executable)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    values = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(values) == 2 and all(1 <= v <= 5 for v in values)
+
+
+def test_recommendations_skip_rated_movies_and_are_ranked(spark, lake, history):
+    config = lake["config"]
+    summary = recommend_job.run(spark, config, argparse.Namespace(top=5, alias="champion"))
+    recs = table(spark, config, "recommendations")
+    ratings = table(spark, config, "ratings")
+    assert summary["model_version"] == 2 and summary["top"] == 5
+    assert summary["rows"] == recs.count() == summary["users"] * 5
+    assert summary["users"] == ratings.select("user_id").distinct().count()
+    assert recs.join(ratings, ["user_id", "movie_id"], "left_semi").count() == 0
+    rows = recs.orderBy("user_id", "rank").collect()
+    by_user = {}
+    for r in rows:
+        by_user.setdefault(r.user_id, []).append(r)
+    for user_rows in by_user.values():
+        assert [r.rank for r in user_rows] == [1, 2, 3, 4, 5]
+        scores = [r.predicted_rating for r in user_rows]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_new_data_version_rescores_the_champion(spark, lake, history):
+    config = lake["config"]
+    write(lake["corpus"] / "training_set" / "mv_0000777.txt",
+          "777:\n" + "".join(f"{u},{u % 5 + 1},2005-07-01\n" for u in range(1, 201)))
+    ingest_job.run(spark, config, argparse.Namespace(source=str(lake["corpus"]), format="auto"))
+    weak = _train(spark, config, WEAK)
+    assert weak["data_version"] > history[1][0]["data_version"]
+    result = _register(spark, config)
+    assert result["champion_rescored"] and result["alias"] == "challenger"
+    # The champion's RMSE on the new test set, computed here independently.
+    test, _, _ = train_job.test_pairs(spark, {**config, "data": {"version": weak["data_version"]}})
+    frame = test.toPandas()
+    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    champion = mlflow.pyfunc.load_model(f"models:/{config['mlflow']['registered_model']}@champion")
+    rmse = float(np.sqrt(np.mean((frame["rating"] - champion.predict(frame[["user_id", "movie_id"]])) ** 2)))
+    assert result["champion_rmse_before"] == pytest.approx(rmse, abs=1e-9)
+
+
+def test_whole_pipeline_twice_in_a_row(spark, tmp_path):
+    corpus = tmp_path / "corpus"
+    generate_corpus(make_spec(corpus, 20_000, users=400, movies=100, seed=9))
+    config = make_config(tmp_path)
+    config["train"] = {**config["train"], "grid": GOOD, "num_blocks": 2}
+    args = argparse.Namespace(source=str(corpus), format="auto")
+    first = run_job.run(spark, config, args)
+    second = run_job.run(spark, config, args)
+    assert first["version"] == 1 and first["alias"] == "champion"
+    assert first["ingest"]["ratings"] == 20_000 and first["train"]["grid_points"] == 1
+    assert first["test_rmse"] == first["train"]["test_rmse"] == first["register"]["test_rmse"]
+    assert second["ingest"]["files_ingested"] == 0  # nothing new to ingest
+    assert second["version"] == 2
+    assert second["champion_rmse_before"] == pytest.approx(first["test_rmse"], abs=1e-6)
+    # Same data, same config: the same RMSE, which does not beat the champion.
+    assert second["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
+    assert second["alias"] == "challenger"
+    assert set(second["lift_pct"]) == {"global_mean", "bias", "cinematch"}
