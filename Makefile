@@ -15,13 +15,17 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all]"
 	touch $@
 
-# Generates a corpus unless SOURCE=path/to/corpus is given, then ingests it into ./lake.
+# Generates a corpus unless SOURCE=path/to/corpus is given, then runs the whole pipeline on the
+# embedded default (ingest into ./lake, train, register in ./mlflow.db) and prints a report.
 demo: install
 	@if [ -z "$(SOURCE)" ] && [ ! -d demo/corpus ]; then \
 	  $(BIN)/prizeflow generate --out demo/corpus --ratings $(DEMO_RATINGS) --seed 7 \
 	    --layout combined_data | tail -n 1; \
 	fi
-	$(BIN)/prizeflow ingest --source $(or $(SOURCE),demo/corpus)
+	@mkdir -p demo
+	$(BIN)/prizeflow run --source $(or $(SOURCE),demo/corpus) | tee demo/run.log
+	@echo
+	@$(BIN)/python -m prizeflow.report demo/run.log --tracking-uri sqlite:///mlflow.db
 
 test: install
 	$(BIN)/pytest
@@ -31,6 +35,9 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_train.py quality
+	$(BIN)/python bench/bench_train.py speed
+	$(BIN)/python bench/bench_train.py iterations
 
 clean:
-	rm -rf lake demo mlflow.db spark-warehouse .pytest_cache
+	rm -rf lake demo mlflow.db mlartifacts spark-warehouse .pytest_cache

@@ -88,3 +88,31 @@ def table(spark, config: dict, name: str):
     from prizeflow.lake import table_path
 
     return spark.read.format("delta").load(table_path(config["lake"]["root"], name))
+
+
+@pytest.fixture(scope="session")
+def small_lake(spark, tmp_path_factory):
+    """A generated Netflix-layout corpus (30,000 ratings, 600 users, 150 movies, with a probe)
+    ingested once; modules that train copy it with :func:`copy_lake` instead of ingesting again."""
+    import argparse as _argparse
+
+    from prizeflow.generate import generate_corpus, make_spec
+    from prizeflow.jobs import ingest as ingest_job
+
+    tmp = tmp_path_factory.mktemp("small-lake")
+    corpus = tmp / "corpus"
+    generate_corpus(make_spec(corpus, 30_000, users=600, movies=150, seed=5))
+    config = make_config(tmp)
+    summary = ingest_job.run(spark, config, _argparse.Namespace(source=str(corpus), format="auto"))
+    return {"root": Path(config["lake"]["root"]), "corpus": corpus, "ingest": summary}
+
+
+def copy_lake(small_lake: dict, tmp: Path) -> dict:
+    """A private copy of the shared lake (Delta logs hold relative paths, so a copy is a lake)
+    and a config pointing at it with its own MLflow store."""
+    import shutil
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = make_config(tmp)
+    shutil.copytree(small_lake["root"], config["lake"]["root"])
+    return config

@@ -13,14 +13,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prizeflow.generate import generate_corpus, make_spec
 from prizeflow.jobs import ingest as ingest_job
 from prizeflow.jobs import recommend as recommend_job
 from prizeflow.jobs import register as register_job
 from prizeflow.jobs import run as run_job
 from prizeflow.jobs import train as train_job
 
-from conftest import PROJECT, make_config, table, write
+from conftest import copy_lake, table, write
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +28,8 @@ GOOD = {"kind": ["residual"], "rank": [8], "reg_param": [0.1], "max_iter": [6], 
 
 
 def _train(spark, config, grid):
-    config = {**config, "train": {**config["train"], "grid": grid, "num_blocks": 2}}
+    config = {**config, "train": {**config["train"], "grid": grid, "num_blocks": 2,
+                                  "log_spark_model": False}}
     return train_job.run(spark, config, argparse.Namespace())
 
 
@@ -38,28 +38,47 @@ def _register(spark, config):
 
 
 @pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
+def lake(small_lake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("registry")
-    corpus = tmp / "corpus"
-    generate_corpus(make_spec(corpus, 30_000, users=600, movies=150, seed=5))
-    config = make_config(tmp)
-    ingested = ingest_job.run(spark, config, argparse.Namespace(source=str(corpus), format="auto"))
-    return {"tmp": tmp, "corpus": corpus, "config": config, "ingested": ingested}
+    return {"tmp": tmp, "corpus": small_lake["corpus"], "config": copy_lake(small_lake, tmp),
+            "ingested": small_lake["ingest"]}
+
+
+def _run(spark, config, grid, source):
+    config = {**config, "train": {**config["train"], "grid": grid, "num_blocks": 2,
+                                  "log_spark_model": False}}
+    return run_job.run(spark, config, argparse.Namespace(source=str(source), format="auto"))
 
 
 @pytest.fixture(scope="module")
 def history(spark, lake):
-    """weak -> champion; good -> beats it; weak again -> challenger."""
+    """`prizeflow run` with a weak grid -> champion; a good model -> beats it; `prizeflow run`
+    with the weak grid again (nothing new to ingest) -> challenger."""
     config = lake["config"]
-    steps = []
-    for grid in (WEAK, GOOD, WEAK):
-        trained = _train(spark, config, grid)
-        steps.append((trained, _register(spark, config)))
-    return steps
+    first = _run(spark, config, WEAK, lake["corpus"])
+    good = _train(spark, config, GOOD)
+    steps = [(first["train"], first["register"]), (good, _register(spark, config))]
+    again = _run(spark, config, WEAK, lake["corpus"])
+    steps.append((again["train"], again["register"]))
+    return {"steps": steps, "runs": (first, again)}
+
+
+def test_run_chains_the_steps_and_twice_in_a_row_changes_nothing_it_should_not(lake, history):
+    first, again = history["runs"]
+    assert first["ingest"]["files_ingested"] == 0  # the copied lake had them all already
+    assert again["ingest"]["files_ingested"] == 0 and again["ingest"]["files_unchanged"] > 0
+    for summary in (first, again):
+        assert {"ingest", "train", "register"} <= set(summary)
+        assert summary["test_rmse"] == summary["train"]["test_rmse"] == summary["register"]["test_rmse"]
+        assert summary["version"] == summary["register"]["version"]
+        assert set(summary["lift_pct"]) == {"global_mean", "bias", "cinematch"}
+    # Same data, same config: the same RMSE again.
+    assert again["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
+    assert (first["alias"], again["alias"]) == ("champion", "challenger")
 
 
 def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
-    (weak, first), (good, second), (weak_again, third) = history
+    (weak, first), (good, second), (weak_again, third) = history["steps"]
     assert first["version"] == 1 and first["alias"] == "champion"
     assert first["champion_rmse_before"] is None
     assert good["test_rmse"] < weak["test_rmse"]
@@ -86,7 +105,7 @@ def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
 
 
 def test_champion_pyfunc_serves_int32_int64_and_unknown_ids(lake, history):
-    good = history[1][0]
+    good = history["steps"][1][0]
     mlflow.set_tracking_uri(lake["config"]["mlflow"]["tracking_uri"])
     name = lake["config"]["mlflow"]["registered_model"]
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -147,11 +166,12 @@ def test_recommendations_skip_rated_movies_and_are_ranked(spark, lake, history):
 
 def test_new_data_version_rescores_the_champion(spark, lake, history):
     config = lake["config"]
-    write(lake["corpus"] / "training_set" / "mv_0000777.txt",
+    extra = lake["tmp"] / "more"
+    write(extra / "training_set" / "mv_0000777.txt",
           "777:\n" + "".join(f"{u},{u % 5 + 1},2005-07-01\n" for u in range(1, 201)))
-    ingest_job.run(spark, config, argparse.Namespace(source=str(lake["corpus"]), format="auto"))
+    ingest_job.run(spark, config, argparse.Namespace(source=str(extra), format="netflix"))
     weak = _train(spark, config, WEAK)
-    assert weak["data_version"] > history[1][0]["data_version"]
+    assert weak["data_version"] > history["steps"][1][0]["data_version"]
     result = _register(spark, config)
     assert result["champion_rescored"] and result["alias"] == "challenger"
     # The champion's RMSE on the new test set, computed here independently.
@@ -161,23 +181,3 @@ def test_new_data_version_rescores_the_champion(spark, lake, history):
     champion = mlflow.pyfunc.load_model(f"models:/{config['mlflow']['registered_model']}@champion")
     rmse = float(np.sqrt(np.mean((frame["rating"] - champion.predict(frame[["user_id", "movie_id"]])) ** 2)))
     assert result["champion_rmse_before"] == pytest.approx(rmse, abs=1e-9)
-
-
-def test_whole_pipeline_twice_in_a_row(spark, tmp_path):
-    corpus = tmp_path / "corpus"
-    generate_corpus(make_spec(corpus, 20_000, users=400, movies=100, seed=9))
-    config = make_config(tmp_path)
-    config["train"] = {**config["train"], "grid": GOOD, "num_blocks": 2}
-    args = argparse.Namespace(source=str(corpus), format="auto")
-    first = run_job.run(spark, config, args)
-    second = run_job.run(spark, config, args)
-    assert first["version"] == 1 and first["alias"] == "champion"
-    assert first["ingest"]["ratings"] == 20_000 and first["train"]["grid_points"] == 1
-    assert first["test_rmse"] == first["train"]["test_rmse"] == first["register"]["test_rmse"]
-    assert second["ingest"]["files_ingested"] == 0  # nothing new to ingest
-    assert second["version"] == 2
-    assert second["champion_rmse_before"] == pytest.approx(first["test_rmse"], abs=1e-6)
-    # Same data, same config: the same RMSE, which does not beat the champion.
-    assert second["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
-    assert second["alias"] == "challenger"
-    assert set(second["lift_pct"]) == {"global_mean", "bias", "cinematch"}

@@ -68,6 +68,9 @@ SCHEMA: dict[str, Any] = {
         "registered_model": Key((str,), "prizeflow-als"),
         # Where a new experiment keeps artifacts (null: beside a SQLite store, else the server's).
         "artifact_location": Key((str,), None, nullable=True),
+        # Scratch space for mlflow.spark model writes; must be storage every executor sees
+        # (null: <lake.root>/_tmp/mlflow).
+        "dfs_tmpdir": Key((str,), None, nullable=True),
     },
     "ingest": {
         "max_quarantine_fraction": Key((float, int), 0.01),
@@ -90,6 +93,8 @@ SCHEMA: dict[str, Any] = {
         "parallelism": Key((int,), 2),
         "seed": Key((int,), 42),
         "refit_on_validation": Key((bool,), True),
+        # Also log the model as a Spark ML PipelineModel (mlflow.spark) for batch scoring.
+        "log_spark_model": Key((bool,), True),
         "bias_passes": Key((int,), 3),
         "num_blocks": Key((int,), 4),
         "checkpoint_dir": Key((str,), None, nullable=True),

@@ -173,3 +173,13 @@ def log_factor_model(factor_model, name: str = "model"):
             name=name, python_model=FactorPyfunc(), artifacts={ARTIFACT_KEY: str(path)},
             code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
             pip_requirements=pip_requirements())
+
+
+def log_spark_model(pipeline, dfs_tmpdir: str, name: str = "spark-model"):
+    """Log the Spark ML pipeline into the active run (requirements given: inference is slow)."""
+    import mlflow.spark
+    from importlib.metadata import version
+
+    return mlflow.spark.log_model(
+        pipeline, artifact_path=name, dfs_tmpdir=dfs_tmpdir,
+        pip_requirements=[f"pyspark=={version('pyspark')}", f"mlflow=={version('mlflow')}"])

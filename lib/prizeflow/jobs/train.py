@@ -272,8 +272,18 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
             mlflow.log_figure(tracking.grid_heatmap(results, kind), f"plots/grid_{kind}.png")
         mlflow.log_figure(tracking.model_vs_baselines(test_errors.rmse, baseline_rmse),
                           "plots/model_vs_baselines.png")
-        model_info = tracking.log_factor_model(als.export_factors(model))
+        factor_model = als.export_factors(model)
+        model_info = tracking.log_factor_model(factor_model)
         mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
+        spark_model_uri = None
+        if train_conf["log_spark_model"]:
+            from prizeflow import sparkmodel
+
+            dfs_tmpdir = config["mlflow"]["dfs_tmpdir"] or lake.table_path(
+                config["lake"]["root"], "_tmp/mlflow")
+            spark_model_uri = tracking.log_spark_model(sparkmodel.build(spark, factor_model),
+                                                       dfs_tmpdir).model_uri
+            mlflow.set_tag("prizeflow.spark_model_uri", spark_model_uri)
 
     for frame in (split, validation, test):
         frame.unpersist()
@@ -284,7 +294,8 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
             "split_counts": counts, "grid_points": len(points),
             "best_params": chosen.point.params(), "validation_rmse": chosen.validation_rmse,
             "test_rmse": test_errors.rmse, "test_mae": test_errors.mae,
-            "baselines": baseline_rmse, "lift_pct": lift, "model_uri": model_info.model_uri}
+            "baselines": baseline_rmse, "lift_pct": lift, "model_uri": model_info.model_uri,
+            "spark_model_uri": spark_model_uri}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,60 @@
+"""A short human report of a ``prizeflow run`` summary, for ``make demo``.
+
+    prizeflow run --source demo/corpus | tee demo/run.log
+    python -m prizeflow.report demo/run.log [--tracking-uri sqlite:///mlflow.db]
+
+Reads the last line of the log (the JSON summary) and prints ratings ingested, the best
+parameters, test RMSE against the baselines, the lift, the registered version and its alias, and
+the command that opens the MLflow UI on the same store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def render(summary: dict, tracking_uri: str) -> str:
+    ingest, train = summary["ingest"], summary["train"]
+    best = ", ".join(f"{k}={v}" for k, v in train["best_params"].items())
+    lines = [
+        "prizeflow demo",
+        f"  ratings ingested : {ingest['ratings']:,} ({ingest['quarantined']:,} quarantined, "
+        f"{ingest['files_unchanged']} file(s) unchanged)",
+        f"  split            : {train['split_method']} "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(train["split_counts"].items())),
+        f"  best params      : {best} (of {train['grid_points']} grid points)",
+        f"  test RMSE        : {summary['test_rmse']:.4f}",
+    ]
+    for name, rmse in train["baselines"].items():
+        lines.append(f"  baseline {name:<8}: RMSE {rmse:.4f}, lift {summary['lift_pct'][name]:+.2f}%")
+    before = summary.get("champion_rmse_before")
+    versus = "first version" if before is None else f"champion before: RMSE {before:.4f}"
+    lines += [
+        f"  registered       : {summary['model_name']} version {summary['version']} "
+        f"as @{summary['alias']} ({versus})",
+        f"  MLflow UI        : mlflow ui --backend-store-uri {tracking_uri}  "
+        "(then open http://127.0.0.1:5000)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Print a human report of a prizeflow run.")
+    parser.add_argument("log", help="file whose last line is the `prizeflow run` JSON summary")
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    args = parser.parse_args(argv)
+    lines = [l for l in Path(args.log).read_text(encoding="utf-8").splitlines() if l.strip()]
+    if not lines:
+        parser.error(f"{args.log} is empty")
+    summary = json.loads(lines[-1])
+    if summary.get("command") != "run":
+        parser.error(f"the last line of {args.log} is not a `prizeflow run` summary")
+    sys.stdout.write(render(summary, args.tracking_uri) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

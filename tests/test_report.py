@@ -1,0 +1,34 @@
+"""The human report `make demo` prints from a `prizeflow run` summary."""
+
+import json
+
+import pytest
+
+from prizeflow.report import main, render
+
+SUMMARY = {
+    "command": "run", "model_name": "prizeflow-als", "version": 2, "alias": "champion",
+    "test_rmse": 0.85, "champion_rmse_before": 0.9, "lift_pct": {"global_mean": 20.0, "bias": 5.5},
+    "ingest": {"ratings": 200000, "quarantined": 0, "files_unchanged": 0},
+    "train": {"best_params": {"kind": "residual", "rank": 50}, "grid_points": 4,
+              "split_method": "probe", "split_counts": {"test": 10, "train": 80, "validation": 10},
+              "baselines": {"global_mean": 1.0625, "bias": 0.8995}},
+}
+
+
+def test_report_names_every_figure():
+    text = render(SUMMARY, "sqlite:///mlflow.db")
+    assert "200,000" in text and "rank=50" in text and "0.8500" in text
+    assert "baseline bias    : RMSE 0.8995, lift +5.50%" in text
+    assert "version 2 as @champion (champion before: RMSE 0.9000)" in text
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in text
+
+
+def test_report_reads_the_last_line_and_rejects_other_summaries(tmp_path, capsys):
+    log = tmp_path / "run.log"
+    log.write_text("some progress\n" + json.dumps(SUMMARY) + "\n")
+    assert main([str(log)]) == 0
+    assert "prizeflow-als version 2" in capsys.readouterr().out
+    log.write_text(json.dumps({"command": "train"}) + "\n")
+    with pytest.raises(SystemExit):
+        main([str(log)])
