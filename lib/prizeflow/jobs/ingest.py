@@ -49,12 +49,17 @@ SCALES = {"netflix": parse.NETFLIX_SCALE, "ml-100k": parse.ML_INTEGER_SCALE,
           "ml-dat": parse.ML_HALF_STAR_SCALE, "ml-csv": parse.ML_HALF_STAR_SCALE}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("ingest", "Ingest Netflix Prize or MovieLens files into Delta tables.")
+def add_source_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--source`` and ``--format``, shared by every command that ingests."""
     parser.add_argument("--source", required=True, help="folder (or file) holding the corpus")
     parser.add_argument("--format", default="auto",
                         choices=["auto", "netflix", "movielens", "ml-100k", "ml-dat", "ml-csv"])
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_source_arguments(
+        make_parser("ingest", "Ingest Netflix Prize or MovieLens files into Delta tables."))
 
 
 def read_lines(spark: SparkSession, paths: list[str]) -> DataFrame:

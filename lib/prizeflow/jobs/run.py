@@ -22,11 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("run", "The whole pipeline: ingest, train, register.")
-    parser.add_argument("--source", required=True, help="folder (or file) holding the corpus")
-    parser.add_argument("--format", default="auto",
-                        choices=["auto", "netflix", "movielens", "ml-100k", "ml-dat", "ml-csv"])
-    return parser
+    return ingest.add_source_arguments(
+        make_parser("run", "The whole pipeline: ingest, train, register."))
 
 
 def _step(name: str, task, *args) -> dict[str, Any]:
