@@ -14,7 +14,6 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -30,8 +29,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Artifacts beside a local SQLite store (``<dir>/mlartifacts``) rather than in the CWD."""
     if tracking_uri.startswith("sqlite:///"):
-        db_path = Path(urlparse(tracking_uri).path if tracking_uri.startswith("sqlite:////")
-                       else tracking_uri[len("sqlite:///"):])
+        # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
+        db_path = Path(tracking_uri[len("sqlite:///"):])
         return (db_path.resolve().parent / "mlartifacts").as_uri()
     return None
 
