@@ -5,7 +5,10 @@ PYTHON  ?= python3
 SOURCE  ?=
 DEMO_RATINGS ?= 200000
 
-.PHONY: install demo test test-fast bench clean
+DIST    ?= dist
+AIRFLOW_VENV := .venv-airflow
+
+.PHONY: install demo test test-fast test-deploy dist airflow bench clean
 
 install: $(VENV)/.installed
 
@@ -31,7 +34,31 @@ test: install
 	$(BIN)/pytest
 
 test-fast: install
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not deploy"
+
+# spark-submit on a standalone cluster, the notebooks, and the Airflow DAG (its own venv).
+test-deploy: install airflow
+	$(BIN)/pytest -m deploy
+
+# What a cluster needs: the wheel (pip install on the nodes, or a Databricks library), the same
+# archive as a .zip for spark-submit --py-files, the thin job files, and the conf profiles.
+dist: install
+	rm -rf $(DIST) build
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(DIST) .
+	cp $(DIST)/prizeflow-*-py3-none-any.whl $(DIST)/prizeflow-$$($(BIN)/python -c 'import prizeflow; print(prizeflow.__version__)').zip
+	mkdir -p $(DIST)/jobs $(DIST)/conf
+	cp jobs/*.py $(DIST)/jobs/
+	cp conf/*.yaml $(DIST)/conf/
+	@ls -1 $(DIST) $(DIST)/jobs
+
+# Airflow in its own venv, pinned (dags/requirements-airflow.txt + dags/airflow-constraints.txt).
+airflow: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: dags/requirements-airflow.txt dags/airflow-constraints.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c dags/airflow-constraints.txt -r dags/requirements-airflow.txt
+	touch $@
 
 bench: install
 	$(BIN)/python bench/bench_ingest.py
@@ -40,4 +67,4 @@ bench: install
 	$(BIN)/python bench/bench_train.py iterations
 
 clean:
-	rm -rf lake demo mlflow.db mlartifacts spark-warehouse .pytest_cache
+	rm -rf lake demo dist build airflow-home mlflow.db mlartifacts spark-warehouse .pytest_cache

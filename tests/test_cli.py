@@ -2,27 +2,19 @@
 exit non-zero with one line naming the cause; jobs/*.py run the same code under spark-submit."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from processes import BIN, pipeline_env
+
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def _run(args, cwd=PROJECT, **kwargs):
-    import pyspark
-
-    # spark-submit finds Spark and Python through these; point them at this environment.
-    env = {**os.environ, "PRIZEFLOW_LOG_LEVEL": "INFO",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "SPARK_HOME": os.path.dirname(pyspark.__file__),
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-                          **kwargs)
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=pipeline_env(), capture_output=True,
+                          text=True, timeout=600, **kwargs)
 
 
 def _summary(result):

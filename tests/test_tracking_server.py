@@ -3,11 +3,7 @@ artifacts), then load the champion back through the server."""
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,49 +16,36 @@ from prizeflow.jobs import register as register_job
 from prizeflow.jobs import train as train_job
 
 from conftest import copy_lake
+from processes import free_port, start_daemon, stop_daemon, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    log = tmp_path / "server.log"
+    server = start_daemon(
+        [mlflow_bin, "server", "--host", "127.0.0.1", "--port", port, "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+         "--artifacts-destination", tmp_path / "server-artifacts"], log, env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
+
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
+                return response.status == 200
         except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-        time.sleep(1)
-    yield url, tmp_path
-    os.killpg(server.pid, signal.SIGTERM)
+            return False
+
     try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-    log.close()
+        wait_until(healthy, "mlflow server", [server], [log])
+        yield url, tmp_path
+    finally:
+        stop_daemon(server)
 
 
 def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server, monkeypatch):

@@ -64,6 +64,9 @@ SCHEMA: dict[str, Any] = {
     },
     "mlflow": {
         "tracking_uri": Key((str,), "sqlite:///mlflow.db"),
+        # Model registry (null: the tracking store, except `databricks`, where MLflow's own
+        # default, Unity Catalog, applies).
+        "registry_uri": Key((str,), None, nullable=True),
         "experiment": Key((str,), "prizeflow"),
         "registered_model": Key((str,), "prizeflow-als"),
         # Where a new experiment keeps artifacts (null: beside a SQLite store, else the server's).

@@ -6,12 +6,14 @@ Grid-point runs are created with an explicit parent (``mlflow.parentRunId``) thr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,23 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def registry_uri(settings: dict[str, Any]) -> str | None:
+    """The registry to use, or None to keep MLflow's default for the tracking store."""
+    if settings.get("registry_uri"):
+        return settings["registry_uri"]
+    if settings["tracking_uri"].startswith("databricks"):
+        return None  # MLflow 3 defaults to Unity Catalog (databricks-uc) there
+    return settings["tracking_uri"]
+
+
 def configure(config: dict[str, Any]) -> str:
     """Point MLflow at the configured store and return the experiment id (created if new)."""
     settings = config["mlflow"]
     uri = settings["tracking_uri"]
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    registry = registry_uri(settings)
+    if registry is not None:
+        mlflow.set_registry_uri(registry)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(settings["experiment"])
     if experiment is not None:
@@ -148,6 +161,30 @@ def pip_requirements() -> list[str]:
             f"pandas=={version('pandas')}"]
 
 
+@contextlib.contextmanager
+def package_source():
+    """A directory holding the prizeflow package, for a model's ``code_paths``.
+
+    On a cluster the code often comes from a zip (spark-submit --py-files) that MLflow cannot
+    copy from; the package is then extracted to a temporary directory for the duration."""
+    if PACKAGE_DIR.is_dir():
+        yield PACKAGE_DIR
+        return
+    archive = next((p for p in PACKAGE_DIR.parents if p.is_file()), None)
+    if archive is None or not zipfile.is_zipfile(archive):
+        raise FileNotFoundError(f"cannot find the prizeflow package source at {PACKAGE_DIR}")
+    inner = PACKAGE_DIR.relative_to(archive).as_posix() + "/"
+    with tempfile.TemporaryDirectory(prefix="prizeflow-code-") as tmp, \
+            zipfile.ZipFile(archive) as bundle:
+        target = Path(tmp) / PACKAGE_DIR.name
+        for member in bundle.namelist():
+            if member.startswith(inner) and not member.endswith("/"):
+                destination = target / member[len(inner):]
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.write_bytes(bundle.read(member))
+        yield target
+
+
 def log_factor_model(factor_model, name: str = "model"):
     """Log the Spark-free pyfunc into the active run; returns MLflow's ModelInfo."""
     import mlflow.pyfunc
@@ -163,14 +200,15 @@ def log_factor_model(factor_model, name: str = "model"):
                                outputs=Schema([ColSpec("double", "prediction")]))
     example = pd.DataFrame({"user_id": factor_model.user_ids[:2].astype("int64"),
                             "movie_id": factor_model.movie_ids[:2].astype("int64")})
-    with tempfile.TemporaryDirectory(prefix="prizeflow-model-") as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="prizeflow-model-") as tmp, \
+            package_source() as code, warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values: ids never are missing.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         path = Path(tmp) / "factors.npz"
         factor_model.save(path)
         return mlflow.pyfunc.log_model(
             name=name, python_model=FactorPyfunc(), artifacts={ARTIFACT_KEY: str(path)},
-            code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
+            code_paths=[str(code)], signature=signature, input_example=example,
             pip_requirements=pip_requirements())
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
+import prizeflow
 from prizeflow.config import ConfigError, describe, load_config
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class JobError(RuntimeError):
     """A job failed for a reason the user can act on; the message says which."""
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
     level = os.environ.get("PRIZEFLOW_LOG_LEVEL", "INFO").upper()
     root = logging.getLogger()
     if not any(getattr(h, "_prizeflow", False) for h in root.handlers):
@@ -61,9 +62,12 @@ def run_job(command: str, parser: argparse.ArgumentParser,
 
     ``precheck(config, args)`` runs before the SparkSession is built, so mistakes that need no
     JVM to see (a missing source folder) fail in a second rather than after Spark's start-up."""
-    _setup_logging()
+    setup_logging()
     args = parser.parse_args(argv)
     started = time.monotonic()
+    # Which copy of the code runs matters on clusters (an installed wheel, a --py-files zip).
+    logger.info("prizeflow %s %s from %s", prizeflow.__version__, command,
+                os.path.dirname(prizeflow.__file__))
     try:
         config = resolve_config(args.conf, args.overrides)
         if precheck is not None:

@@ -49,11 +49,15 @@ SCALES = {"netflix": parse.NETFLIX_SCALE, "ml-100k": parse.ML_INTEGER_SCALE,
           "ml-dat": parse.ML_HALF_STAR_SCALE, "ml-csv": parse.ML_HALF_STAR_SCALE}
 
 
+# `--format` values: auto-detection, a family, or one exact layout.
+FORMATS = ("auto", "netflix", "movielens", "ml-100k", "ml-dat", "ml-csv")
+
+
 def add_source_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--source`` and ``--format``, shared by every command that ingests."""
     parser.add_argument("--source", required=True, help="folder (or file) holding the corpus")
     parser.add_argument("--format", default="auto",
-                        choices=["auto", "netflix", "movielens", "ml-100k", "ml-dat", "ml-csv"])
+                        choices=FORMATS)
     return parser
 
 
