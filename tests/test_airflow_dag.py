@@ -68,14 +68,15 @@ def test_dag_imports_cleanly_with_the_expected_shape(airflow):
     assert report["import_errors"] == {} and report["dags"] == ["prizeflow"]
     assert report["catchup"] is False and report["max_active_runs"] == 1
     assert set(report["params"]) == {"conf", "source", "overrides", "top"}
+    from prizeflow.spark import delta_package
+    import pyspark
+
     tasks = report["tasks"]
     assert {name: t["upstream"] for name, t in tasks.items()} == {
         "ingest": [], "train": ["ingest"], "register": ["train"], "recommend": ["register"]}
     for name, task in tasks.items():
         assert task["retries"] == 2 and task["backoff"] and task["doc"]
         assert task["application"] == str(PROJECT / "jobs" / f"{name}.py")
-        from prizeflow.spark import delta_package
-        import pyspark
         assert task["packages"] == delta_package(pyspark.__version__)
 
 

@@ -29,6 +29,14 @@ class GridPoint:
     def params(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "GridPoint":
+        """The point back from ``params()`` logged as text (an MLflow run's params)."""
+        bias = params.get("bias_reg")
+        return cls(kind=params["kind"], rank=int(params["rank"]),
+                   reg_param=float(params["reg_param"]), max_iter=int(params["max_iter"]),
+                   bias_reg=float(bias) if bias is not None else None)
+
     def label(self) -> str:
         bias = f" bias_reg={self.bias_reg:g}" if self.bias_reg is not None else ""
         return (f"{self.kind} rank={self.rank} reg_param={self.reg_param:g} "

@@ -34,19 +34,12 @@ class TrainingOutcome:
     grid: list[PointResult]
 
 
-def _point(params: dict[str, str]) -> GridPoint:
-    bias = params.get("bias_reg")
-    return GridPoint(kind=params["kind"], rank=int(params["rank"]),
-                     reg_param=float(params["reg_param"]), max_iter=int(params["max_iter"]),
-                     bias_reg=float(bias) if bias is not None else None)
-
-
 def training_outcome(client: MlflowClient, run: Run) -> TrainingOutcome:
     """A finished train run's metrics and its grid points (child runs) read back from MLflow."""
     metrics = run.data.metrics
     children = client.search_runs([run.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-    grid = [PointResult(point=_point(child.data.params),
+    grid = [PointResult(point=GridPoint.from_params(child.data.params),
                         iterations=int(child.data.params.get("iterations_run", 0)),
                         validation_rmse=child.data.metrics["validation_rmse"],
                         seconds=child.data.metrics.get("fit_seconds", 0.0),

@@ -14,12 +14,11 @@ import logging
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from prizeflow.config import ConfigError, describe, load_config
-from prizeflow.jobs.common import setup_logging
+from prizeflow.config import ConfigError
+from prizeflow.jobs import common
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def read_widgets(dbutils: Any, defaults: dict[str, str],
                  required: tuple[str, ...] = ()) -> dict[str, str]:
     """Declare the widgets (text, or dropdown when ``choices`` has the name) and read them back,
     stripped. A required widget left empty is an error naming it."""
-    setup_logging()
+    common.setup_logging()
     choices = choices or {}
     for name, default in defaults.items():
         if name in choices:
@@ -121,10 +120,7 @@ def notebook_config(conf: str, overrides: str = "") -> dict[str, Any]:
     """The validated config: a profile or file plus ``key=value`` overrides, one per line or
     separated by ``;``."""
     assignments = [part.strip() for line in overrides.splitlines() for part in line.split(";")]
-    path = conf_path(conf)
-    config = load_config(path, [a for a in assignments if a])
-    logger.info("config (%s):\n%s", path, describe(config))
-    return config
+    return common.resolve_config(str(conf_path(conf)), [a for a in assignments if a])
 
 
 def spark_session(config: dict[str, Any]):
@@ -139,9 +135,7 @@ def run_step(step: str, spark: Any, config: dict[str, Any], **arguments: Any) ->
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}: one of {', '.join(STEPS)}")
     job = importlib.import_module(f"prizeflow.jobs.{step}")
-    started = time.monotonic()
-    summary = job.run(spark, config, argparse.Namespace(**arguments))
-    return {"command": step, **summary, "seconds": round(time.monotonic() - started, 3)}
+    return common.run_step(step, job.run, spark, config, argparse.Namespace(**arguments))
 
 
 def summary_table(summary: dict[str, Any]):

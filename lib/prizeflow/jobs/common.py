@@ -54,6 +54,14 @@ def resolve_config(conf_path: str | None, overrides: list[str]) -> dict[str, Any
     return config
 
 
+def run_step(name: str, task: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """One step of a larger run (``prizeflow run``, a notebook): its summary, named and timed."""
+    logger.info("step %s", name)
+    started = time.monotonic()
+    summary = task(*args)
+    return {"command": name, **summary, "seconds": round(time.monotonic() - started, 3)}
+
+
 def run_job(command: str, parser: argparse.ArgumentParser,
             task: Callable[[Any, dict[str, Any], argparse.Namespace], dict[str, Any]],
             argv: list[str] | None, needs_spark: bool = True,

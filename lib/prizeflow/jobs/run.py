@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from typing import Any
 
 from prizeflow.jobs import ingest, register, train
-from prizeflow.jobs.common import make_parser, run_job
+from prizeflow.jobs.common import make_parser, run_job, run_step
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         make_parser("run", "The whole pipeline: ingest, train, register."))
 
 
-def _step(name: str, task, *args) -> dict[str, Any]:
-    logger.info("step %s", name)
-    started = time.monotonic()
-    summary = task(*args)
-    return {"command": name, **summary, "seconds": round(time.monotonic() - started, 3)}
-
-
 def run(spark, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ingested = _step("ingest", ingest.run, spark, config,
+    ingested = run_step("ingest", ingest.run, spark, config,
                      argparse.Namespace(source=args.source, format=args.format))
-    trained = _step("train", train.run, spark, config, argparse.Namespace())
-    registered = _step("register", register.run, spark, config,
+    trained = run_step("train", train.run, spark, config, argparse.Namespace())
+    registered = run_step("register", register.run, spark, config,
                        argparse.Namespace(run_id=trained["run_id"]))
     top = {k: registered[k] for k in ("model_name", "version", "alias", "test_rmse",
                                       "champion_rmse_before", "lift_pct")}
