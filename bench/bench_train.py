@@ -2,14 +2,20 @@
 
     .venv/bin/python bench/bench_train.py quality [--folds 5]
     .venv/bin/python bench/bench_train.py speed [--ratings 1000000] [--runs 3]
+    .venv/bin/python bench/bench_train.py blend [--ratings 1000000] [--runs 3]
     .venv/bin/python bench/bench_train.py iterations [--sizes 1000000 10000000]
 
 quality: ``../shared/data/ml-100k`` ingested once; for each of 5 hash folds (test = fold k, the
-  issue's protocol) ``prizeflow train`` with the default grid, then the same grid as plain ALS;
-  per fold the test RMSE of both and of the mu + b_u + b_i baseline. Target: mean <= 0.905.
+  issue's protocol) ``prizeflow train`` with the default config (grid + neighbourhood blend), then
+  the same grid as plain ALS; per fold the test RMSE of the blend, of its residual ALS part alone,
+  of plain ALS and of the mu + b_u + b_i baseline. Target: mean <= 0.905.
 speed: a generated corpus; the default grid run the textbook way (TrainValidationSplit,
   parallelism 1, plain ALS, then the best model scored on the test set) vs ``prizeflow train``
-  (same points, same split, parallelism from conf), alternating in one session. Target >= 1.5x.
+  (same points, same split, parallelism from conf, neighbourhood blend off so both do the same
+  work), alternating in one session. Target >= 1.5x.
+blend: what the neighbourhood blend costs: ``prizeflow train`` (default config, hash split) on a
+  generated corpus with ``train.neighbours.enabled`` false and true, alternating; medians and
+  both test RMSEs.
 iterations: seconds per ALS iteration (residual, rank 20) from fits of 2 and 6 iterations.
 Each prints its figures and the command, and writes bench/out/train-<mode>.json.
 """
@@ -84,19 +90,23 @@ def quality(args, command: str) -> None:
         split = ["split.method=hash", f"split.folds={args.folds}", f"split.fold={fold}"]
         ours = _train(spark, config, split)
         plain = _train(spark, config, split + ["train.grid.kind=[plain]"])
-        rows.append({"fold": fold, "prizeflow": ours["test_rmse"], "plain_als": plain["test_rmse"],
+        rows.append({"fold": fold, "prizeflow": ours["test_rmse"], "als_part": ours["test_rmse_als"],
+                     "plain_als": plain["test_rmse"], "blend_weights": ours["blend_weights"],
                      "bias": ours["baselines"]["bias"], "global_mean": ours["baselines"]["global_mean"],
                      "best_params": ours["best_params"], "plain_best": plain["best_params"],
                      "seconds": ours["seconds"]})
-        print(f"fold {fold}: prizeflow {ours['test_rmse']:.4f}  plain ALS {plain['test_rmse']:.4f}  "
+        print(f"fold {fold}: prizeflow {ours['test_rmse']:.4f}  its ALS part "
+              f"{ours['test_rmse_als']:.4f}  plain ALS {plain['test_rmse']:.4f}  "
               f"bias {ours['baselines']['bias']:.4f}  best {ours['best_params']}", flush=True)
     mean = {k: statistics.mean(r[k] for r in rows)
-            for k in ("prizeflow", "plain_als", "bias", "global_mean")}
+            for k in ("prizeflow", "als_part", "plain_als", "bias", "global_mean")}
     _finish("quality", command, spark, {"folds": rows, "mean": mean, "target": 0.905})
-    print(f"{'fold':>4} {'prizeflow':>10} {'plain ALS':>10} {'bias':>8}")
+    print(f"{'fold':>4} {'prizeflow':>10} {'ALS part':>10} {'plain ALS':>10} {'bias':>8}")
     for r in rows:
-        print(f"{r['fold']:>4} {r['prizeflow']:>10.4f} {r['plain_als']:>10.4f} {r['bias']:>8.4f}")
-    print(f"mean {mean['prizeflow']:>10.4f} {mean['plain_als']:>10.4f} {mean['bias']:>8.4f}"
+        print(f"{r['fold']:>4} {r['prizeflow']:>10.4f} {r['als_part']:>10.4f} "
+              f"{r['plain_als']:>10.4f} {r['bias']:>8.4f}")
+    print(f"mean {mean['prizeflow']:>10.4f} {mean['als_part']:>10.4f} {mean['plain_als']:>10.4f} "
+          f"{mean['bias']:>8.4f}"
           f"   (target: prizeflow mean <= 0.905: {'met' if mean['prizeflow'] <= 0.905 else 'NOT met'})")
     spark.stop()
 
@@ -158,8 +168,9 @@ def speed(args, command: str) -> None:
     spark, config = _session(lake)
     _ingest(spark, config, corpus)
     config = {**config, "split": {**config["split"], "method": "hash"}}
-    variants = {"prizeflow": ["split.method=hash"],
-                "prizeflow_halving": ["split.method=hash", "train.halving.enabled=true"]}
+    same_work = ["split.method=hash", "train.neighbours.enabled=false"]
+    variants = {"prizeflow": same_work,
+                "prizeflow_halving": same_work + ["train.halving.enabled=true"]}
     times: dict[str, list[float]] = {"textbook": [], **{k: [] for k in variants}}
     rmse: dict[str, float] = {}
     details = {}
@@ -185,6 +196,37 @@ def speed(args, command: str) -> None:
     for name in times:
         speedup = ratios.get(name, 1.0)
         print(f"{name:<18} {medians[name]:>9.1f} {speedup:>8.2f}x {rmse[name]:>10.4f}")
+    spark.stop()
+
+
+def blend_cost(args, command: str) -> None:
+    from prizeflow.generate import generate_corpus, make_spec
+
+    corpus = OUT / f"corpus-{args.ratings}-training_set"
+    if not corpus.exists():
+        generate_corpus(make_spec(corpus, args.ratings, seed=42))
+    spark, config = _session(OUT / "lake-blend")
+    _ingest(spark, config, corpus)
+    variants = {"als_only": ["split.method=hash", "train.neighbours.enabled=false"],
+                "blend": ["split.method=hash", "train.neighbours.enabled=true"]}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    rmse: dict[str, float] = {}
+    for run in range(args.runs):
+        line = [f"run {run + 1}:"]
+        for name, overrides in variants.items():
+            summary = _train(spark, config, overrides)
+            times[name].append(summary["seconds"])
+            rmse[name] = summary["test_rmse"]
+            line.append(f"{name} {summary['seconds']:.1f}s rmse {summary['test_rmse']:.4f}")
+        print("  ".join(line), flush=True)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    _finish("blend", command, spark, {"ratings": args.ratings, "runs": args.runs, "times": times,
+                                      "medians": medians, "test_rmse": rmse,
+                                      "ratio": medians["blend"] / medians["als_only"]})
+    print(f"{'variant':<10} {'median s':>9} {'test RMSE':>10}")
+    for name in variants:
+        print(f"{name:<10} {medians[name]:>9.1f} {rmse[name]:>10.4f}")
+    print(f"blend / ALS only: {medians['blend'] / medians['als_only']:.2f}x the time")
     spark.stop()
 
 
@@ -233,13 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("speed")
     s.add_argument("--ratings", type=int, default=1_000_000)
     s.add_argument("--runs", type=int, default=3)
+    b = sub.add_parser("blend")
+    b.add_argument("--ratings", type=int, default=1_000_000)
+    b.add_argument("--runs", type=int, default=3)
     i = sub.add_parser("iterations")
     i.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     i.add_argument("--rank", type=int, default=20)
     i.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     command = "python bench/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    {"quality": quality, "speed": speed, "iterations": iterations}[args.mode](args, command)
+    modes = {"quality": quality, "speed": speed, "blend": blend_cost, "iterations": iterations}
+    modes[args.mode](args, command)
     return 0
 
 

@@ -14,6 +14,12 @@ Models, all on the same mu + b_u + b_i baseline (reg 3, 3 passes, as prizeflow):
 - knn_als: the same kNN on the residuals of the rank-20 ALS;
 - uknn: user-user kNN on baseline residuals (k = 60).
 Prints per-fold and mean RMSEs and writes bench/out/blend-prototype.json.
+
+    .venv/bin/python bench/blend_prototype.py --mode damping
+
+The design chosen for the pipeline: a blend of three parts only (baseline, rank-50 ALS term,
+item kNN term) with the kNN mean damped, sum s r / (damping + sum s), for several dampings;
+writes bench/out/blend-damping.json.
 """
 
 from __future__ import annotations
@@ -66,27 +72,8 @@ def fit_als(u, i, residual, n_users, n_items, rank, reg, iterations, seed):
 
 def knn_residual(u, i, residual, qu, qi, n_users, n_items, k, shrink=100.0):
     """Item-item kNN: the weighted mean of u's residuals on the k items most similar to i."""
-    resid = np.zeros((n_users, n_items))
-    rated = np.zeros((n_users, n_items))
-    resid[u, i], rated[u, i] = residual, 1.0
-    squares = (resid ** 2).T @ rated
-    common = rated.T @ rated
-    similarity = (resid.T @ resid) / (np.sqrt(squares * squares.T) + 1e-9) * common / (common + shrink)
-    np.fill_diagonal(similarity, 0.0)
-    rated_by = [np.nonzero(rated[user])[0] for user in range(n_users)]
-    out = np.zeros(len(qu))
-    for row, (user, item) in enumerate(zip(qu, qi)):
-        neighbours = rated_by[user]
-        if len(neighbours) == 0:
-            continue
-        weights = similarity[item, neighbours]
-        if len(weights) > k:
-            keep = np.argpartition(-weights, k)[:k]
-            neighbours, weights = neighbours[keep], weights[keep]
-        positive = weights > 0
-        if positive.any():
-            out[row] = (weights[positive] * resid[user, neighbours[positive]]).sum() / weights[positive].sum()
-    return out
+    num, den = knn_sums(u, i, residual, qu, qi, n_users, n_items, k, shrink)
+    return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
 
 
 def predictions(tu, ti, tr, qu, qi, n_users, n_items):
@@ -108,6 +95,44 @@ def predictions(tu, ti, tr, qu, qi, n_users, n_items):
     }
 
 
+def knn_sums(u, i, residual, qu, qi, n_users, n_items, k, shrink=100.0):
+    """Numerator and denominator of u's similarity-weighted mean residual on the k items most
+    similar to i (shrunk cosine of residuals, positive similarities only)."""
+    resid = np.zeros((n_users, n_items))
+    rated = np.zeros((n_users, n_items))
+    resid[u, i], rated[u, i] = residual, 1.0
+    squares = (resid ** 2).T @ rated
+    common = rated.T @ rated
+    similarity = (resid.T @ resid) / (np.sqrt(squares * squares.T) + 1e-9) * common / (common + shrink)
+    np.fill_diagonal(similarity, 0.0)
+    rated_by = [np.nonzero(rated[user])[0] for user in range(n_users)]
+    num, den = np.zeros(len(qu)), np.zeros(len(qu))
+    for row, (user, item) in enumerate(zip(qu, qi)):
+        neighbours = rated_by[user]
+        weights = similarity[item, neighbours]
+        if len(weights) > k:
+            keep = np.argpartition(-weights, k)[:k]
+            neighbours, weights = neighbours[keep], weights[keep]
+        positive = weights > 0
+        num[row] = (weights[positive] * resid[user, neighbours[positive]]).sum()
+        den[row] = weights[positive].sum()
+    return num, den
+
+
+def three_parts(tu, ti, tr, qu, qi, n_users, n_items):
+    mu, bu, bi = fit_biases(tu, ti, tr, n_users, n_items)
+    resid = tr - (mu + bu[tu] + bi[ti])
+    p50, q50 = fit_als(tu, ti, resid, n_users, n_items, 50, 0.15, 15, seed=2)
+    num, den = knn_sums(tu, ti, resid, qu, qi, n_users, n_items, k=40)
+    return mu + bu[qu] + bi[qi], (p50[qu] * q50[qi]).sum(1), num, den
+
+
+def damping_design(parts, damping):
+    baseline, factor, num, den = parts
+    term = num / (damping + den) if damping > 0 else np.where(den > 0, num / np.maximum(den, 1e-12), 0)
+    return np.column_stack([np.ones(len(baseline)), baseline, factor, term])
+
+
 def rmse(prediction, truth):
     return float(np.sqrt(np.mean((np.clip(prediction, 1, 5) - truth) ** 2)))
 
@@ -116,11 +141,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--mode", choices=("all", "damping"), default="all")
     args = parser.parse_args()
     data = np.loadtxt(args.data, dtype=np.int64)
     users, items, ratings = data[:, 0] - 1, data[:, 1] - 1, data[:, 2].astype(float)
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     fold_of = np.random.default_rng(0).permutation(len(ratings)) % args.folds
+    if args.mode == "damping":
+        return damping_mode(args, users, items, ratings, n_users, n_items, fold_of)
     rows = []
     for fold in range(args.folds):
         started = time.monotonic()
@@ -147,6 +175,33 @@ def main() -> None:
     out = HERE / "out"
     out.mkdir(exist_ok=True)
     (out / "blend-prototype.json").write_text(json.dumps({"folds": rows, "mean": mean}, indent=2))
+
+
+def damping_mode(args, users, items, ratings, n_users, n_items, fold_of) -> None:
+    dampings = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    rows = []
+    for fold in range(args.folds):
+        train_idx, test_idx = np.nonzero(fold_of != fold)[0], np.nonzero(fold_of == fold)[0]
+        held = np.random.default_rng(fold).random(len(train_idx)) < 0.125
+        fit_idx, val_idx = train_idx[~held], train_idx[held]
+        on_val = three_parts(users[fit_idx], items[fit_idx], ratings[fit_idx],
+                             users[val_idx], items[val_idx], n_users, n_items)
+        on_test = three_parts(users[train_idx], items[train_idx], ratings[train_idx],
+                              users[test_idx], items[test_idx], n_users, n_items)
+        row = {}
+        for damping in dampings:
+            weights = np.linalg.lstsq(damping_design(on_val, damping), ratings[val_idx],
+                                      rcond=None)[0]
+            row[f"damping {damping:g}"] = rmse(damping_design(on_test, damping) @ weights,
+                                               ratings[test_idx])
+        rows.append(row)
+        print(f"fold {fold}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    print("mean:   " + "  ".join(f"{k} {v:.4f}" for k, v in mean.items()))
+    print("command: .venv/bin/python bench/blend_prototype.py --mode damping")
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "blend-damping.json").write_text(json.dumps({"folds": rows, "mean": mean}, indent=2))
 
 
 if __name__ == "__main__":

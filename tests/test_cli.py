@@ -50,7 +50,8 @@ def test_generate_prints_its_summary(tmp_path):
     assert len(list((tmp_path / "c" / "training_set").iterdir())) == summary["movies"]
 
 
-@pytest.mark.integration
+# A spark-submit JVM of its own (~90 s here): with the other spark-submit tests in `make test-deploy`.
+@pytest.mark.deploy
 def test_ingest_under_spark_submit_prints_the_summary(tmp_path):
     """The console script and jobs/ingest.py share main(); spark-submit is the harder path."""
     corpus = tmp_path / "corpus"

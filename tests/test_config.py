@@ -37,6 +37,9 @@ def test_bad_files_name_the_key(tmp_path, text, key):
     ("ingest.max_quarantine_fraction=abc", "'ingest.max_quarantine_fraction'"),
     ("lake=1", "'lake' is a section"),
     ("no_equals_sign", "dotted.key=value"),
+    ("train.neighbours.k=0", r"'train.neighbours.k' must be >= 1"),
+    ("train.neighbours.damping=-1", r"'train.neighbours.damping' must be >= 0"),
+    ("train.neighbours.kk=3", "'train.neighbours.kk'"),
 ])
 def test_bad_overrides_name_the_key(assignment, message):
     with pytest.raises(ConfigError, match=message):

@@ -118,9 +118,13 @@ def test_champion_pyfunc_serves_int32_int64_and_unknown_ids(lake, history):
     assert np.allclose(np.asarray(as64), np.asarray(as32)) and len(as64) == 50
     unknown = model.predict(pd.DataFrame({"user_id": np.array([users[0], 10**8, 10**8]),
                                           "movie_id": np.array([10**6, movies[0], 10**6])}))
-    expected = [factors.mean + factors.user_bias[0], factors.mean + factors.movie_bias[0],
-                factors.mean]
-    assert np.allclose(np.asarray(unknown), np.clip(expected, 1, 5))
+    # An unknown id has no factor and no neighbour term: what is left is the baseline of the
+    # known side, through the blend's intercept and baseline weight.
+    baseline = np.array([factors.mean + factors.user_bias[0],
+                         factors.mean + factors.movie_bias[0], factors.mean])
+    assert factors.neighbourhood is not None  # GOOD is residual ALS: the champion is a blend
+    intercept, on_baseline = factors.neighbourhood.weights[:2]
+    assert np.allclose(np.asarray(unknown), np.clip(intercept + on_baseline * baseline, 1, 5))
     assert good["split_method"] == "probe"
 
 

@@ -57,6 +57,7 @@ def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server
                                "max_iter": [4], "bias_reg": [5.0]}
     config["train"]["num_blocks"] = 2
     config["train"]["log_spark_model"] = False
+    config["train"]["neighbours"]["enabled"] = False  # the blend is tested in test_train
     trained = train_job.run(spark, config, argparse.Namespace())
     registered = register_job.run(spark, config, argparse.Namespace(run_id=None))
     assert registered["alias"] == "champion" and registered["version"] == 1

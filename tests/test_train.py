@@ -3,6 +3,7 @@ the grid as child runs, the model artifact, and a pinned Delta version reproduci
 
 import argparse
 import json
+from dataclasses import replace
 
 import mlflow
 import numpy as np
@@ -105,7 +106,10 @@ def test_spark_model_predicts_like_the_pyfunc(spark, trained):
     pairs = known + [(int(factors.user_ids[0]), 10**6), (10**8, int(factors.movie_ids[0])),
                      (10**8, 10**6)]
     frame = pd.DataFrame(pairs, columns=["user_id", "movie_id"])
-    expected = np.asarray(pyfunc.predict(frame))
+    # The Spark form is the ALS part of the blend (a PipelineModel cannot join each user's
+    # ratings for the neighbourhood term): the pyfunc's predictions without that term.
+    assert factors.neighbourhood is not None
+    expected = replace(factors, neighbourhood=None).predict(frame["user_id"], frame["movie_id"])
     pipeline = mlflow.spark.load_model(summary["spark_model_uri"],
                                        dfs_tmpdir=str(trained["tmp"] / "dfs"))
     scored = pipeline.transform(spark.createDataFrame(frame.astype("int32")))
@@ -113,6 +117,30 @@ def test_spark_model_predicts_like_the_pyfunc(spark, trained):
     got = {(r.user_id, r.movie_id): r.prediction for r in scored.collect()}
     assert len(got) == len(pairs)
     assert np.max(np.abs(np.array([got[p] for p in pairs]) - expected)) < 1e-4
+
+
+def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spark, trained):
+    summary, config = trained["summary"], trained["config"]
+    weights = summary["blend_weights"]
+    assert len(weights) == 4 and all(np.isfinite(weights))
+    assert summary["test_rmse_als"] < summary["baselines"]["bias"]
+    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    parent = MlflowClient().get_run(summary["run_id"])
+    assert parent.data.params["blend"] == "True"
+    assert float(parent.data.params["blend_weight_neighbour_term"]) == pytest.approx(weights[3])
+    assert parent.data.metrics["test_rmse_als"] == pytest.approx(summary["test_rmse_als"])
+    assert "validation_rmse_blend" in parent.data.metrics
+    # The Spark-free model scores the test set to the RMSE train reported for it.
+    test, _, _ = train_job.test_pairs(spark, config)
+    rows = test.toPandas()
+    pyfunc = mlflow.pyfunc.load_model(summary["model_uri"])
+    predicted = np.asarray(pyfunc.predict(rows[["user_id", "movie_id"]]))
+    rmse = float(np.sqrt(np.mean((predicted - rows["rating"].to_numpy()) ** 2)))
+    assert rmse == pytest.approx(summary["test_rmse"], abs=1e-4)
+    without = replace(pyfunc.unwrap_python_model().model, neighbourhood=None)
+    als_only = without.predict(rows["user_id"], rows["movie_id"])
+    assert float(np.sqrt(np.mean((als_only - rows["rating"].to_numpy()) ** 2))) == \
+        pytest.approx(summary["test_rmse_als"], abs=1e-4)
 
 
 def test_pinned_data_version_reproduces_split_and_metrics(spark, trained):

@@ -82,17 +82,28 @@ def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: floa
                        als.fit(training), low, high)
 
 
+def with_parts(model: FittedModel, pairs: DataFrame) -> DataFrame:
+    """Add ``baseline`` (mu + b_u + b_i) and ``factor_term`` (p_u . q_i, 0 where ALS has no
+    factors for the user or the movie) to every row; residual kind only."""
+    if model.biases is None:
+        raise ValueError("only residual ALS has a baseline and a factor term")
+    scored = model.als.transform(pairs).withColumnRenamed("prediction", "_factor")
+    factor = F.coalesce(F.nanvl(F.col("_factor"), F.lit(None).cast("float")), F.lit(0.0))
+    return (with_baseline(scored, model.biases, "baseline")
+            .withColumn("factor_term", factor.cast("double")).drop("_factor"))
+
+
 def predict(model: FittedModel, pairs: DataFrame, column: str = "prediction") -> DataFrame:
     """Add a prediction for every (user_id, movie_id) row of ``pairs``; never null or NaN."""
-    scored = model.als.transform(pairs).withColumnRenamed("prediction", "_factor")
-    factor = F.nanvl(F.col("_factor"), F.lit(None).cast("float"))
     if model.biases is not None:
-        scored = with_baseline(scored, model.biases, "_baseline")
-        raw = F.col("_baseline") + F.coalesce(factor, F.lit(0.0))
+        raw = F.col("baseline") + F.col("factor_term")
+        scored = with_parts(model, pairs)
     else:
-        raw = F.coalesce(factor, F.lit(model.mean))
+        scored = model.als.transform(pairs).withColumnRenamed("prediction", "factor_term")
+        raw = F.coalesce(F.nanvl(F.col("factor_term"), F.lit(None).cast("float")),
+                         F.lit(model.mean))
     return (scored.withColumn(column, clip(raw.cast("double"), model.low, model.high))
-            .drop("_factor", "_baseline"))
+            .drop("factor_term", "baseline"))
 
 
 def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):

@@ -110,6 +110,16 @@ SCHEMA: dict[str, Any] = {
             "max_iter": ValueList((int,), (20,), minimum=1),
             "bias_reg": ValueList((float, int), (3.0,), minimum=0),
         },
+        # Item-item neighbourhood on the baseline residuals, blended with the best residual ALS
+        # point by weights learned on validation (prizeflow.neighbours, prizeflow.blend).
+        "neighbours": {
+            "enabled": Key((bool,), True),
+            "k": Key((int,), 40),  # neighbours per prediction, among the movies the user rated
+            "shrink": Key((float, int), 100.0),  # similarity * n / (n + shrink), n co-raters
+            "damping": Key((float, int), 4.0),  # added to the sum of weights of a prediction
+            "max_user_ratings": Key((int,), 1000, nullable=True),  # per user, for similarities
+            "keep": Key((int,), 500, nullable=True),  # stored neighbours per movie
+        },
         # Successive halving: every point first runs `first_iter` iterations; only the best
         # `keep_fraction` of them go on to their full max_iter.
         "halving": {
@@ -280,6 +290,12 @@ def _check_ranges(config: dict[str, Any]) -> None:
     for key in ("parallelism", "bias_passes", "num_blocks", "checkpoint_interval"):
         if train[key] < 1:
             raise ConfigError(f"config key 'train.{key}' must be >= 1, got {train[key]}")
+    neighbours = train["neighbours"]
+    for key, minimum in (("k", 1), ("shrink", 0), ("damping", 0), ("max_user_ratings", 2),
+                         ("keep", 1)):
+        if neighbours[key] is not None and neighbours[key] < minimum:
+            raise ConfigError(f"config key 'train.neighbours.{key}' must be >= {minimum}, "
+                              f"got {neighbours[key]}")
     halving = train["halving"]
     if not 0 < halving["keep_fraction"] <= 1:
         raise ConfigError("config key 'train.halving.keep_fraction' must be in (0, 1], "

@@ -5,8 +5,9 @@
 
 Flow: read ``ratings`` at a pinned Delta version -> deterministic split (Netflix probe, hash or
 per-user chronological) -> baselines (global mean, mu + b_u + b_i) -> ALS grid over driver
-threads -> best point by validation RMSE refitted on train + validation -> test RMSE, MAE and
-lift against each baseline. One MLflow run holds it all, with a child run per grid point and the
+threads -> best point by validation RMSE -> blended with an item-item neighbourhood on the
+baseline residuals (weights learned on validation) -> refitted on train + validation -> test
+RMSE, MAE and lift against each baseline. One MLflow run holds it all, with a child run per grid point and the
 Spark-free model as its artifact. Progress goes to stderr; the last stdout line is the summary.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import als, baselines, grid, lake, metrics, splits
+from prizeflow import als, baselines, blend, grid, lake, metrics, neighbours, splits
 from prizeflow.config import describe
 from prizeflow.jobs.common import JobError, make_parser, run_job
 
@@ -155,6 +157,49 @@ def baseline_errors(scored_pairs: DataFrame, mean: float, biases: baselines.Bias
     return metrics.errors(with_mean), metrics.errors(with_bias)
 
 
+@dataclass
+class Blended:
+    """The chosen ALS point blended with the item-item neighbourhood."""
+    weights: list[float]
+    validation_rmse: float
+    test_errors: metrics.Errors
+    neighbourhood: Any  # prizeflow.factors.Neighbourhood of the final (refitted) parts
+
+
+def neighbour_parts(model: als.FittedModel, residuals: DataFrame, pairs: DataFrame,
+                    conf: dict[str, Any]) -> tuple[DataFrame, DataFrame]:
+    """(pairs with baseline, factor_term and neighbour_term, the persisted neighbour table)."""
+    similar = _persist(neighbours.similarities(residuals, conf["shrink"],
+                                               conf["max_user_ratings"], conf["keep"]))
+    parts = neighbours.with_term(als.with_parts(model, pairs), residuals, similar, conf["k"],
+                                 conf["damping"])
+    return _persist(parts), similar
+
+
+def fit_blend(on_train: als.FittedModel, fit_data: FitData, final_data: FitData,
+              final_model: als.FittedModel, validation: DataFrame, test: DataFrame,
+              conf: dict[str, Any], low: float, high: float) -> Blended:
+    """Weights learned on validation from parts fitted on train (``on_train``: the chosen point
+    fitted on the training part); the same weights applied to the parts refitted on the final
+    training data (``final_model``) and scored on test."""
+    point = on_train.point
+    residuals = fit_data.residuals[point.bias_reg]
+    val_parts, val_similar = neighbour_parts(on_train, residuals, validation, conf)
+    weights = blend.fit_weights(val_parts)
+    validation_rmse = metrics.errors(
+        val_parts.withColumn("prediction", blend.prediction(weights, low, high))).rmse
+    logger.info("blend weights (intercept, baseline, factor, neighbour) %s: validation RMSE %.5f",
+                ", ".join(f"{w:.4f}" for w in weights), validation_rmse)
+    final_residuals = final_data.residuals[point.bias_reg]
+    test_parts, similar = neighbour_parts(final_model, final_residuals, test, conf)
+    test_errors = metrics.errors(
+        test_parts.withColumn("prediction", blend.prediction(weights, low, high)))
+    exported = neighbours.export(final_residuals, similar, conf["k"], conf["damping"], weights)
+    for frame in (val_parts, val_similar, test_parts, similar):
+        frame.unpersist()
+    return Blended(weights, validation_rmse, test_errors, exported)
+
+
 def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
@@ -214,11 +259,19 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
                            for reg, b in fit_data.biases.items()}
         baseline_reg = min(bias_validation, key=lambda r: (bias_validation[r], r))
 
+        # The blend needs the chosen point fitted on train: keep the best model seen so far
+        # (one, not all: at scale each holds its factor tables) instead of fitting it again.
+        best_seen: dict[str, Any] = {"rmse": float("inf"), "model": None}
+        best_lock = threading.Lock()
+
         def evaluate(point: als.GridPoint, slot: int) -> tuple[float, float]:
             spark.sparkContext.setLocalProperty("spark.scheduler.pool", f"{GRID_POOL_PREFIX}{slot}")
             started = time.monotonic()
             model = fit_point(point, fit_data, settings, data.low, data.high)
             rmse = metrics.errors(als.predict(model, validation)).rmse
+            with best_lock:
+                if rmse < best_seen["rmse"]:
+                    best_seen.update(rmse=rmse, model=model)
             return rmse, time.monotonic() - started
 
         done = 0
@@ -250,7 +303,22 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
             final_data = fit_data
         model = fit_point(chosen.point, final_data, settings, data.low, data.high)
         test = _persist(splits.part(split, splits.TEST).select("user_id", "movie_id", "rating"))
-        test_errors = metrics.errors(als.predict(model, test))
+        als_test_errors = metrics.errors(als.predict(model, test))
+        test_errors = als_test_errors
+        neighbour_conf = train_conf["neighbours"]
+        blended = None
+        if neighbour_conf["enabled"] and chosen.point.kind == als.RESIDUAL:
+            on_train = best_seen["model"]
+            if on_train is None or on_train.point != chosen.point:  # halving can leave a short fit
+                on_train = fit_point(chosen.point, fit_data, settings, data.low, data.high)
+            blended = fit_blend(on_train, fit_data, final_data, model, validation, test,
+                                neighbour_conf, data.low, data.high)
+            test_errors = blended.test_errors
+        elif neighbour_conf["enabled"]:
+            # Worth a warning only when residual points lost; a plain-only grid asked for this.
+            level = logging.WARNING if als.RESIDUAL in train_conf["grid"]["kind"] else logging.INFO
+            logger.log(level, "the best point is plain ALS, which has no residuals to blend a "
+                       "neighbourhood with: the model is ALS alone")
         mean_errors, bias_errors = baseline_errors(test, final_data.mean,
                                                    final_data.biases[baseline_reg],
                                                    data.low, data.high)
@@ -260,10 +328,19 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
         lift = {name: metrics.lift_pct(value, test_errors.rmse)
                 for name, value in baseline_rmse.items()}
 
+        blend_params = {}
+        blend_metrics = {}
+        if blended is not None:
+            blend_params = {**{f"neighbours_{k}": v for k, v in neighbour_conf.items()},
+                            **{f"blend_weight_{name}": w for name, w in
+                               zip(("intercept",) + blend.FEATURES, blended.weights)}}
+            blend_metrics = {"validation_rmse_blend": blended.validation_rmse}
         mlflow.log_params({**{f"best_{k}": v for k, v in chosen.point.params().items()},
-                           "baseline_bias_reg": baseline_reg, "refit_parts": ",".join(refit_parts)})
-        mlflow.log_metrics({"validation_rmse": chosen.validation_rmse,
+                           "baseline_bias_reg": baseline_reg, "refit_parts": ",".join(refit_parts),
+                           "blend": blended is not None, **blend_params})
+        mlflow.log_metrics({"validation_rmse": chosen.validation_rmse, **blend_metrics,
                             "test_rmse": test_errors.rmse, "test_mae": test_errors.mae,
+                            "test_rmse_als": als_test_errors.rmse,
                             "test_ratings": float(test_errors.count),
                             "grid_seconds": grid_seconds,
                             **{f"baseline_rmse_{k}": v for k, v in baseline_rmse.items()},
@@ -273,10 +350,14 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
         mlflow.log_figure(tracking.model_vs_baselines(test_errors.rmse, baseline_rmse),
                           "plots/model_vs_baselines.png")
         factor_model = als.export_factors(model)
+        factor_model.neighbourhood = blended.neighbourhood if blended is not None else None
         model_info = tracking.log_factor_model(factor_model)
         mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
         spark_model_uri = None
         if train_conf["log_spark_model"]:
+            # A PipelineModel cannot join the user's ratings for the neighbourhood term: the
+            # Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.
+            mlflow.set_tag("prizeflow.spark_model_terms", "baseline + ALS factors")
             from prizeflow import sparkmodel
 
             dfs_tmpdir = config["mlflow"]["dfs_tmpdir"] or lake.table_path(
@@ -294,6 +375,8 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
             "split_counts": counts, "grid_points": len(points),
             "best_params": chosen.point.params(), "validation_rmse": chosen.validation_rmse,
             "test_rmse": test_errors.rmse, "test_mae": test_errors.mae,
+            "test_rmse_als": als_test_errors.rmse,
+            "blend_weights": blended.weights if blended is not None else None,
             "baselines": baseline_rmse, "lift_pct": lift, "model_uri": model_info.model_uri,
             "spark_model_uri": spark_model_uri}
 

@@ -1,0 +1,48 @@
+"""A linear blend of the model's parts, its weights learned by least squares on validation.
+
+prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term): the baseline
+mu + b_u + b_i, the ALS term p_u . q_i and the item-item neighbourhood term, all fitted on the
+training part; the weights come from the validation ratings (never the test set), then the parts
+are refitted on train + validation and the same weights applied. Four numbers fitted on
+thousands of ratings, so the small ridge only guards against collinear parts (e.g. a neighbour
+term that is 0 everywhere on tiny data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from prizeflow.baselines import clip
+
+FEATURES = ("baseline", "factor_term", "neighbour_term")
+RIDGE = 1e-6
+
+
+def fit_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
+                label: str = "rating") -> list[float]:
+    """Least-squares weights [intercept, *features] from one aggregation pass (X'X and X'y)."""
+    columns = [F.lit(1.0)] + [F.col(name).cast("double") for name in features]
+    size = len(columns)
+    pairs = [(a, b) for a in range(size) for b in range(a, size)]
+    sums = [F.sum(columns[a] * columns[b]) for a, b in pairs]
+    sums += [F.sum(columns[a] * F.col(label).cast("double")) for a in range(size)]
+    row = frame.agg(*sums).first()
+    if row is None or row[0] is None or row[0] == 0:
+        raise ValueError("cannot learn blend weights from an empty frame")
+    gram = np.zeros((size, size))
+    for value, (a, b) in zip(row[:len(pairs)], pairs):
+        gram[a, b] = gram[b, a] = value
+    target = np.array(row[len(pairs):], dtype=float)
+    penalty = RIDGE * row[0] * np.eye(size)
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    return [float(w) for w in np.linalg.solve(gram + penalty, target)]
+
+
+def prediction(weights: list[float], low: float, high: float,
+               features: tuple[str, ...] = FEATURES) -> Column:
+    raw = F.lit(weights[0])
+    for weight, name in zip(weights[1:], features):
+        raw = raw + F.lit(weight) * F.col(name)
+    return clip(raw, low, high)
