@@ -143,6 +143,41 @@ def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spar
         pytest.approx(summary["test_rmse_als"], abs=1e-4)
 
 
+def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
+        spark, small_lake, tmp_path, monkeypatch):
+    # Halving on: the short fits must not be mistaken for the chosen model.
+    config = _config(small_lake, tmp_path, **{
+        "train.grid.kind": "[residual]", "train.grid.rank": "[4, 8]",
+        "train.halving.enabled": "true", "train.halving.first_iter": "2",
+        "train.halving.keep_fraction": "0.5", "train.refit_on_validation": "false"})
+    fits, joins = [], []
+    real_fit, real_similarities = train_job.fit_point, train_job.neighbours.similarities
+
+    def counting_fit(point, *args, **kwargs):
+        fits.append(point)
+        return real_fit(point, *args, **kwargs)
+
+    def counting_similarities(*args, **kwargs):
+        joins.append(args)
+        return real_similarities(*args, **kwargs)
+
+    monkeypatch.setattr(train_job, "fit_point", counting_fit)
+    monkeypatch.setattr(train_job.neighbours, "similarities", counting_similarities)
+    summary = train_job.run(spark, config, argparse.Namespace())
+    # Two short fits, one survivor to its full 6 iterations, and nothing fitted again.
+    assert sorted(p.max_iter for p in fits) == [2, 2, 6]
+    assert len(joins) == 1
+    assert summary["split_counts"]["train"] > 0 and len(summary["blend_weights"]) == 4
+    assert max(summary["test_rmse"], summary["test_rmse_als"]) < summary["baselines"]["bias"]
+    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    test, _, _ = train_job.test_pairs(spark, config)
+    rows = test.toPandas()
+    predicted = np.asarray(mlflow.pyfunc.load_model(summary["model_uri"])
+                           .predict(rows[["user_id", "movie_id"]]))
+    rmse = float(np.sqrt(np.mean((predicted - rows["rating"].to_numpy()) ** 2)))
+    assert rmse == pytest.approx(summary["test_rmse"], abs=1e-4)
+
+
 def test_pinned_data_version_reproduces_split_and_metrics(spark, trained):
     config, first = trained["config"], trained["summary"]
     # New ratings arrive: the table moves on to a new version.

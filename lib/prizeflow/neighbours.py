@@ -11,8 +11,9 @@ The neighbourhood term of (user u, movie i) is the damped s-weighted mean of u's
 
     t_ui = sum_{j in N} s_ij r_uj / (damping + sum_{j in N} s_ij)
 
-The damping pulls a term resting on a few weak neighbours towards 0 (on MovieLens 100K, damping 2
-lowers the blended test RMSE by about 0.003 against the plain weighted mean). The term is 0 when
+The damping pulls a term resting on a few weak neighbours towards 0 (on MovieLens 100K, the default
+damping 4 lowers the blended test RMSE by about 0.004 against the plain weighted mean, damping 0;
+`bench/blend_prototype.py --mode damping`). The term is 0 when
 u rated none of i's neighbours (or i or u is unknown), so no row is ever dropped.
 
 Cost: the similarities are a self-join of the residuals on ``user_id``, about sum_u n_u^2 / 2 rows
@@ -107,7 +108,8 @@ def _csr(frame: DataFrame, key: str, other: str, value: str):
 def export(residuals: DataFrame, neighbours: DataFrame, k: int, damping: float,
            weights: list[float]) -> "Neighbourhood":
     """The fitted neighbourhood and blend weights as numpy arrays for the Spark-free model.
-    Collects every training residual to the driver: about 20 bytes per rating."""
+    Collects every training residual to the driver: about 16 bytes per rating
+    (an int64 id and a float64 residual)."""
     import numpy as np
 
     from prizeflow.factors import Neighbourhood

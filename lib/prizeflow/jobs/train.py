@@ -167,10 +167,13 @@ class Blended:
 
 
 def neighbour_parts(model: als.FittedModel, residuals: DataFrame, pairs: DataFrame,
-                    conf: dict[str, Any]) -> tuple[DataFrame, DataFrame]:
-    """(pairs with baseline, factor_term and neighbour_term, the persisted neighbour table)."""
-    similar = _persist(neighbours.similarities(residuals, conf["shrink"],
-                                               conf["max_user_ratings"], conf["keep"]))
+                    conf: dict[str, Any], similar: DataFrame | None = None
+                    ) -> tuple[DataFrame, DataFrame]:
+    """(pairs with baseline, factor_term and neighbour_term, the persisted neighbour table);
+    ``similar``: a neighbour table already computed from these residuals."""
+    if similar is None:
+        similar = _persist(neighbours.similarities(residuals, conf["shrink"],
+                                                   conf["max_user_ratings"], conf["keep"]))
     parts = neighbours.with_term(als.with_parts(model, pairs), residuals, similar, conf["k"],
                                  conf["damping"])
     return _persist(parts), similar
@@ -191,11 +194,13 @@ def fit_blend(on_train: als.FittedModel, fit_data: FitData, final_data: FitData,
     logger.info("blend weights (intercept, baseline, factor, neighbour) %s: validation RMSE %.5f",
                 ", ".join(f"{w:.4f}" for w in weights), validation_rmse)
     final_residuals = final_data.residuals[point.bias_reg]
-    test_parts, similar = neighbour_parts(final_model, final_residuals, test, conf)
+    # Without a refit the final residuals are the training ones: reuse their self-join.
+    test_parts, similar = neighbour_parts(final_model, final_residuals, test, conf,
+                                          val_similar if final_data is fit_data else None)
     test_errors = metrics.errors(
         test_parts.withColumn("prediction", blend.prediction(weights, low, high)))
     exported = neighbours.export(final_residuals, similar, conf["k"], conf["damping"], weights)
-    for frame in (val_parts, val_similar, test_parts, similar):
+    for frame in {id(f): f for f in (val_parts, val_similar, test_parts, similar)}.values():
         frame.unpersist()
     return Blended(weights, validation_rmse, test_errors, exported)
 
@@ -259,10 +264,12 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
                            for reg, b in fit_data.biases.items()}
         baseline_reg = min(bias_validation, key=lambda r: (bias_validation[r], r))
 
-        # The blend needs the chosen point fitted on train: keep the best model seen so far
-        # (one, not all: at scale each holds its factor tables) instead of fitting it again.
+        # The blend (and a run without refit) needs the chosen point fitted on train: keep the
+        # best model seen so far (one, not all: at scale each holds its factor tables) instead
+        # of fitting it again.
         best_seen: dict[str, Any] = {"rmse": float("inf"), "model": None}
         best_lock = threading.Lock()
+        grid_points = set(points)
 
         def evaluate(point: als.GridPoint, slot: int) -> tuple[float, float]:
             spark.sparkContext.setLocalProperty("spark.scheduler.pool", f"{GRID_POOL_PREFIX}{slot}")
@@ -270,7 +277,8 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
             model = fit_point(point, fit_data, settings, data.low, data.high)
             rmse = metrics.errors(als.predict(model, validation)).rmse
             with best_lock:
-                if rmse < best_seen["rmse"]:
+                # A halving round's short fit is never the chosen model: do not hold it.
+                if point in grid_points and rmse < best_seen["rmse"]:
                     best_seen.update(rmse=rmse, model=model)
             return rmse, time.monotonic() - started
 
@@ -296,21 +304,25 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
                        else [splits.TRAIN])
         final_regs = sorted({baseline_reg} | ({chosen.point.bias_reg}
                                              if chosen.point.bias_reg is not None else set()))
+        kept = best_seen["model"]
+        if kept is not None and kept.point != chosen.point:  # a tie the grid broke differently
+            kept = None
         if train_conf["refit_on_validation"]:
             final_data = prepare(splits.part(split, *refit_parts), final_regs,
                                  train_conf["bias_passes"])
+            model = fit_point(chosen.point, final_data, settings, data.low, data.high)
         else:
             final_data = fit_data
-        model = fit_point(chosen.point, final_data, settings, data.low, data.high)
+            model = (kept if kept is not None
+                     else fit_point(chosen.point, final_data, settings, data.low, data.high))
         test = _persist(splits.part(split, splits.TEST).select("user_id", "movie_id", "rating"))
         als_test_errors = metrics.errors(als.predict(model, test))
         test_errors = als_test_errors
         neighbour_conf = train_conf["neighbours"]
         blended = None
         if neighbour_conf["enabled"] and chosen.point.kind == als.RESIDUAL:
-            on_train = best_seen["model"]
-            if on_train is None or on_train.point != chosen.point:  # halving can leave a short fit
-                on_train = fit_point(chosen.point, fit_data, settings, data.low, data.high)
+            on_train = (kept if kept is not None
+                        else fit_point(chosen.point, fit_data, settings, data.low, data.high))
             blended = fit_blend(on_train, fit_data, final_data, model, validation, test,
                                 neighbour_conf, data.low, data.high)
             test_errors = blended.test_errors
