@@ -34,6 +34,16 @@ def _config(small_lake, tmp, **extra):
     return config
 
 
+def _pyfunc_on_test(spark, config, model_uri):
+    """(test rows, the loaded pyfunc, its RMSE over them)."""
+    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    test, _, _ = train_job.test_pairs(spark, config)
+    rows = test.toPandas()
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    predicted = np.asarray(pyfunc.predict(rows[["user_id", "movie_id"]]))
+    return rows, pyfunc, float(np.sqrt(np.mean((predicted - rows["rating"].to_numpy()) ** 2)))
+
+
 @pytest.fixture(scope="module")
 def trained(spark, small_lake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
@@ -131,11 +141,7 @@ def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spar
     assert parent.data.metrics["test_rmse_als"] == pytest.approx(summary["test_rmse_als"])
     assert "validation_rmse_blend" in parent.data.metrics
     # The Spark-free model scores the test set to the RMSE train reported for it.
-    test, _, _ = train_job.test_pairs(spark, config)
-    rows = test.toPandas()
-    pyfunc = mlflow.pyfunc.load_model(summary["model_uri"])
-    predicted = np.asarray(pyfunc.predict(rows[["user_id", "movie_id"]]))
-    rmse = float(np.sqrt(np.mean((predicted - rows["rating"].to_numpy()) ** 2)))
+    rows, pyfunc, rmse = _pyfunc_on_test(spark, config, summary["model_uri"])
     assert rmse == pytest.approx(summary["test_rmse"], abs=1e-4)
     without = replace(pyfunc.unwrap_python_model().model, neighbourhood=None)
     als_only = without.predict(rows["user_id"], rows["movie_id"])
@@ -169,12 +175,7 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
     assert len(joins) == 1
     assert summary["split_counts"]["train"] > 0 and len(summary["blend_weights"]) == 4
     assert max(summary["test_rmse"], summary["test_rmse_als"]) < summary["baselines"]["bias"]
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
-    test, _, _ = train_job.test_pairs(spark, config)
-    rows = test.toPandas()
-    predicted = np.asarray(mlflow.pyfunc.load_model(summary["model_uri"])
-                           .predict(rows[["user_id", "movie_id"]]))
-    rmse = float(np.sqrt(np.mean((predicted - rows["rating"].to_numpy()) ** 2)))
+    _, _, rmse = _pyfunc_on_test(spark, config, summary["model_uri"])
     assert rmse == pytest.approx(summary["test_rmse"], abs=1e-4)
 
 

@@ -3,8 +3,8 @@
 Holds mu, the per-user and per-movie biases and ALS factors, keyed by sorted id arrays; predicts
 with the same rules as :func:`prizeflow.als.predict` (unknown ids contribute nothing, output
 clipped to the rating scale). With a :class:`Neighbourhood` it also holds the training residuals
-and movie neighbours and predicts the blend of :mod:`prizeflow.blend` as Spark scored it (within about 1e-6: the
-factor dot product is float32).
+and movie neighbours and predicts the blend of :mod:`prizeflow.blend` as Spark scored it (within
+about 1e-6: the factor dot product is float32).
 Saved as one ``.npz`` file.
 """
 

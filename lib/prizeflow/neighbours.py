@@ -13,8 +13,8 @@ The neighbourhood term of (user u, movie i) is the damped s-weighted mean of u's
 
 The damping pulls a term resting on a few weak neighbours towards 0 (on MovieLens 100K, the default
 damping 4 lowers the blended test RMSE by about 0.004 against the plain weighted mean, damping 0;
-`bench/blend_prototype.py --mode damping`). The term is 0 when
-u rated none of i's neighbours (or i or u is unknown), so no row is ever dropped.
+`bench/blend_prototype.py --mode damping`). The term is 0 when u rated none of i's neighbours
+(or i or u is unknown), so no row is ever dropped.
 
 Cost: the similarities are a self-join of the residuals on ``user_id``, about sum_u n_u^2 / 2 rows
 before aggregation; ``max_user_ratings`` keeps a fixed hash sample of each heavy rater's ratings so

@@ -200,7 +200,7 @@ def fit_blend(on_train: als.FittedModel, fit_data: FitData, final_data: FitData,
     test_errors = metrics.errors(
         test_parts.withColumn("prediction", blend.prediction(weights, low, high)))
     exported = neighbours.export(final_residuals, similar, conf["k"], conf["damping"], weights)
-    for frame in {id(f): f for f in (val_parts, val_similar, test_parts, similar)}.values():
+    for frame in (val_parts, val_similar, test_parts, similar):  # unpersisting twice is a no-op
         frame.unpersist()
     return Blended(weights, validation_rmse, test_errors, exported)
 
@@ -304,25 +304,27 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
                        else [splits.TRAIN])
         final_regs = sorted({baseline_reg} | ({chosen.point.bias_reg}
                                              if chosen.point.bias_reg is not None else set()))
-        kept = best_seen["model"]
-        if kept is not None and kept.point != chosen.point:  # a tie the grid broke differently
-            kept = None
+        # The chosen point fitted on the training part, unless the grid broke a tie differently.
+        on_train = best_seen["model"]
+        if on_train is not None and on_train.point != chosen.point:
+            on_train = None
         if train_conf["refit_on_validation"]:
             final_data = prepare(splits.part(split, *refit_parts), final_regs,
                                  train_conf["bias_passes"])
             model = fit_point(chosen.point, final_data, settings, data.low, data.high)
         else:
             final_data = fit_data
-            model = (kept if kept is not None
-                     else fit_point(chosen.point, final_data, settings, data.low, data.high))
+            if on_train is None:
+                on_train = fit_point(chosen.point, fit_data, settings, data.low, data.high)
+            model = on_train
         test = _persist(splits.part(split, splits.TEST).select("user_id", "movie_id", "rating"))
         als_test_errors = metrics.errors(als.predict(model, test))
         test_errors = als_test_errors
         neighbour_conf = train_conf["neighbours"]
         blended = None
         if neighbour_conf["enabled"] and chosen.point.kind == als.RESIDUAL:
-            on_train = (kept if kept is not None
-                        else fit_point(chosen.point, fit_data, settings, data.low, data.high))
+            if on_train is None:
+                on_train = fit_point(chosen.point, fit_data, settings, data.low, data.high)
             blended = fit_blend(on_train, fit_data, final_data, model, validation, test,
                                 neighbour_conf, data.low, data.high)
             test_errors = blended.test_errors
