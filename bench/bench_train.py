@@ -55,14 +55,14 @@ def _ingest(spark, config, source: Path) -> dict:
 
 
 def _train(spark, config, overrides: list[str]) -> dict:
+    from prizeflow import training
     from prizeflow.config import load_config
-    from prizeflow.jobs import train
 
     merged = load_config("conf/local.yaml", overrides)
     run_config = {**config, "data": merged["data"], "split": merged["split"],
                   "train": merged["train"]}
     t0 = time.monotonic()
-    summary = train.run(spark, run_config, argparse.Namespace())
+    summary = training.train(spark, run_config).summary()
     summary["seconds"] = time.monotonic() - t0
     return summary
 
@@ -118,13 +118,13 @@ def _textbook(spark, config, seed: int) -> dict:
     from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
     from pyspark.sql import functions as F
 
+    from prizeflow import data as training_data
     from prizeflow import splits
-    from prizeflow.jobs import train
 
     # Without a checkpoint directory ALS ignores checkpointInterval and a 20-iteration fit
     # fails with StackOverflowError while serialising its lineage (seen here at 1M ratings).
     spark.sparkContext.setCheckpointDir(str(Path(config["lake"]["root"]) / "_checkpoints"))
-    data = train.load_training_data(spark, config)
+    data = training_data.load_training_data(spark, config)
     split = splits.hash_split(data.ratings, config["split"]["test_fraction"],
                               config["split"]["validation_fraction"], config["split"]["seed"])
     t0 = time.monotonic()
@@ -231,9 +231,8 @@ def blend_cost(args, command: str) -> None:
 
 
 def iterations(args, command: str) -> None:
-    from prizeflow import als, splits
+    from prizeflow import als, data, partitions, splits, training
     from prizeflow.generate import generate_corpus, make_spec
-    from prizeflow.jobs import train
 
     rows = []
     for size in args.sizes:
@@ -242,27 +241,29 @@ def iterations(args, command: str) -> None:
             generate_corpus(make_spec(corpus, size, seed=42))
         spark, config = _session(OUT / "lake-iterations")
         _ingest(spark, config, corpus)
-        data = train.load_training_data(spark, config)
-        ratings = splits.part(splits.hash_split(data.ratings, 0.1, 0.1, 42), splits.TRAIN)
-        fit_data = train.prepare(ratings, [3.0], 3)
-        settings = als.AlsSettings(42, config["train"]["num_blocks"], 10)
+        source = data.load_training_data(spark, config)
+        ratings = splits.part(splits.hash_split(source.ratings, 0.1, 0.1, 42), splits.TRAIN)
+        cache = training.Cache()
+        fit_data = training.prepare(ratings, [3.0], 3, cache)
+        settings = als.AlsSettings(42, config["train"]["num_blocks"]
+                                   or partitions.parallelism(spark), 10)
         timings = {}
         for iters in (2, 6):
             point = als.GridPoint("residual", args.rank, 0.1, iters, 3.0)
             samples = []
             for _ in range(args.runs):
                 t0 = time.monotonic()
-                model = train.fit_point(point, fit_data, settings, 1.0, 5.0)
+                model = training.fit_point(point, fit_data, settings, 1.0, 5.0)
                 model.als.userFactors.count()
                 samples.append(time.monotonic() - t0)
             timings[iters] = statistics.median(samples)
         per_iteration = (timings[6] - timings[2]) / 4
-        rows.append({"ratings": size, "train_ratings": fit_data.ratings.count(), "rank": args.rank,
+        rows.append({"ratings": size, "train_ratings": fit_data.rows, "rank": args.rank,
                      "fit_2_iter_s": timings[2], "fit_6_iter_s": timings[6],
                      "s_per_iteration": per_iteration})
         print(f"{size:>11,} ratings: fit 2 iter {timings[2]:.1f}s, 6 iter {timings[6]:.1f}s, "
               f"{per_iteration:.2f} s/iteration", flush=True)
-        fit_data.release()
+        cache.release()
     _finish("iterations", command, spark, {"results": rows})
     spark.stop()
 

@@ -116,3 +116,34 @@ def copy_lake(small_lake: dict, tmp: Path) -> dict:
     config = make_config(tmp)
     shutil.copytree(small_lake["root"], config["lake"]["root"])
     return config
+
+
+def pyfunc_on_test(spark, config: dict, model, refit: bool = True):
+    """(test rows, predictions with each user's history as request columns, predictions without
+    a history) of a loaded pyfunc on the test set of ``config``'s split. The history is what
+    train scored the test set with: the split's train (+ validation after a refit) ratings."""
+    import numpy as np
+
+    from prizeflow import data, splits
+    from prizeflow.pyfunc import HISTORY_MOVIES, HISTORY_RATINGS
+
+    source = data.load_training_data(spark, config)
+    split = data.split_ratings(source, config, data.choose_split_method(config, source))
+    parts = [splits.TRAIN, splits.VALIDATION] if refit else [splits.TRAIN]
+    test = splits.part(split, splits.TEST).select("user_id", "movie_id", "rating").toPandas()
+    known = splits.part(split, *parts).select("user_id", "movie_id", "rating").toPandas()
+    lists = {u: (g["movie_id"].tolist(), g["rating"].astype(float).tolist())
+             for u, g in known.groupby("user_id")}
+    frame = test[["user_id", "movie_id"]].copy()
+    frame[HISTORY_MOVIES] = [lists.get(u, ([], []))[0] for u in frame["user_id"]]
+    frame[HISTORY_RATINGS] = [lists.get(u, ([], []))[1] for u in frame["user_id"]]
+    with_history = np.asarray(model.predict(frame), dtype=np.float64)
+    without = np.asarray(model.predict(frame[["user_id", "movie_id"]]), dtype=np.float64)
+    return test, with_history, without
+
+
+def rmse(truth, predicted) -> float:
+    import numpy as np
+
+    diff = np.asarray(truth, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
+    return float(np.sqrt(np.mean(diff * diff)))

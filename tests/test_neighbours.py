@@ -1,27 +1,29 @@
-"""The item-item neighbourhood and the blend on tiny frames: Spark against plain Python, and the
-numpy model against Spark."""
+"""The Spark side of the model on small frames: movie similarities from block products against a
+hand computation, the per-user sample, scoring in user buckets against the numpy rule, and the
+blend's least squares."""
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from prizeflow import blend, neighbours
-from prizeflow.factors import FactorModel, top_n
+from prizeflow import blend, neighbours, scoring
+from prizeflow.factors import FactorModel, Neighbourhood, Requests
 
-SHRINK, DAMPING = 2.0, 1.5
+pytestmark = pytest.mark.integration
+
+SHRINK = 2.0
 
 
 def _residual_rows():
-    """7 users x 6 movies with a few holes; residuals from a fixed pseudo-random rule."""
+    """9 users x 8 movies with holes; residuals from a fixed pseudo-random rule."""
     rows = []
-    for user in range(1, 8):
-        for movie in range(1, 7):
+    for user in range(1, 10):
+        for movie in range(1, 9):
             if (user * 3 + movie) % 5 == 0:
                 continue  # not rated
-            rows.append((user, movie, ((user * 7 + movie * 11) % 9 - 4) / 2.0))
+            rows.append((user, movie * 10, ((user * 7 + movie * 11) % 9 - 4) / 2.0))
     return rows
 
 
@@ -35,123 +37,133 @@ def _hand_similarities(rows, shrink):
     for user, movie, value in rows:
         by_user.setdefault(user, {})[movie] = value
     movies = sorted({m for _, m, _ in rows})
+    norm = {m: sum(r[m] ** 2 for r in by_user.values() if m in r) for m in movies}
     out = {}
     for a in movies:
         for b in movies:
-            if a == b:
-                continue
             common = [r for r in by_user.values() if a in r and b in r]
-            if not common:
+            if a == b or not common:
                 continue
             dot = sum(r[a] * r[b] for r in common)
-            norm = math.sqrt(sum(r[a] ** 2 for r in common) * sum(r[b] ** 2 for r in common))
-            similarity = dot / (norm + 1e-9) * len(common) / (len(common) + shrink)
+            similarity = (dot / (math.sqrt(norm[a] * norm[b]) + 1e-9)
+                          * len(common) / (len(common) + shrink))
             if similarity > 0:
                 out[(a, b)] = similarity
-    return out, by_user
+    return out
 
 
-def test_similarities_equal_a_hand_computation(residuals):
-    expected, _ = _hand_similarities(_residual_rows(), SHRINK)
-    got = {(r.movie_id, r.other_id): r.similarity
-           for r in neighbours.similarities(residuals, SHRINK).collect()}
-    assert len(expected) > 5  # the fixture has positive and non-positive pairs
-    assert got == pytest.approx(expected)
-    kept = neighbours.similarities(residuals, SHRINK, keep=2).collect()
-    for movie in {m for m, _ in expected}:
-        best = [o for _, o in sorted((-s, o) for (m, o), s in expected.items() if m == movie)[:2]]
-        assert [r.other_id for r in sorted(kept, key=lambda r: (-r.similarity, r.other_id))
-                if r.movie_id == movie] == best
+@pytest.mark.parametrize("rows_per_task", [10**9, 30, 7])  # 2 blocks (2 cores), 5, 16
+def test_similarities_equal_a_hand_computation_however_the_blocks_fall(residuals, rows_per_task):
+    expected = _hand_similarities(_residual_rows(), SHRINK)
+    lists = neighbours.similarities(residuals, SHRINK, None, None, parallelism=2,
+                                    rows_per_task=rows_per_task)
+    got = neighbours.pairs(lists)
+    assert len(expected) > 10  # the fixture has positive and non-positive pairs
+    assert got == pytest.approx(expected, rel=1e-5)
+    movie, other, _ = neighbours._unpack_lists_frame(lists.toPandas())
+    assert len(movie) == len(got)  # each pair once however many blocks
+    assert lists.count() == len({m for m, _ in expected})  # one row per movie
 
 
-def test_cap_per_user_keeps_a_fixed_sample(residuals):
-    capped = neighbours.cap_per_user(residuals, 2)
-    again = neighbours.cap_per_user(residuals.repartition(3), 2)
-    rows = {(r.user_id, r.movie_id) for r in capped.collect()}
-    assert rows == {(r.user_id, r.movie_id) for r in again.collect()}
-    per_user = capped.groupBy("user_id").count().collect()
-    assert len(per_user) == 7 and all(r["count"] == 2 for r in per_user)
-    assert neighbours.cap_per_user(residuals, None) is residuals
+def test_keep_stores_each_movies_best_neighbours_ties_by_lower_id(residuals):
+    expected = _hand_similarities(_residual_rows(), SHRINK)
+    lists = neighbours.similarities(residuals, SHRINK, None, 2, parallelism=2, rows_per_task=20)
+    movie_ids = np.array(sorted({m for _, m, _ in _residual_rows()}), dtype=np.int64)
+    near, values = neighbours.collect_arrays(lists, movie_ids, 2)
+    for index, movie in enumerate(movie_ids):
+        ranked = sorted((-np.float32(s), o) for (m, o), s in expected.items() if m == movie)
+        best = [o for _, o in ranked[:2]]
+        assert [movie_ids[j] for j in near[index] if j >= 0] == best
+        assert list(values[index][near[index] >= 0]) == pytest.approx([-s for s, _ in ranked[:2]],
+                                                                      rel=1e-5)
 
 
-def _hand_term(by_user, similar, user, movie, k, damping):
-    rated = by_user.get(user, {})
-    candidates = sorted(((-similar[(movie, other)], other) for other in rated
-                         if (movie, other) in similar))[:k]
-    if not candidates:
-        return 0.0
-    weights = [-s for s, _ in candidates]
-    values = [rated[o] for _, o in candidates]
-    return sum(w * v for w, v in zip(weights, values)) / (damping + sum(weights))
+def test_sample_per_user_is_fixed_and_spares_light_raters(spark):
+    rows = [(u, m, 0.5) for u in range(1, 41) for m in range(1, (60 if u <= 20 else 4) + 1)]
+    frame = spark.createDataFrame(rows, "user_id int, movie_id int, residual double")
+    first = {(r.user_id, r.movie_id) for r in neighbours.sample_per_user(frame, 10).collect()}
+    again = {(r.user_id, r.movie_id) for r in
+             neighbours.sample_per_user(frame.repartition(3), 10).collect()}
+    assert first == again and first <= {(u, m) for u, m, _ in rows}
+    per_user = {u: sum(1 for uu, _ in first if uu == u) for u in range(1, 41)}
+    assert all(per_user[u] == 4 for u in range(21, 41))  # under the cap: every rating
+    heavy = [per_user[u] for u in range(1, 21)]
+    assert 150 < sum(heavy) < 250 and max(heavy) < 30  # about 10 each of 60
+    assert neighbours.sample_per_user(frame, None) is frame
 
 
-def test_neighbour_term_equals_hand_computation_and_the_numpy_model(spark, residuals):
-    similar, by_user = _hand_similarities(_residual_rows(), SHRINK)
-    table = neighbours.similarities(residuals, SHRINK)
-    queries = [(u, m) for u in range(1, 8) for m in range(1, 7) if m not in by_user[u]]
-    queries += [(99, 1), (1, 99)]  # an unknown user, an unknown movie: term 0, row kept
-    pairs = spark.createDataFrame(queries, "user_id int, movie_id int")
-    scored = neighbours.with_term(pairs, residuals, table, k=2, damping=DAMPING)
-    got = {(r.user_id, r.movie_id): r.neighbour_term for r in scored.collect()}
-    assert len(got) == len(queries)
-    expected = {q: _hand_term(by_user, similar, *q, k=2, damping=DAMPING) for q in queries}
-    assert got == pytest.approx(expected)
-    assert any(v != 0 for v in got.values()) and got[(99, 1)] == got[(1, 99)] == 0.0
-
-    exported = neighbours.export(residuals, table, 2, DAMPING, [0.0, 1.0, 1.0, 1.0])
-    users = np.array([q[0] for q in queries])
-    movies = np.array([q[1] for q in queries])
-    assert exported.term(users, movies) == pytest.approx([expected[q] for q in queries])
+def _model(rng, users, movies, rank=2, keep=3):
+    near = np.full((len(movies), keep), -1, dtype=np.int32)
+    sims = np.zeros((len(movies), keep), dtype=np.float32)
+    for m in range(len(movies)):
+        others = rng.choice([o for o in range(len(movies)) if o != m], keep, replace=False)
+        values = np.sort(rng.random(keep).astype(np.float32))[::-1]
+        near[m], sims[m] = others, values
+    return FactorModel(
+        "residual", 3.5, 1.0, 5.0, users, rng.normal(0, 0.3, len(users)),
+        rng.normal(0, 0.3, (len(users), rank)).astype(np.float32), np.arange(len(users)) % 5 != 0,
+        movies, rng.normal(0, 0.3, len(movies)),
+        rng.normal(0, 0.3, (len(movies), rank)).astype(np.float32), np.ones(len(movies), bool),
+        Neighbourhood(2, 1.5, np.array([0.1, 0.9, 1.2, 2.0]), np.array([0.0, 1.0, 1.0]),
+                      near, sims))
 
 
-def test_blend_weights_recover_a_linear_rule(spark):
+def test_spark_scoring_in_buckets_equals_the_numpy_rule(spark):
+    rng = np.random.default_rng(3)
+    users, movies = np.arange(1, 31, dtype=np.int64), np.arange(10, 22, dtype=np.int64)
+    model = _model(rng, users, movies)
+    history = [(int(u), int(m), float(rng.integers(1, 6))) for u in users
+               for m in rng.choice(movies, 4, replace=False)]
+    wanted = [(int(u), int(m), 3.0, 1) for u in np.append(users, [999]) for m in movies[:5]]
+    wanted += [(1, 9999, 4.0, 2)]  # an unknown movie
+    frames = (spark.createDataFrame(wanted, "user_id int, movie_id int, rating double, tag int"),
+              spark.createDataFrame(history, "user_id int, movie_id int, rating double"))
+    parts = scoring.score(model, scoring.user_frame(spark, model), *frames, buckets=3).collect()
+    assert len(parts) == len(wanted)
+    got = {(r.user_id, r.movie_id): r for r in parts}
+    ask_users = np.array([w[0] for w in wanted])
+    ask_movies = np.array([w[1] for w in wanted])
+    expected = model.parts(Requests.by_user(ask_users, ask_movies,
+                                            tuple(np.array(c) for c in zip(*history))))
+    for name in ("baseline", "factor_term", "neighbour_term"):
+        values = np.array([getattr(got[(u, m)], name) for u, m in zip(ask_users, ask_movies)])
+        assert np.array_equal(values, expected[name]), name
+    assert np.count_nonzero(expected["neighbour_term"]) > 20
+    assert got[(999, 10)].factor_term == 0.0 and got[(1, 9999)].neighbour_term == 0.0
+
+
+def test_spark_top_n_equals_the_numpy_ranking(spark):
+    rng = np.random.default_rng(4)
+    users, movies = np.arange(1, 26, dtype=np.int64), np.arange(10, 70, dtype=np.int64)
+    model = _model(rng, users, movies, keep=5)
+    history = [(int(u), int(m), float(rng.integers(1, 6))) for u in users
+               for m in rng.choice(movies, int(rng.integers(0, 20)), replace=False)]
+    frame = spark.createDataFrame(history, "user_id int, movie_id int, rating double")
+    rows = scoring.top_n(model, scoring.user_frame(spark, model), frame, 4, buckets=4).collect()
+    h_users, h_movies, h_ratings = (np.array(c) for c in zip(*history))
+    owner, ranks, best, scores = model.top_n(users, np.searchsorted(users, h_users), h_movies,
+                                             h_ratings, 4)
+    assert sorted((r.user_id, r.rank, r.movie_id) for r in rows) == sorted(
+        zip(users[owner].tolist(), ranks.tolist(), best.tolist()))
+    for user in users:
+        rated = set(h_movies[h_users == user].tolist())
+        assert not rated & {r.movie_id for r in rows if r.user_id == user}
+
+
+def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     rng = np.random.default_rng(3)
     features = rng.normal(size=(500, 3))
     rating = 0.5 + features @ np.array([0.9, 1.1, 2.0])
     frame = spark.createDataFrame(
         [tuple(map(float, row)) + (float(r),) for row, r in zip(features, rating)],
         "baseline double, factor_term double, neighbour_term double, rating double")
-    weights = blend.fit_weights(frame)
-    assert weights == pytest.approx([0.5, 0.9, 1.1, 2.0], abs=1e-3)
-    clipped = frame.select(blend.prediction(weights, 1.0, 5.0).alias("p")).agg(
+    nested = blend.fit_nested_weights(frame)
+    assert nested[3] == pytest.approx([0.5, 0.9, 1.1, 2.0], abs=1e-3)
+    assert blend.fit_weights(frame) == nested[3]
+    design = np.column_stack([np.ones(500), features[:, :2]])
+    assert nested[2] == pytest.approx(np.linalg.lstsq(design, rating, rcond=None)[0], abs=1e-4)
+    clipped = frame.select(blend.prediction(nested[3], 1.0, 5.0).alias("p")).agg(
         F.min("p"), F.max("p")).first()
     assert clipped[0] >= 1.0 and clipped[1] <= 5.0
     with pytest.raises(ValueError, match="empty"):
         blend.fit_weights(frame.where(F.lit(False)))
-
-
-def test_factor_model_with_neighbourhood_saves_loads_and_blends(spark, residuals, tmp_path):
-    table = neighbours.similarities(residuals, SHRINK)
-    weights = [0.1, 0.9, 1.2, 2.0]
-    nb = neighbours.export(residuals, table, 3, DAMPING, weights)
-    ids = np.arange(1, 8, dtype=np.int64)
-    movie_ids = np.arange(1, 7, dtype=np.int64)
-    rng = np.random.default_rng(0)
-    model = FactorModel("residual", 3.5, 1.0, 5.0, ids, rng.normal(0, 0.3, 7),
-                        rng.normal(0, 0.3, (7, 2)).astype(np.float32), np.ones(7, bool),
-                        movie_ids, rng.normal(0, 0.3, 6), rng.normal(0, 0.3, (6, 2)).astype(
-                            np.float32), np.ones(6, bool), neighbourhood=nb)
-    model.save(tmp_path / "m.npz")
-    loaded = FactorModel.load(tmp_path / "m.npz")
-    users, movies = np.repeat(ids, 6), np.tile(movie_ids, 7)
-    assert loaded.neighbourhood is not None and loaded.neighbourhood.k == 3
-    assert np.array_equal(loaded.predict(users, movies), model.predict(users, movies))
-    plain = replace(model, neighbourhood=None)
-    base = plain.predict(users, movies)  # baseline + factor term (nothing clipped here)
-    term = nb.term(users, movies)
-    baseline = (3.5 + model.user_bias[users - 1] + model.movie_bias[movies - 1])
-    expected = np.clip(weights[0] + weights[1] * baseline + weights[2] * (base - baseline)
-                       + weights[3] * term, 1.0, 5.0)
-    assert model.predict(users, movies) == pytest.approx(expected)
-    assert np.any(term != 0)
-
-    # Recommendations rank by the blended score: on 6 movies the shortlist is the whole catalogue,
-    # so the top 2 must be the 2 best unrated movies by the unclipped blend.
-    rated = [[1, 2], [], [3, 4, 5]]
-    got_users, ranks, got_movies, scores = top_n(model, np.array([1, 2, 3]), rated, 2)
-    for user, seen in zip([1, 2, 3], rated):
-        others = [m for m in movie_ids if m not in seen]
-        raw = model.raw_predict(np.full(len(others), user), np.array(others))
-        expected_movies = [others[i] for i in np.argsort(-raw, kind="stable")[:2]]
-        assert list(got_movies[got_users == user]) == expected_movies
-        assert list(ranks[got_users == user]) == [1, 2]

@@ -12,13 +12,17 @@ SUMMARY = {
     "ingest": {"ratings": 200000, "quarantined": 0, "files_unchanged": 0},
     "train": {"best_params": {"kind": "residual", "rank": 50}, "grid_points": 4,
               "split_method": "probe", "split_counts": {"test": 10, "train": 80, "validation": 10},
-              "baselines": {"global_mean": 1.0625, "bias": 0.8995}},
+              "baselines": {"global_mean": 1.0625, "bias": 0.8995},
+              "blend_weights": [0.0, 1.0, 1.0, 2.0], "test_rmse_without_history": 0.87,
+              "test_rmse_als": 0.88},
 }
 
 
 def test_report_names_every_figure():
     text = render(SUMMARY, "sqlite:///mlflow.db")
-    assert "200,000" in text and "rank=50" in text and "0.8500" in text
+    assert "200,000" in text and "rank=50" in text
+    assert ("test RMSE        : 0.8500 (with each user's history; without one 0.8700, ALS part "
+            "alone 0.8800)") in text
     assert "baseline bias    : RMSE 0.8995, lift +5.50%" in text
     assert "version 2 as @champion (champion before: RMSE 0.9000)" in text
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in text

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from prizeflow import training
 from prizeflow.config import load_config
 from prizeflow.jobs import ingest as ingest_job
 from prizeflow.jobs import train as train_job
 from prizeflow.jobs.common import JobError
 
-from conftest import copy_lake, table, write
+from conftest import copy_lake, pyfunc_on_test, rmse, table, write
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,12 @@ def _config(small_lake, tmp, **extra):
 
 
 def _pyfunc_on_test(spark, config, model_uri):
-    """(test rows, the loaded pyfunc, its RMSE over them)."""
+    """(test rows, the loaded pyfunc, its RMSE with each user's history, without one)."""
     mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
-    test, _, _ = train_job.test_pairs(spark, config)
-    rows = test.toPandas()
     pyfunc = mlflow.pyfunc.load_model(model_uri)
-    predicted = np.asarray(pyfunc.predict(rows[["user_id", "movie_id"]]))
-    return rows, pyfunc, float(np.sqrt(np.mean((predicted - rows["rating"].to_numpy()) ** 2)))
+    rows, with_history, without = pyfunc_on_test(spark, config, pyfunc,
+                                                 config["train"]["refit_on_validation"])
+    return rows, pyfunc, rmse(rows["rating"], with_history), rmse(rows["rating"], without)
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +140,15 @@ def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spar
     assert float(parent.data.params["blend_weight_neighbour_term"]) == pytest.approx(weights[3])
     assert parent.data.metrics["test_rmse_als"] == pytest.approx(summary["test_rmse_als"])
     assert "validation_rmse_blend" in parent.data.metrics
-    # The Spark-free model scores the test set to the RMSE train reported for it.
-    rows, pyfunc, rmse = _pyfunc_on_test(spark, config, summary["model_uri"])
-    assert rmse == pytest.approx(summary["test_rmse"], abs=1e-4)
-    without = replace(pyfunc.unwrap_python_model().model, neighbourhood=None)
-    als_only = without.predict(rows["user_id"], rows["movie_id"])
-    assert float(np.sqrt(np.mean((als_only - rows["rating"].to_numpy()) ** 2))) == \
-        pytest.approx(summary["test_rmse_als"], abs=1e-4)
+    # The Spark-free model, given each user's history as train had it, scores the test set to
+    # the RMSE train reported for it; without a history, to test_rmse_without_history.
+    rows, pyfunc, with_history, without = _pyfunc_on_test(spark, config, summary["model_uri"])
+    assert with_history == pytest.approx(summary["test_rmse"], abs=1e-9)
+    assert without == pytest.approx(summary["test_rmse_without_history"], abs=1e-9)
+    assert summary["test_rmse"] < summary["test_rmse_without_history"]
+    als_part = replace(pyfunc.unwrap_python_model().model, neighbourhood=None)
+    als_only = als_part.predict(rows["user_id"], rows["movie_id"])
+    assert rmse(rows["rating"], als_only) == pytest.approx(summary["test_rmse_als"], abs=1e-9)
 
 
 def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
@@ -157,7 +159,7 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
         "train.halving.enabled": "true", "train.halving.first_iter": "2",
         "train.halving.keep_fraction": "0.5", "train.refit_on_validation": "false"})
     fits, joins = [], []
-    real_fit, real_similarities = train_job.fit_point, train_job.neighbours.similarities
+    real_fit, real_similarities = training.fit_point, training.neighbours.similarities
 
     def counting_fit(point, *args, **kwargs):
         fits.append(point)
@@ -167,16 +169,16 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
         joins.append(args)
         return real_similarities(*args, **kwargs)
 
-    monkeypatch.setattr(train_job, "fit_point", counting_fit)
-    monkeypatch.setattr(train_job.neighbours, "similarities", counting_similarities)
+    monkeypatch.setattr(training, "fit_point", counting_fit)
+    monkeypatch.setattr(training.neighbours, "similarities", counting_similarities)
     summary = train_job.run(spark, config, argparse.Namespace())
     # Two short fits, one survivor to its full 6 iterations, and nothing fitted again.
     assert sorted(p.max_iter for p in fits) == [2, 2, 6]
     assert len(joins) == 1
     assert summary["split_counts"]["train"] > 0 and len(summary["blend_weights"]) == 4
     assert max(summary["test_rmse"], summary["test_rmse_als"]) < summary["baselines"]["bias"]
-    _, _, rmse = _pyfunc_on_test(spark, config, summary["model_uri"])
-    assert rmse == pytest.approx(summary["test_rmse"], abs=1e-4)
+    _, _, with_history, _ = _pyfunc_on_test(spark, config, summary["model_uri"])
+    assert with_history == pytest.approx(summary["test_rmse"], abs=1e-9)
 
 
 def test_pinned_data_version_reproduces_split_and_metrics(spark, trained):

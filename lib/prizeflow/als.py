@@ -63,10 +63,22 @@ class FittedModel:
     high: float
 
 
+# Ratings per ALS block: Spark builds each block's arrays in one task's memory, so the blocks
+# follow the data as well as the cores (10M ratings: about 200 MB of arrays per block; 5M made
+# 20 blocks at full size, whose factor shuffles cost more than they spread on few cores).
+RATINGS_PER_BLOCK = 10_000_000
+
+
+def default_blocks(ratings: int, parallelism: int) -> int:
+    """ALS user and item blocks: one per core at least, more when blocks would be too big."""
+    return max(1, parallelism, -(-ratings // RATINGS_PER_BLOCK))
+
+
 def residuals(ratings: DataFrame, biases: Biases) -> DataFrame:
-    """(user_id, movie_id, residual) with residual = rating - (mu + b_u + b_i)."""
+    """(user_id, movie_id, rating, residual) with residual = rating - (mu + b_u + b_i)."""
     return (with_baseline(ratings.select("user_id", "movie_id", "rating"), biases)
-            .select("user_id", "movie_id", (F.col("rating") - F.col("baseline")).alias("residual")))
+            .select("user_id", "movie_id", "rating",
+                    (F.col("rating") - F.col("baseline")).alias("residual")))
 
 
 def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
@@ -126,10 +138,33 @@ def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):
 
 
 def export_factors(model: FittedModel):
-    """The fitted model as a Spark-free :class:`prizeflow.factors.FactorModel`."""
+    """The fitted model as a Spark-free :class:`prizeflow.factors.FactorModel` (its arrays
+    come to the driver: O(users x rank + movies x rank))."""
     from prizeflow.factors import FactorModel
 
     biases = model.biases
     user = _side(model.als.userFactors, biases.users if biases else None, "user_id", "b_user")
     movie = _side(model.als.itemFactors, biases.movies if biases else None, "movie_id", "b_movie")
     return FactorModel(model.point.kind, model.mean, model.low, model.high, *user, *movie)
+
+
+def export_movie_side(model: FittedModel):
+    """The fitted model's movies only (O(movies x rank)); scoring in Spark brings each task
+    its users' side (:func:`prizeflow.scoring.user_side`)."""
+    import numpy as np
+
+    from prizeflow.factors import FactorModel
+
+    biases = model.biases
+    movie = _side(model.als.itemFactors, biases.movies if biases else None, "movie_id", "b_movie")
+    rank = movie[2].shape[1] if movie[2].shape[1] else model.point.rank
+    return FactorModel(model.point.kind, model.mean, model.low, model.high,
+                       np.zeros(0, dtype=np.int64), np.zeros(0),
+                       np.zeros((0, rank), dtype=np.float32), np.zeros(0, dtype=bool), *movie)
+
+
+def user_side(model: FittedModel):
+    """(user_id, b_user, factors) of the fitted model, in Spark."""
+    from prizeflow.scoring import user_side as side
+
+    return side(model.als.userFactors, model.biases.users if model.biases else None)

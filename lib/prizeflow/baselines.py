@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -22,6 +23,10 @@ class Biases:
     movies: DataFrame  # movie_id, b_movie
     reg: float
 
+    def release(self) -> None:
+        self.users.unpersist()
+        self.movies.unpersist()
+
 
 def global_mean(ratings: DataFrame) -> float:
     value = ratings.agg(F.avg("rating")).first()[0]
@@ -31,28 +36,44 @@ def global_mean(ratings: DataFrame) -> float:
 
 
 def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None = None) -> Biases:
-    """Fit b_u and b_i on (user_id, movie_id, rating) rows; the result's tables are lazy."""
+    """Fit b_u and b_i on (user_id, movie_id, rating) rows (cache them first: each pass scans
+    them twice). The bias tables are small (a row per user or per movie): each pass's tables are
+    cached and materialised before the next and joined by broadcast, so the ratings are never
+    shuffled. The returned tables stay cached; :meth:`Biases.release` frees them."""
     mu = global_mean(ratings) if mean is None else mean
     rows = ratings.select("user_id", "movie_id", (F.col("rating") - F.lit(mu)).alias("centered"))
     users = None
     movies = None
     for _ in range(passes):
-        with_users = rows if users is None else rows.join(users, "user_id", "left")
+        with_users = rows if users is None else rows.join(F.broadcast(users), "user_id", "left")
         user_part = F.coalesce(F.col("b_user"), F.lit(0.0)) if users is not None else F.lit(0.0)
-        movies = (with_users.groupBy("movie_id")
-                  .agg((F.sum(F.col("centered") - user_part) / (F.lit(reg) + F.count(F.lit(1))))
-                       .alias("b_movie")))
-        users = (rows.join(F.broadcast(movies), "movie_id", "left")
-                 .groupBy("user_id")
-                 .agg((F.sum(F.col("centered") - F.coalesce(F.col("b_movie"), F.lit(0.0)))
-                       / (F.lit(reg) + F.count(F.lit(1)))).alias("b_user")))
+        new_movies = _materialised(
+            with_users.groupBy("movie_id")
+            .agg((F.sum(F.col("centered") - user_part) / (F.lit(reg) + F.count(F.lit(1))))
+                 .alias("b_movie")))
+        new_users = _materialised(
+            rows.join(F.broadcast(new_movies), "movie_id", "left")
+            .groupBy("user_id")
+            .agg((F.sum(F.col("centered") - F.coalesce(F.col("b_movie"), F.lit(0.0)))
+                  / (F.lit(reg) + F.count(F.lit(1)))).alias("b_user")))
+        for old in (users, movies):
+            if old is not None:
+                old.unpersist()
+        users, movies = new_users, new_movies
     assert users is not None and movies is not None  # passes >= 1 is checked in config
     return Biases(mu, users, movies, float(reg))
 
 
+def _materialised(table: DataFrame) -> DataFrame:
+    table = table.persist(StorageLevel.MEMORY_AND_DISK)
+    table.count()
+    return table
+
+
 def with_baseline(pairs: DataFrame, biases: Biases, column: str = "baseline") -> DataFrame:
     """Add mu + b_u + b_i for each (user_id, movie_id) row; unseen ids contribute 0."""
-    joined = (pairs.join(biases.users, "user_id", "left")
+    # Both bias tables are a row per user or movie: broadcast, the pairs are never shuffled.
+    joined = (pairs.join(F.broadcast(biases.users), "user_id", "left")
               .join(F.broadcast(biases.movies), "movie_id", "left"))
     return (joined.withColumn(column, F.lit(biases.mean)
                               + F.coalesce(F.col("b_user"), F.lit(0.0))

@@ -1,6 +1,8 @@
 """A linear blend of the model's parts, its weights learned by least squares on validation.
 
-prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term): the baseline
+prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term) (the rule of
+:meth:`prizeflow.factors.FactorModel.combine`; :func:`prediction` is its Spark form, used only
+for validation figures): the baseline
 mu + b_u + b_i, the ALS term p_u . q_i and the item-item neighbourhood term, all fitted on the
 training part; the weights come from the validation ratings (never the test set), then the parts
 are refitted on train + validation and the same weights applied (an approximation: the refitted
@@ -25,6 +27,15 @@ RIDGE = 1e-6
 def fit_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
                 label: str = "rating") -> list[float]:
     """Least-squares weights [intercept, *features] from one aggregation pass (X'X and X'y)."""
+    return fit_nested_weights(frame, features, label)[-1]
+
+
+def fit_nested_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
+                       label: str = "rating") -> list[list[float]]:
+    """The least-squares weights of every leading subset of ``features`` ([intercept],
+    [intercept, f1], ..., [intercept, f1..fn]) from one aggregation pass: each subset's normal
+    equations are the leading block of the full X'X. The blend uses the last (with the
+    neighbour term) and the one before it (without a history, the term is unknown)."""
     columns = [F.lit(1.0)] + [F.col(name).cast("double") for name in features]
     size = len(columns)
     pairs = [(a, b) for a in range(size) for b in range(a, size)]
@@ -39,7 +50,9 @@ def fit_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
     target = np.array(row[len(pairs):], dtype=float)
     penalty = RIDGE * row[0] * np.eye(size)
     penalty[0, 0] = 0.0  # the intercept is not shrunk
-    return [float(w) for w in np.linalg.solve(gram + penalty, target)]
+    system = gram + penalty
+    return [[float(w) for w in np.linalg.solve(system[:n, :n], target[:n])]
+            for n in range(1, size + 1)]
 
 
 def prediction(weights: list[float], low: float, high: float,

@@ -99,7 +99,9 @@ SCHEMA: dict[str, Any] = {
         # Also log the model as a Spark ML PipelineModel (mlflow.spark) for batch scoring.
         "log_spark_model": Key((bool,), True),
         "bias_passes": Key((int,), 3),
-        "num_blocks": Key((int,), 4),
+        # ALS user and item blocks (null: the session's default parallelism, so one config
+        # uses every core of whatever runs it).
+        "num_blocks": Key((int,), None, nullable=True),
         "checkpoint_dir": Key((str,), None, nullable=True),
         "checkpoint_interval": Key((int,), 10),
         "grid": {
@@ -117,7 +119,9 @@ SCHEMA: dict[str, Any] = {
             "k": Key((int,), 40),  # neighbours per prediction, among the movies the user rated
             "shrink": Key((float, int), 100.0),  # similarity * n / (n + shrink), n co-raters
             "damping": Key((float, int), 4.0),  # added to the sum of weights of a prediction
-            "max_user_ratings": Key((int,), 1000, nullable=True),  # per user, for similarities
+            # About this many ratings of each heavier rater feed the similarities (a fixed hash
+            # sample): their cost grows with the sum over users of min(n_u, this)^2.
+            "max_user_ratings": Key((int,), 300, nullable=True),
             "keep": Key((int,), 500, nullable=True),  # stored neighbours per movie
         },
         # Successive halving: every point first runs `first_iter` iterations; only the best
@@ -288,7 +292,7 @@ def _check_ranges(config: dict[str, Any]) -> None:
         raise ConfigError("config keys 'split.test_fraction' + 'split.validation_fraction' "
                           "must leave some ratings for training")
     for key in ("parallelism", "bias_passes", "num_blocks", "checkpoint_interval"):
-        if train[key] < 1:
+        if train[key] is not None and train[key] < 1:
             raise ConfigError(f"config key 'train.{key}' must be >= 1, got {train[key]}")
     neighbours = train["neighbours"]
     for key, minimum in (("k", 1), ("shrink", 0), ("damping", 0), ("max_user_ratings", 2),

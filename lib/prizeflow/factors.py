@@ -1,61 +1,160 @@
-"""A trained model as plain arrays, for prediction without Spark or a JVM.
+"""The trained model as plain arrays, and the one prediction rule every path uses.
 
-Holds mu, the per-user and per-movie biases and ALS factors, keyed by sorted id arrays; predicts
-with the same rules as :func:`prizeflow.als.predict` (unknown ids contribute nothing, output
-clipped to the rating scale). With a :class:`Neighbourhood` it also holds the training residuals
-and movie neighbours and predicts the blend of :mod:`prizeflow.blend` as Spark scored it (within
-about 1e-6: the factor dot product is float32).
-Saved as one ``.npz`` file.
+A :class:`FactorModel` holds mu, the per-user and per-movie biases and ALS factors (keyed by
+sorted id arrays) and, with the neighbourhood blend, each movie's stored neighbours and the blend
+weights. Its size is O(users x rank + movies x neighbours): no rating is stored in it.
+
+The rule, for user u and movie i (residual kind):
+
+    baseline  = mu + b_u + b_i                       (an unknown id adds no bias)
+    factor    = p_u . q_i                            (0 when ALS has no factors for u or i)
+    term      = neighbour term of :mod:`prizeflow.neighbours` from u's rating history
+    with a history:    clip(w0 + w1 baseline + w2 factor + w3 term)
+    without a history: clip(v0 + v1 baseline + v2 factor)        (weights learned for that case)
+    no blend:          clip(baseline + factor)
+
+The history is the user's ratings (movie, rating); the residuals the term averages are
+rating - baseline under this model's own biases. ``train`` and ``recommend`` score in Spark by
+calling these same functions inside tasks, with each user's history read from the lake, so the
+test RMSE a version is registered with is the RMSE of this code. Online, the pyfunc takes the
+history from the request or, without one, uses the weights learned for that case.
+Saved as one ``.npz`` file, loaded with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
+# Bounds on the working set of one step of the neighbour term: owners (users, or request rows
+# with their own history) per dense lookup table, and wanted rows x stored neighbours.
+OWNERS_PER_STEP = 256
+CELLS_PER_STEP = 4_000_000
 
-def _rows(starts: np.ndarray, index: int) -> slice:
-    return slice(int(starts[index]), int(starts[index + 1]))
+
+def take(values: np.ndarray, pos: np.ndarray, found: np.ndarray, default=0.0) -> np.ndarray:
+    """``values[pos]`` where ``found``, else ``default`` (also when ``values`` is empty)."""
+    if len(values) == 0:
+        return np.full((len(pos),) + values.shape[1:], default, dtype=values.dtype)
+    picked = values[pos]
+    mask = found.reshape((-1,) + (1,) * (picked.ndim - 1))
+    return np.where(mask, picked, default).astype(values.dtype, copy=False)
+
+
+def lookup(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``wanted`` in the sorted ``ids`` and whether each was found."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if len(ids) == 0:
+        return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    pos = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
+    return pos, ids[pos] == wanted
 
 
 @dataclass
 class Neighbourhood:
-    """The item-item part of the blend (see :mod:`prizeflow.neighbours`) as CSR-style arrays.
+    """The item-item part of the blend: each movie's most similar movies and the weights.
 
-    ``rated_*``: each known user's training residuals, rows in ``user_ids`` order, movies sorted;
-    ``similar_*``: each movie's stored neighbours, rows in ``movie_ids`` order, others sorted."""
+    ``neighbours[m]`` are positions in the model's ``movie_ids`` (-1 pads a short row), most
+    similar first, ties by lower movie id; ``similarities[m]`` their positive similarities."""
     k: int
     damping: float
     weights: np.ndarray  # intercept, baseline, factor_term, neighbour_term
-    user_ids: np.ndarray
-    rated_starts: np.ndarray
-    rated_movies: np.ndarray
-    rated_residuals: np.ndarray
-    movie_ids: np.ndarray
-    similar_starts: np.ndarray
-    similar_movies: np.ndarray
-    similar_values: np.ndarray
+    weights_without_history: np.ndarray  # intercept, baseline, factor_term
+    neighbours: np.ndarray  # int32 (movies, keep)
+    similarities: np.ndarray  # float32 (movies, keep)
 
-    def term(self, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
-        u_pos, u_found = FactorModel._lookup(self.user_ids, users)
-        m_pos, m_found = FactorModel._lookup(self.movie_ids, movies)
-        out = np.zeros(len(users))
-        for row in np.nonzero(u_found & m_found)[0]:
-            rated = _rows(self.rated_starts, u_pos[row])
-            similar = _rows(self.similar_starts, m_pos[row])
-            common, in_rated, in_similar = np.intersect1d(
-                self.rated_movies[rated], self.similar_movies[similar], assume_unique=True,
-                return_indices=True)
-            if len(common) == 0:
+    def term(self, wanted_owner: np.ndarray, wanted_pos: np.ndarray, history_owner: np.ndarray,
+             history_pos: np.ndarray, history_residual: np.ndarray, owners: int) -> np.ndarray:
+        """The damped similarity-weighted mean of each owner's residuals on the ``k`` movies
+        most similar to the wanted one among those the owner rated; 0 with no such movie.
+
+        Owners are 0..owners-1 (a user, or a request row with its own history); movie positions
+        index the model's movies (-1: unknown, which has no neighbours and is no neighbour)."""
+        out = np.zeros(len(wanted_owner))
+        movies = self.neighbours.shape[0]
+        known = np.asarray(history_pos) >= 0
+        history_owner, history_pos = history_owner[known], history_pos[known]
+        history_residual = history_residual[known]
+        wanted_rows = np.nonzero(np.asarray(wanted_pos) >= 0)[0]
+        if movies == 0 or len(wanted_rows) == 0 or len(history_owner) == 0:
+            return out
+        wanted_rows = wanted_rows[np.argsort(wanted_owner[wanted_rows], kind="stable")]
+        history_rows = np.argsort(history_owner, kind="stable")
+        sorted_history_owner = history_owner[history_rows]
+        keep = self.neighbours.shape[1]
+        # History row of (owner - first, movie) for the owners of one step; -1: not rated.
+        table = np.full(min(OWNERS_PER_STEP, owners) * movies, -1, dtype=np.int32)
+        for start, stop in _steps(wanted_owner[wanted_rows], keep):
+            rows = wanted_rows[start:stop]
+            first = int(wanted_owner[rows[0]])
+            last = int(wanted_owner[rows[-1]])
+            lo, hi = np.searchsorted(sorted_history_owner, [first, last + 1])
+            if lo == hi:
                 continue
-            weights = self.similar_values[similar][in_similar]
-            # The k most similar, ties broken by movie id: the order Spark ranks them in.
-            best = np.lexsort((common, -weights))[:self.k]
-            residuals = self.rated_residuals[rated][in_rated]
-            out[row] = (weights[best] * residuals[best]).sum() / (self.damping + weights[best].sum())
+            mine = history_rows[lo:hi]
+            cells = (history_owner[mine] - first) * movies + history_pos[mine]
+            table[cells] = mine
+            near = self.neighbours[wanted_pos[rows]]
+            found = table[((wanted_owner[rows] - first) * movies)[:, None] + np.maximum(near, 0)]
+            found[near < 0] = -1
+            hit = found >= 0
+            used = hit & (np.cumsum(hit, axis=1) <= self.k)
+            weight = np.where(used, self.similarities[wanted_pos[rows]].astype(np.float64), 0.0)
+            residual = np.where(used, history_residual[np.maximum(found, 0)], 0.0)
+            out[rows] = (weight * residual).sum(axis=1) / (self.damping + weight.sum(axis=1))
+            table[cells] = -1
         return out
+
+
+def _steps(sorted_owner: np.ndarray, keep: int):
+    """(start, stop) slices of rows sorted by owner: whole owners, at most OWNERS_PER_STEP of
+    them and about CELLS_PER_STEP neighbour cells per step (one big owner gets a step alone)."""
+    per_step = max(1, CELLS_PER_STEP // max(1, keep))
+    start, n = 0, len(sorted_owner)
+    while start < n:
+        first = sorted_owner[start]
+        stop = min(n, start + per_step)
+        stop = min(stop, int(np.searchsorted(sorted_owner, first + OWNERS_PER_STEP)))
+        if stop < n and stop > start and sorted_owner[stop] == sorted_owner[stop - 1]:
+            # Do not split an owner: back up to its first row, or take it whole if alone.
+            back = int(np.searchsorted(sorted_owner, sorted_owner[stop], side="left"))
+            stop = back if back > start else int(
+                np.searchsorted(sorted_owner, sorted_owner[stop], side="right"))
+        yield start, stop
+        start = stop
+
+
+@dataclass
+class Requests:
+    """Pairs to score, each with an owner (0..owners-1) whose history applies to it.
+
+    ``owner_users``: the user id of each owner (its biases and factors); the history rows
+    (``history_owner``, ``history_movies``, ``history_ratings``) are the owners' ratings. With
+    ``has_history`` false the history is unknown (not empty): the no-history weights apply."""
+    owner_users: np.ndarray
+    owner: np.ndarray
+    movies: np.ndarray
+    history_owner: np.ndarray
+    history_movies: np.ndarray
+    history_ratings: np.ndarray
+    has_history: bool = True
+
+    @classmethod
+    def by_user(cls, users, movies, history=None) -> "Requests":
+        """Pairs grouped by user; ``history`` = (user ids, movie ids, ratings) or None."""
+        users = np.asarray(users, dtype=np.int64)
+        owner_users, owner = np.unique(users, return_inverse=True)
+        if history is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(owner_users, owner, np.asarray(movies, dtype=np.int64), empty, empty,
+                       np.zeros(0), has_history=False)
+        h_users, h_movies, h_ratings = (np.asarray(a) for a in history)
+        h_pos, h_found = lookup(owner_users, h_users)
+        return cls(owner_users, owner, np.asarray(movies, dtype=np.int64), h_pos[h_found],
+                   np.asarray(h_movies, dtype=np.int64)[h_found],
+                   np.asarray(h_ratings, dtype=np.float64)[h_found])
 
 
 @dataclass
@@ -78,6 +177,25 @@ class FactorModel:
     def rank(self) -> int:
         return int(self.user_factors.shape[1])
 
+    def nbytes(self) -> int:
+        arrays = [getattr(self, f.name) for f in fields(self)]
+        if self.neighbourhood is not None:
+            arrays += [getattr(self.neighbourhood, f.name) for f in fields(Neighbourhood)]
+        return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+    def movie_side(self) -> "FactorModel":
+        """The model without its users: what a Spark task needs besides its users' rows."""
+        return self.with_users(np.zeros(0, dtype=np.int64), np.zeros(0),
+                               np.zeros((0, self.rank), dtype=np.float32), np.zeros(0, dtype=bool))
+
+    def with_users(self, user_ids, user_bias, user_factors, user_has_factors) -> "FactorModel":
+        order = np.argsort(np.asarray(user_ids, dtype=np.int64), kind="stable")
+        return replace(self, user_ids=np.asarray(user_ids, dtype=np.int64)[order],
+                       user_bias=np.asarray(user_bias, dtype=np.float64)[order],
+                       user_factors=np.asarray(user_factors, dtype=np.float32)[order],
+                       user_has_factors=np.asarray(user_has_factors, dtype=bool)[order])
+
+    # --- saving -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         extra = {}
         if self.neighbourhood is not None:
@@ -109,82 +227,112 @@ class FactorModel:
                                               "movie_factors", "movie_has_factors")},
                        neighbourhood=neighbourhood)
 
-    @staticmethod
-    def _lookup(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of ``wanted`` in the sorted ``ids`` and whether each was found."""
-        if len(ids) == 0:
-            return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
-        pos = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
-        return pos, ids[pos] == wanted
+    # --- the rule ---------------------------------------------------------------------------
+    def _sides(self, users: np.ndarray, movies: np.ndarray):
+        u_pos, u_found = lookup(self.user_ids, users)
+        m_pos, m_found = lookup(self.movie_ids, movies)
+        return u_pos, u_found, m_pos, m_found
 
-    def predict(self, user_ids, movie_ids) -> np.ndarray:
-        return np.clip(self.raw_predict(user_ids, movie_ids), self.low, self.high)
+    def baseline(self, users, movies) -> np.ndarray:
+        u_pos, u_found, m_pos, m_found = self._sides(users, movies)
+        return (self.mean + take(self.user_bias, u_pos, u_found)
+                + take(self.movie_bias, m_pos, m_found))
 
-    def raw_predict(self, user_ids, movie_ids) -> np.ndarray:
-        """The prediction before clipping to the rating scale (what rankings order by)."""
+    def parts(self, requests: Requests) -> dict[str, np.ndarray]:
+        """``baseline``, ``factor_term`` and (with a neighbourhood and a history)
+        ``neighbour_term`` for every request row."""
+        users = requests.owner_users[requests.owner]
+        movies = requests.movies
+        u_pos, u_found, m_pos, m_found = self._sides(users, movies)
+        both = (take(self.user_has_factors, u_pos, u_found, False)
+                & take(self.movie_has_factors, m_pos, m_found, False))
+        factor = np.zeros(len(users))
+        if both.any():
+            factor[both] = np.einsum("ij,ij->i",
+                                     self.user_factors[u_pos[both]].astype(np.float64),
+                                     self.movie_factors[m_pos[both]].astype(np.float64))
+        out = {"baseline": self.baseline(users, movies), "factor_term": factor,
+               "has_factors": both}
+        if self.neighbourhood is not None and requests.has_history:
+            h_users = requests.owner_users[requests.history_owner]
+            h_residual = requests.history_ratings - self.baseline(h_users, requests.history_movies)
+            h_pos, h_found = lookup(self.movie_ids, requests.history_movies)
+            out["neighbour_term"] = self.neighbourhood.term(
+                requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
+                np.where(h_found, h_pos, -1), h_residual, len(requests.owner_users))
+        return out
+
+    def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The unclipped prediction from :meth:`parts` (what rankings order by)."""
+        if self.kind == "plain":
+            # Plain ALS has no biases: p.q where ALS knows both, else the global mean.
+            return np.where(parts["has_factors"], parts["factor_term"], self.mean)
+        nb = self.neighbourhood
+        if nb is None:
+            return parts["baseline"] + parts["factor_term"]
+        if "neighbour_term" in parts:
+            w = nb.weights
+            return (w[0] + w[1] * parts["baseline"] + w[2] * parts["factor_term"]
+                    + w[3] * parts["neighbour_term"])
+        v = nb.weights_without_history
+        return v[0] + v[1] * parts["baseline"] + v[2] * parts["factor_term"]
+
+    def clip(self, raw: np.ndarray) -> np.ndarray:
+        return np.clip(raw, self.low, self.high)
+
+    def predict(self, user_ids, movie_ids, history=None) -> np.ndarray:
+        """Clipped predictions; ``history`` = (user ids, movie ids, ratings) of the users'
+        ratings, or None when it is not known (the no-history weights apply)."""
         users = np.asarray(user_ids, dtype=np.int64)
         movies = np.asarray(movie_ids, dtype=np.int64)
         if users.shape != movies.shape:
             raise ValueError("user_ids and movie_ids must have the same length")
-        u_pos, u_found = self._lookup(self.user_ids, users)
-        m_pos, m_found = self._lookup(self.movie_ids, movies)
-        both = (u_found & self.user_has_factors[u_pos]) & (m_found & self.movie_has_factors[m_pos])
-        dot = np.einsum("ij,ij->i", self.user_factors[u_pos].astype(np.float64),
-                        self.movie_factors[m_pos].astype(np.float64))
+        return self.clip(self.combine(self.parts(Requests.by_user(users, movies, history))))
+
+    # --- recommendations --------------------------------------------------------------------
+    def top_n(self, requests_users: np.ndarray, history_owner: np.ndarray,
+              history_movies: np.ndarray, history_ratings: np.ndarray, n: int):
+        """The ``n`` best movies for each owner (user ``requests_users[o]``) that its history
+        does not hold. Ranks by the unclipped score (clipping would tie the top of the scale).
+        With a blend, scoring the whole catalogue with the neighbour term would cost a
+        neighbour lookup per movie: the score without the term (the blend's own baseline and
+        factor weights) picks a shortlist of max(4n, n + 50), the full blend ranks it.
+        Returns (owner, rank, movie_id, predicted rating) as flat arrays."""
+        owners = len(requests_users)
+        movies = len(self.movie_ids)
+        u_pos, u_found = lookup(self.user_ids, requests_users)
+        has = take(self.user_has_factors, u_pos, u_found, False)
+        user_factors = take(self.user_factors, u_pos, has)
+        movie_factors = self.movie_factors * self.movie_has_factors[:, None]
+        scores = (user_factors @ movie_factors.T).astype(np.float64)
+        user_bias = take(self.user_bias, u_pos, u_found)
+        nb = self.neighbourhood
         if self.kind == "plain":
-            raw = np.where(both, dot, self.mean)
+            scores = np.where(has[:, None] & self.movie_has_factors[None, :], scores, self.mean)
         else:
-            baseline = (self.mean + np.where(u_found, self.user_bias[u_pos], 0.0)
-                        + np.where(m_found, self.movie_bias[m_pos], 0.0))
-            factor_term = np.where(both, dot, 0.0)
-            if self.neighbourhood is None:
-                raw = baseline + factor_term
-            else:
-                w = self.neighbourhood.weights
-                raw = (w[0] + w[1] * baseline + w[2] * factor_term
-                       + w[3] * self.neighbourhood.term(users, movies))
-        return raw
-
-
-def shortlist_size(model: FactorModel, n: int) -> int:
-    """Movies ranked by the factor score before the blend re-ranks them (n without a blend)."""
-    return n if model.neighbourhood is None else max(4 * n, n + 50)
-
-
-def top_n(model: FactorModel, user_ids: np.ndarray, rated: list, n: int):
-    """The ``n`` best-scoring movies for each user, excluding the movies in ``rated[i]``.
-
-    Ranks by the unclipped score (clipping at the top of the scale would tie every strong
-    recommendation); returns (user_ids, ranks, movie_ids, predicted ratings) as flat arrays.
-    With a neighbourhood blend, scoring the whole catalogue per user would cost a neighbour
-    lookup per movie: the factor score picks a shortlist and the blended score ranks it."""
-    users = np.asarray(user_ids, dtype=np.int64)
-    u_pos, u_found = FactorModel._lookup(model.user_ids, users)
-    movie_factors = model.movie_factors.astype(np.float32) * model.movie_has_factors[:, None]
-    user_factors = model.user_factors[u_pos] * (u_found & model.user_has_factors[u_pos])[:, None]
-    scores = user_factors @ movie_factors.T
-    if model.kind == "plain":
-        scores = np.where(model.movie_has_factors[None, :] & (u_found & model.user_has_factors[u_pos])[:, None],
-                          scores, model.mean)
-    else:
-        scores = (scores + model.movie_bias[None, :]
-                  + np.where(u_found, model.user_bias[u_pos], 0.0)[:, None] + model.mean)
-    for row, movies in enumerate(rated):
-        if movies is not None and len(movies):
-            pos, found = FactorModel._lookup(model.movie_ids, np.asarray(movies, dtype=np.int64))
-            scores[row, pos[found]] = -np.inf
-    k = min(shortlist_size(model, n), scores.shape[1])
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (len(users), 1))
-    best_scores = np.take_along_axis(scores, best, axis=1)
-    if model.neighbourhood is not None:
-        blended = model.raw_predict(np.repeat(users, k), model.movie_ids[best].ravel())
-        best_scores = np.where(np.isfinite(best_scores), blended.reshape(best.shape), -np.inf)
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    k = min(n, k)
-    best = np.take_along_axis(best, order, axis=1)[:, :k]
-    best_scores = np.take_along_axis(best_scores, order, axis=1)[:, :k]
-    keep = np.isfinite(best_scores)  # a user who rated nearly everything gets fewer
-    ranks = np.tile(np.arange(1, k + 1), (len(users), 1))
-    return (np.repeat(users, k)[keep.ravel()], ranks[keep], model.movie_ids[best][keep],
-            np.clip(best_scores[keep], model.low, model.high))
+            baseline = self.mean + user_bias[:, None] + self.movie_bias[None, :]
+            w = nb.weights if nb is not None else np.array([0.0, 1.0, 1.0, 0.0])
+            scores = w[0] + w[1] * baseline + w[2] * scores
+        h_pos, h_found = lookup(self.movie_ids, history_movies)
+        scores[history_owner[h_found], h_pos[h_found]] = -np.inf
+        size = n if nb is None else max(4 * n, n + 50)
+        size = min(size, movies)
+        if size < movies:
+            best = np.argpartition(-scores, size - 1, axis=1)[:, :size]
+        else:
+            best = np.tile(np.arange(movies), (owners, 1))
+        best_scores = np.take_along_axis(scores, best, axis=1)
+        if nb is not None and self.kind != "plain":
+            requests = Requests(np.asarray(requests_users, dtype=np.int64),
+                                np.repeat(np.arange(owners), size), self.movie_ids[best].ravel(),
+                                history_owner, history_movies, history_ratings)
+            blended = self.combine(self.parts(requests)).reshape(best.shape)
+            best_scores = np.where(np.isfinite(best_scores), blended, -np.inf)
+        order = np.lexsort((self.movie_ids[best], -best_scores), axis=1)[:, :n]
+        best = np.take_along_axis(best, order, axis=1)
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        keep = np.isfinite(best_scores)  # an owner who rated nearly everything gets fewer
+        ranks = np.tile(np.arange(1, best.shape[1] + 1), (owners, 1))
+        owner = np.repeat(np.arange(owners), best.shape[1])
+        return (owner[keep.ravel()], ranks[keep], self.movie_ids[best][keep],
+                self.clip(best_scores[keep]))

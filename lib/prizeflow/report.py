@@ -16,6 +16,13 @@ import sys
 from pathlib import Path
 
 
+def _parts(train: dict) -> str:
+    if train.get("blend_weights") is None:
+        return ""
+    return (f" (with each user's history; without one {train['test_rmse_without_history']:.4f},"
+            f" ALS part alone {train['test_rmse_als']:.4f})")
+
+
 def render(summary: dict, tracking_uri: str) -> str:
     ingest, train = summary["ingest"], summary["train"]
     best = ", ".join(f"{k}={v}" for k, v in train["best_params"].items())
@@ -26,7 +33,7 @@ def render(summary: dict, tracking_uri: str) -> str:
         f"  split            : {train['split_method']} "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(train["split_counts"].items())),
         f"  best params      : {best} (of {train['grid_points']} grid points)",
-        f"  test RMSE        : {summary['test_rmse']:.4f}",
+        f"  test RMSE        : {summary['test_rmse']:.4f}" + _parts(train),
     ]
     for name, rmse in train["baselines"].items():
         lines.append(f"  baseline {name:<8}: RMSE {rmse:.4f}, lift {summary['lift_pct'][name]:+.2f}%")

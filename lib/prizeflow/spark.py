@@ -22,6 +22,7 @@ DELTA_VERSION = "4.4.0"
 SCALA_VERSION = "2.13"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+SHUFFLE_PARTITIONS_PER_CORE = 4
 
 
 def delta_package(spark_version: str) -> str:
@@ -84,5 +85,10 @@ def get_spark(config: dict[str, Any]):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if "spark.sql.shuffle.partitions" not in config["spark"]["conf"]:
+        # Spark's fixed default (200) is far too many tasks for a laptop and too few for a big
+        # cluster: follow the cores instead (AQE still coalesces small shuffles).
+        partitions = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
+        spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     logger.info("SparkSession up: master %s, Spark %s", spark.sparkContext.master, spark.version)
     return spark

@@ -190,14 +190,18 @@ def log_factor_model(factor_model, name: str = "model"):
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import Array
 
-    from prizeflow.pyfunc import ARTIFACT_KEY, FactorPyfunc
+    from prizeflow.pyfunc import ARTIFACT_KEY, HISTORY_MOVIES, HISTORY_RATINGS, FactorPyfunc
 
-    # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double.
-    signature = ModelSignature(inputs=Schema([ColSpec("long", "user_id"),
-                                              ColSpec("long", "movie_id")]),
-                               outputs=Schema([ColSpec("double", "prediction")]))
+    # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double;
+    # the user's history is optional (the neighbourhood term needs it).
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("long", "user_id"), ColSpec("long", "movie_id"),
+                       ColSpec(Array(DataType.long), HISTORY_MOVIES, required=False),
+                       ColSpec(Array(DataType.double), HISTORY_RATINGS, required=False)]),
+        outputs=Schema([ColSpec("double", "prediction")]))
     example = pd.DataFrame({"user_id": factor_model.user_ids[:2].astype("int64"),
                             "movie_id": factor_model.movie_ids[:2].astype("int64")})
     with tempfile.TemporaryDirectory(prefix="prizeflow-model-") as tmp, \

@@ -14,14 +14,12 @@ from typing import Any, Callable
 
 import prizeflow
 from prizeflow.config import ConfigError, describe, load_config
+from prizeflow.errors import JobError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONF = "conf/local.yaml"
-
-
-class JobError(RuntimeError):
-    """A job failed for a reason the user can act on; the message says which."""
+__all__ = ["JobError", "make_parser", "resolve_config", "run_job", "run_step"]
 
 
 def setup_logging() -> None:
@@ -57,9 +55,10 @@ def resolve_config(conf_path: str | None, overrides: list[str]) -> dict[str, Any
 def run_step(name: str, task: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """One step of a larger run (``prizeflow run``, a notebook): its summary, named and timed."""
     logger.info("step %s", name)
-    started = time.monotonic()
+    started, clock = time.time(), time.monotonic()
     summary = task(*args)
-    return {"command": name, **summary, "seconds": round(time.monotonic() - started, 3)}
+    return {"command": name, **summary, "started": round(started, 3),
+            "seconds": round(time.monotonic() - clock, 3)}
 
 
 def run_job(command: str, parser: argparse.ArgumentParser,

@@ -3,10 +3,12 @@
     prizeflow recommend [--top 10] [--alias champion] [--conf F] [--set k=v]
     spark-submit --packages io.delta:... jobs/recommend.py --top 10 --conf conf/<env>.yaml
 
-Loads the model behind ``models:/<mlflow.registered_model>@<alias>``, scores every movie for every
-user the model knows (numpy inside ``mapInPandas``, the movie factors broadcast), drops the movies
-each user already rated in the latest ``ratings`` table, and overwrites the Delta table
-``recommendations`` (user_id, rank, movie_id, predicted_rating, model_version, created_at).
+Loads the model behind ``models:/<mlflow.registered_model>@<alias>`` and, for every user it knows,
+scores the catalogue in Spark tasks with the model's own rule (:func:`prizeflow.scoring.top_n`):
+each task holds a bucket of users with their ratings from the latest ``ratings`` table (the
+history the neighbourhood term reads, and the movies not to recommend again). Overwrites the
+Delta table ``recommendations`` (user_id, rank, movie_id, predicted_rating, model_version,
+created_at).
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import lake
+from prizeflow import lake, partitions, scoring
 from prizeflow.jobs.common import JobError, make_parser, run_job
 
 logger = logging.getLogger(__name__)
-
-OUTPUT_SCHEMA = "user_id int, rank int, movie_id int, predicted_rating double"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,35 +55,18 @@ def load_registered(config: dict[str, Any], alias: str):
 
 
 def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    import pandas as pd
-
-    from prizeflow.factors import top_n
-
     if args.top < 1:
         raise JobError(f"--top must be at least 1, got {args.top}")
     model, version = load_registered(config, args.alias)
     ratings_path = lake.table_path(config["lake"]["root"], "ratings")
     if not lake.is_table(spark, ratings_path):
         raise JobError(f"no ratings table at {ratings_path}: run `prizeflow ingest` first")
-    rated = (spark.read.format("delta").load(ratings_path)
-             .groupBy("user_id").agg(F.collect_list("movie_id").alias("rated")))
-    users = spark.createDataFrame(pd.DataFrame({"user_id": model.user_ids.astype("int32")}))
-    todo = users.join(rated, "user_id", "left")
-    shared = spark.sparkContext.broadcast(model)
-    top = args.top
-
-    def score(batches):
-        local = shared.value
-        for batch in batches:
-            # Bounded memory per step: a chunk of users x every movie.
-            for start in range(0, len(batch), 2048):
-                chunk = batch.iloc[start:start + 2048]
-                u, r, m, p = top_n(local, chunk["user_id"].to_numpy(), list(chunk["rated"]), top)
-                yield pd.DataFrame({"user_id": u.astype("int32"), "rank": r.astype("int32"),
-                                    "movie_id": m.astype("int32"), "predicted_rating": p})
-
+    history = spark.read.format("delta").load(ratings_path).select("user_id", "movie_id",
+                                                                   "rating")
+    users = scoring.user_frame(spark, model)
+    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     created = datetime.now(timezone.utc).replace(tzinfo=None)
-    recommendations = (todo.mapInPandas(score, OUTPUT_SCHEMA)
+    recommendations = (scoring.top_n(model, users, history, args.top, buckets)
                        .withColumn("model_version", F.lit(version))
                        .withColumn("created_at", F.lit(created).cast("timestamp")))
     path = lake.table_path(config["lake"]["root"], "recommendations")
@@ -92,9 +75,8 @@ def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -
     written = spark.read.format("delta").load(path)
     counts = written.agg(F.count(F.lit(1)).alias("rows"),
                          F.countDistinct("user_id").alias("users")).first()
-    shared.unpersist()
     return {"model_name": config["mlflow"]["registered_model"], "alias": args.alias,
-            "model_version": version, "top": top, "users": int(counts["users"]),
+            "model_version": version, "top": args.top, "users": int(counts["users"]),
             "rows": int(counts["rows"]), "table": path,
             "delta_version": lake.version(spark, path)}
 

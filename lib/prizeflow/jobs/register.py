@@ -30,22 +30,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def rescore_champion(spark_factory, config: dict[str, Any], candidate, name: str) -> float:
-    """The champion's RMSE on the candidate run's test set."""
+    """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
+    own rule with each user's history taken from the candidate's training ratings (what the
+    candidate's own test RMSE was scored with)."""
     import mlflow.pyfunc
-    import numpy as np
     import yaml
+    from pyspark.sql import functions as F
 
-    from prizeflow.jobs.train import test_pairs
+    from prizeflow import data, metrics, partitions, scoring, splits, training
 
     run_config = yaml.safe_load(
         mlflow.artifacts.load_text(f"runs:/{candidate.run.info.run_id}/config.yaml"))
     scoring_config = {**config, "split": run_config["split"],
                       "data": {"version": int(candidate.run.data.params["data_version"])}}
-    test, _, _ = test_pairs(spark_factory(), scoring_config)
-    frame = test.toPandas()
-    champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    predicted = np.asarray(champion.predict(frame[["user_id", "movie_id"]]), dtype=np.float64)
-    return float(np.sqrt(np.mean((frame["rating"].to_numpy(dtype=np.float64) - predicted) ** 2)))
+    spark = spark_factory()
+    source = data.load_training_data(spark, scoring_config)
+    method = data.choose_split_method(scoring_config, source)
+    split = data.split_ratings(source, scoring_config, method)
+    history_parts = [splits.TRAIN]
+    if candidate.run.data.params.get("refit", "True") == "True":
+        history_parts.append(splits.VALIDATION)
+    history = splits.part(split, *history_parts).select("user_id", "movie_id", "rating")
+    test = (splits.part(split, splits.TEST).select("user_id", "movie_id", "rating")
+            .withColumn("tag", F.lit(training.TEST_TAG)))
+    champion = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model().model
+    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
+    parts = scoring.score(champion, scoring.user_frame(spark, champion), test, history, buckets)
+    scored = parts.withColumn("prediction", training.predictions(champion)["prediction"])
+    return metrics.errors(scored).rmse
 
 
 def register(config: dict[str, Any], run_id: str | None, spark_factory) -> dict[str, Any]:

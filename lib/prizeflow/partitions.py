@@ -1,0 +1,46 @@
+"""Sending rows to Spark tasks by number: task t's rows, and only them, in partition t.
+
+The numpy stages (movie-block pairs, user buckets) hold one task's rows in memory at once.
+``repartition(n, column)`` places a row by pmod(murmur3(column), n), so two task numbers can
+share a partition (twice the memory, half the parallelism). Instead each task number is mapped to
+a key whose hash lands on that very partition, found once by a tiny Spark job over candidate
+integers: Spark's ``hash`` function is the same Murmur3 (seed 42) its hash partitioning uses.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+TASK = "_pf_task"
+_KEY = "_pf_key"
+
+
+def parallelism(spark: SparkSession) -> int:
+    """Cores the session's executors offer (classic Spark's default parallelism)."""
+    return max(1, int(spark.sparkContext.defaultParallelism))
+
+
+def _keys(spark: SparkSession, count: int) -> DataFrame:
+    candidates = spark.range(0, 64 * count + 1024).select(
+        F.col("id").alias(_KEY), F.pmod(F.hash("id"), F.lit(count)).cast("long").alias(TASK))
+    return candidates.groupBy(TASK).agg(F.min(_KEY).alias(_KEY))
+
+
+def by_task(frame: DataFrame, task: Column, count: int) -> DataFrame:
+    """``frame`` repartitioned into ``count`` partitions, the rows with task number t (0..count-1)
+    in partition t; the task column is dropped."""
+    spark = frame.sparkSession
+    keys = _keys(spark, count)
+    return (frame.withColumn(TASK, task.cast("long"))
+            .join(F.broadcast(keys), TASK)
+            .repartition(count, _KEY)
+            .drop(TASK, _KEY))
+
+
+def arrow_table(batches):
+    """One task's Arrow record batches as a table, or None when the task got no rows."""
+    import pyarrow as pa
+
+    batches = [b for b in batches if b.num_rows]
+    return pa.Table.from_batches(batches) if batches else None

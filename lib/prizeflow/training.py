@@ -1,0 +1,513 @@
+"""The training pipeline: ratings -> split -> baselines -> ALS grid -> neighbourhood blend ->
+test scores -> one MLflow run holding the model.
+
+    result = training.train(spark, config)     # `prizeflow train`, notebooks and benchmarks
+    result.summary()                            # the JSON summary `prizeflow train` prints
+
+Stages (each timed in ``result.stages``, with its start time for the scale benchmark):
+
+1. ``split``: ``ratings`` at the pinned Delta version, split deterministically (prizeflow.data);
+2. ``baselines``: the global mean and mu + b_u + b_i per grid ``bias_reg``; residuals cached;
+3. ``grid <point>``: each ALS point (residual or plain) on driver threads and FAIR pools, a child
+   run each, scored on validation;
+4. ``neighbourhood``: movie similarities of the training residuals (prizeflow.neighbours);
+5. ``validation scoring``: the chosen point's parts on validation (and on test when there is no
+   refit), with each user's history -> blend weights (prizeflow.blend);
+6. ``refit`` and ``refit neighbourhood``: the chosen point on train + validation;
+7. ``test scoring``: the final model's parts on test, scored by the model's own rule;
+8. ``model logging``: the Spark-free pyfunc (and the Spark ML form) into the run.
+
+Nothing proportional to the number of ratings comes to the driver: it receives the model (users
+x rank + movies x neighbours), aggregates and counts. Every cached frame is released when the
+run ends, failed or not. ALS blocks follow the session's parallelism unless ``train.num_blocks``
+is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from prizeflow import (als, baselines, blend, data, grid, lake, metrics, neighbours, partitions,
+                       scoring, splits)
+from prizeflow.config import describe
+from prizeflow.errors import JobError
+from prizeflow.factors import FactorModel, Neighbourhood
+
+logger = logging.getLogger(__name__)
+
+GRID_POOL_PREFIX = "prizeflow-grid-"
+VALIDATION_TAG, TEST_TAG = 1, 2
+
+
+@dataclass
+class StageTime:
+    name: str
+    started: float  # unix seconds
+    seconds: float
+
+
+@dataclass
+class Stages:
+    """Wall time of each stage, logged as it ends."""
+    done: list[StageTime] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def __call__(self, name: str):
+        logger.info("%s ...", name)
+        started, clock = time.time(), time.monotonic()
+        yield
+        self.add(name, started, time.monotonic() - clock)
+        logger.info("%s: %.1f s", name, time.monotonic() - clock)
+
+    def add(self, name: str, started: float, seconds: float) -> None:
+        with self._lock:
+            self.done.append(StageTime(name, started, seconds))
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{"stage": s.name, "started": round(s.started, 3), "seconds": round(s.seconds, 3)}
+                for s in self.done]
+
+
+class Cache:
+    """Frames persisted for the run; :meth:`release` unpersists them all."""
+
+    def __init__(self) -> None:
+        self.frames: list[DataFrame] = []
+
+    def __call__(self, frame: DataFrame) -> DataFrame:
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self.frames.append(frame)
+        return frame
+
+    def release(self) -> None:
+        for frame in self.frames:
+            frame.unpersist()
+        self.frames.clear()
+
+
+@dataclass
+class FitData:
+    """One training set with its mean and, per bias regularisation, biases and residuals."""
+    ratings: DataFrame
+    rows: int
+    mean: float
+    biases: dict[float, baselines.Biases]
+    residuals: dict[float, DataFrame]
+
+    def release(self) -> None:
+        for frame in self.residuals.values():
+            frame.unpersist()
+        for biases in self.biases.values():
+            biases.release()
+
+
+def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cache) -> FitData:
+    """Biases per regularisation and the residuals, cached. The residual frames keep the
+    rating, so once they are cached the ratings' own cache is dropped: at most one copy of the
+    training data (plus one per extra ``bias_reg``) stays in memory."""
+    ratings = cache(ratings.select("user_id", "movie_id", "rating"))
+    stats = ratings.agg(F.avg("rating"), F.count(F.lit(1))).first()
+    if not stats[1]:
+        raise ValueError("cannot fit a baseline on an empty training set")
+    mean, rows = float(stats[0]), int(stats[1])
+    biases: dict[float, baselines.Biases] = {}
+    residuals: dict[float, DataFrame] = {}
+    for reg in bias_regs:
+        fitted = baselines.fit_biases(ratings, reg, passes, mean)
+        cache.frames += [fitted.users, fitted.movies]  # cached by fit_biases, released with the run
+        biases[reg] = fitted
+        residuals[reg] = cache(als.residuals(ratings, fitted))
+        residuals[reg].count()
+    ratings.unpersist()
+    kept = residuals[bias_regs[0]].select("user_id", "movie_id", "rating")
+    return FitData(kept, rows, mean, biases, residuals)
+
+
+def fit_point(point: als.GridPoint, fit_data: FitData, settings: als.AlsSettings,
+              low: float, high: float) -> als.FittedModel:
+    if point.kind == als.RESIDUAL:
+        return als.fit(point, fit_data.residuals[point.bias_reg], settings, fit_data.mean,
+                       fit_data.biases[point.bias_reg], low, high)
+    return als.fit(point, fit_data.ratings, settings, fit_data.mean, None, low, high)
+
+
+def baseline_errors(scored_pairs: DataFrame, mean: float, biases: baselines.Biases,
+                    low: float, high: float) -> tuple[metrics.Errors, metrics.Errors]:
+    """(global mean, bias model) errors on a held-out set."""
+    with_mean = scored_pairs.withColumn("prediction", F.lit(mean))
+    with_bias = (baselines.with_baseline(scored_pairs, biases, "raw")
+                 .withColumn("prediction", baselines.clip(F.col("raw"), low, high)))
+    return metrics.errors(with_mean), metrics.errors(with_bias)
+
+
+def predictions(model: FactorModel) -> dict[str, Column]:
+    """Spark forms of :meth:`FactorModel.combine` over a parts frame: the model's prediction
+    with a history, without one, and its ALS part alone (same operations, same order)."""
+    low, high = model.low, model.high
+    base, factor = F.col("baseline"), F.col("factor_term")
+    if model.kind == als.PLAIN:
+        plain = baselines.clip(F.when(F.col("has_factors") > 0, factor).otherwise(F.lit(model.mean)),
+                               low, high)
+        return {"prediction": plain, "prediction_without_history": plain, "prediction_als": plain}
+    alone = baselines.clip(base + factor, low, high)
+    nb = model.neighbourhood
+    if nb is None:
+        return {"prediction": alone, "prediction_without_history": alone, "prediction_als": alone}
+    return {"prediction": blend.prediction(list(nb.weights), low, high),
+            "prediction_without_history": blend.prediction(
+                list(nb.weights_without_history), low, high, blend.FEATURES[:2]),
+            "prediction_als": alone}
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    data_version: int
+    split_method: str
+    split_counts: dict[str, int]
+    grid_points: int
+    best_params: dict[str, Any]
+    validation_rmse: float
+    test: dict[str, metrics.Errors]  # prediction, prediction_without_history, prediction_als
+    blend_weights: list[float] | None
+    baselines: dict[str, float]
+    lift_pct: dict[str, float]
+    model_uri: str
+    spark_model_uri: str | None
+    model_bytes: int
+    stages: Stages
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "data_version": self.data_version,
+                "split_method": self.split_method, "split_counts": self.split_counts,
+                "grid_points": self.grid_points, "best_params": self.best_params,
+                "validation_rmse": self.validation_rmse,
+                "test_rmse": self.test["prediction"].rmse, "test_mae": self.test["prediction"].mae,
+                "test_rmse_without_history": self.test["prediction_without_history"].rmse,
+                "test_rmse_als": self.test["prediction_als"].rmse,
+                "blend_weights": self.blend_weights, "baselines": self.baselines,
+                "lift_pct": self.lift_pct, "model_uri": self.model_uri,
+                "spark_model_uri": self.spark_model_uri, "model_bytes": self.model_bytes,
+                "stages": self.stages.as_list()}
+
+
+class Pipeline:
+    """One training run; :func:`train` is the entry point."""
+
+    def __init__(self, spark: SparkSession, config: dict[str, Any]) -> None:
+        self.spark = spark
+        self.config = config
+        self.conf = config["train"]
+        self.cache = Cache()
+        self.stages = Stages()
+        self.parallelism = partitions.parallelism(spark)
+        self.settings = als.AlsSettings(self.conf["seed"], self.conf["num_blocks"] or 1,
+                                        self.conf["checkpoint_interval"])
+
+    def size_blocks(self, rows: int) -> None:
+        """ALS blocks from config, else from the cores and the training ratings."""
+        blocks = self.conf["num_blocks"] or als.default_blocks(rows, self.parallelism)
+        self.settings = replace(self.settings, num_blocks=blocks)
+        logger.info("ALS: %d user and item blocks (%d cores, %d training ratings)", blocks,
+                    self.parallelism, rows)
+
+    # --- stages -----------------------------------------------------------------------------
+    def split(self):
+        with self.stages("split"):
+            source = data.load_training_data(self.spark, self.config)
+            method = data.choose_split_method(self.config, source)
+            split = self.cache(data.split_ratings(source, self.config, method)
+                               .select("user_id", "movie_id", "rating", splits.SPLIT))
+            counts = {r[0]: r[1] for r in split.groupBy(splits.SPLIT).count().collect()}
+        logger.info("ratings version %d, split %s: %s", source.version, method, counts)
+        for name in (splits.TRAIN, splits.VALIDATION, splits.TEST):
+            if not counts.get(name):
+                raise JobError(f"the {method} split left no {name} ratings ({counts}); "
+                               "check the split fractions and the data")
+        return source, method, split, counts
+
+    def part(self, split: DataFrame, *names: str) -> DataFrame:
+        return splits.part(split, *names).select("user_id", "movie_id", "rating")
+
+    def run_grid(self, points, fit_data: FitData, validation: DataFrame, low: float,
+                 high: float, on_result):
+        """Every grid point scored on validation; returns (results, the best full fit seen)."""
+        sc = self.spark.sparkContext
+        best_seen: dict[str, Any] = {"rmse": float("inf"), "model": None}
+        lock = threading.Lock()
+        full_points = set(points)
+
+        def evaluate(point: als.GridPoint, slot: int) -> tuple[float, float]:
+            sc.setLocalProperty("spark.scheduler.pool", f"{GRID_POOL_PREFIX}{slot}")
+            started, clock = time.time(), time.monotonic()
+            model = fit_point(point, fit_data, self.settings, low, high)
+            rmse = metrics.errors(als.predict(model, validation)).rmse
+            seconds = time.monotonic() - clock
+            self.stages.add(f"grid {point.label()}", started, seconds)
+            with lock:
+                # A halving round's short fit is never the chosen model: do not hold it.
+                if point in full_points and rmse < best_seen["rmse"]:
+                    best_seen.update(rmse=rmse, model=model)
+            return rmse, seconds
+
+        results = grid.run(points, evaluate, self.conf["parallelism"], on_result,
+                           self.conf["halving"])
+        return results, best_seen["model"]
+
+    def neighbour_arrays(self, residuals: DataFrame, rows: int, movie_ids):
+        conf = self.conf["neighbours"]
+        lists = neighbours.similarities(residuals, conf["shrink"], conf["max_user_ratings"],
+                                        conf["keep"], self.parallelism, rows)
+        # At most movies x keep entries: the model's own size, not the ratings'.
+        return neighbours.collect_arrays(lists, movie_ids, conf["keep"])
+
+    def with_neighbourhood(self, model: FactorModel, arrays, weights=(0.0, 1.0, 1.0, 1.0),
+                           without=(0.0, 1.0, 1.0)) -> FactorModel:
+        import numpy as np
+
+        conf = self.conf["neighbours"]
+        return replace(model, neighbourhood=Neighbourhood(
+            conf["k"], float(conf["damping"]), np.asarray(weights, dtype=np.float64),
+            np.asarray(without, dtype=np.float64), *arrays))
+
+    def parts(self, model: FactorModel, fitted: als.FittedModel, wanted: DataFrame,
+              history: FitData) -> DataFrame:
+        buckets = scoring.bucket_count(history.rows, self.parallelism)
+        return self.cache(scoring.score(model, als.user_side(fitted), wanted,
+                                        history.ratings, buckets))
+
+    def test_errors(self, model: FactorModel, parts: DataFrame) -> dict[str, metrics.Errors]:
+        test = parts.where(F.col("tag") == TEST_TAG)
+        return {name: metrics.errors(test.withColumn("prediction", column))
+                for name, column in predictions(model).items()}
+
+
+def train(spark: SparkSession, config: dict[str, Any]) -> TrainResult:
+    """Run the whole training pipeline; see the module docstring."""
+    pipeline = Pipeline(spark, config)
+    try:
+        return _train(pipeline)
+    finally:
+        pipeline.cache.release()
+
+
+def _train(p: Pipeline) -> TrainResult:
+    import mlflow
+
+    from prizeflow import tracking
+
+    config, conf, stages = p.config, p.conf, p.stages
+    source, method, split, counts = p.split()
+    checkpoint_dir = conf["checkpoint_dir"] or lake_path(config, "_checkpoints")
+    p.spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    points = grid.expand(conf["grid"])
+    bias_regs = sorted({float(r) for r in conf["grid"]["bias_reg"]})
+    low, high = source.low, source.high
+    neighbour_conf = conf["neighbours"]
+
+    experiment_id = tracking.configure(config)
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
+        run_id = parent.info.run_id
+        _log_inputs(source, method, config, points, counts, p)
+
+        with stages("baselines"):
+            validation = p.cache(p.part(split, splits.VALIDATION))
+            test = p.cache(p.part(split, splits.TEST))
+            fit_data = prepare(p.part(split, splits.TRAIN), bias_regs, conf["bias_passes"],
+                               p.cache)
+            validation.count(), test.count()
+            p.size_blocks(fit_data.rows)
+            # Every later step reads the three cached parts: the split itself can go.
+            split.unpersist()
+            # Tune the bias baseline's regularisation on validation like the model's, so the
+            # baseline the lift is measured against is as good as it can be.
+            bias_validation = {reg: baseline_errors(validation, fit_data.mean, b, low,
+                                                    high)[1].rmse
+                               for reg, b in fit_data.biases.items()}
+            baseline_reg = min(bias_validation, key=lambda r: (bias_validation[r], r))
+
+        done = 0
+
+        def on_result(result: grid.PointResult) -> None:
+            nonlocal done
+            done += 1
+            tracking.log_point(client, experiment_id, run_id, result, done)
+            state = " (pruned)" if result.pruned else ""
+            logger.info("grid %d/%d %s: validation RMSE %.5f, %.1f s%s", done, len(points),
+                        result.point.label(), result.validation_rmse, result.seconds, state)
+
+        grid_started = time.monotonic()
+        results, best_fit = p.run_grid(points, fit_data, validation, low, high, on_result)
+        grid_seconds = time.monotonic() - grid_started
+        chosen = grid.best(results)
+        logger.info("best point: %s (validation RMSE %.5f)", chosen.point.label(),
+                    chosen.validation_rmse)
+
+        refit = conf["refit_on_validation"]
+        on_train = best_fit if best_fit is not None and best_fit.point == chosen.point else None
+        if on_train is None:
+            with stages("refit on train"):  # a tie broken differently, or halving
+                on_train = fit_point(chosen.point, fit_data, p.settings, low, high)
+        use_blend = neighbour_conf["enabled"] and chosen.point.kind == als.RESIDUAL
+        if neighbour_conf["enabled"] and not use_blend:
+            # Worth a warning only when residual points lost; a plain-only grid asked for this.
+            level = logging.WARNING if als.RESIDUAL in conf["grid"]["kind"] else logging.INFO
+            logger.log(level, "the best point is plain ALS, which has no residuals to blend a "
+                       "neighbourhood with: the model is ALS alone")
+
+        # The final model is the chosen point refitted on train + validation, or its fit on train.
+        weights = without = None
+        validation_blend_rmse = None
+        tagged_validation = validation.withColumn("tag", F.lit(VALIDATION_TAG))
+        tagged_test = test.withColumn("tag", F.lit(TEST_TAG))
+        if use_blend:
+            with stages("neighbourhood"):
+                movie_side = als.export_movie_side(on_train)
+                arrays = p.neighbour_arrays(fit_data.residuals[chosen.point.bias_reg],
+                                            fit_data.rows, movie_side.movie_ids)
+            with stages("validation scoring"):
+                wanted = tagged_validation if refit else tagged_validation.unionByName(tagged_test)
+                parts = p.parts(p.with_neighbourhood(movie_side, arrays), on_train, wanted,
+                                fit_data)
+                on_validation = parts.where(F.col("tag") == VALIDATION_TAG)
+                nested = blend.fit_nested_weights(on_validation)
+                without, weights = nested[2], nested[3]
+                validation_blend_rmse = metrics.errors(on_validation.withColumn(
+                    "prediction", blend.prediction(weights, low, high))).rmse
+            logger.info("blend weights (intercept, baseline, factor, neighbour) %s, without a "
+                        "history %s: validation RMSE %.5f",
+                        ", ".join(f"{w:.4f}" for w in weights),
+                        ", ".join(f"{w:.4f}" for w in without), validation_blend_rmse)
+
+        final_data, final_fit = fit_data, on_train
+        if refit:
+            with stages("refit"):
+                final_data = prepare(fit_data.ratings.unionByName(validation),
+                                     sorted({baseline_reg} | ({chosen.point.bias_reg}
+                                                              if chosen.point.bias_reg is not None
+                                                              else set())),
+                                     conf["bias_passes"], p.cache)
+                final_fit = fit_point(chosen.point, final_data, p.settings, low, high)
+                fit_data.release()  # the final data is cached: the training part can go
+        factor_model = als.export_factors(final_fit)
+        if use_blend:
+            if refit:
+                with stages("refit neighbourhood"):
+                    arrays = p.neighbour_arrays(final_data.residuals[chosen.point.bias_reg],
+                                                final_data.rows, factor_model.movie_ids)
+            factor_model = p.with_neighbourhood(factor_model, arrays, weights, without)
+        with stages("test scoring"):
+            if not (use_blend and not refit):
+                parts = p.parts(factor_model, final_fit, tagged_test, final_data)
+            test_errors = p.test_errors(factor_model, parts)
+            mean_errors, bias_errors = baseline_errors(test, final_data.mean,
+                                                       final_data.biases[baseline_reg], low, high)
+        model_errors = test_errors["prediction"]
+        baseline_rmse = {"global_mean": mean_errors.rmse, "bias": bias_errors.rmse}
+        if method == "probe":
+            baseline_rmse["cinematch"] = metrics.CINEMATCH_RMSE["probe"]
+        lift = {name: metrics.lift_pct(value, model_errors.rmse)
+                for name, value in baseline_rmse.items()}
+
+        with stages("model logging"):
+            blend_params = {}
+            if use_blend:
+                blend_params = {**{f"neighbours_{k}": v for k, v in neighbour_conf.items()},
+                                **{f"blend_weight_{name}": w for name, w in
+                                   zip(("intercept",) + blend.FEATURES, weights)},
+                                **{f"blend_weight_without_history_{name}": w for name, w in
+                                   zip(("intercept",) + blend.FEATURES[:2], without)}}
+            mlflow.log_params({**{f"best_{k}": v for k, v in chosen.point.params().items()},
+                               "baseline_bias_reg": baseline_reg, "refit": refit,
+                               "als_blocks": p.settings.num_blocks, "blend": use_blend,
+                               **blend_params})
+            mlflow.log_metrics({
+                "validation_rmse": chosen.validation_rmse,
+                **({"validation_rmse_blend": validation_blend_rmse} if use_blend else {}),
+                "test_rmse": model_errors.rmse, "test_mae": model_errors.mae,
+                "test_rmse_without_history": test_errors["prediction_without_history"].rmse,
+                "test_rmse_als": test_errors["prediction_als"].rmse,
+                "test_ratings": float(model_errors.count), "grid_seconds": grid_seconds,
+                "model_bytes": float(factor_model.nbytes()),
+                **{f"baseline_rmse_{k}": v for k, v in baseline_rmse.items()},
+                **{f"lift_pct_{k}": v for k, v in lift.items()}})
+            for kind in sorted({r.point.kind for r in results}):
+                mlflow.log_figure(tracking.grid_heatmap(results, kind), f"plots/grid_{kind}.png")
+            mlflow.log_figure(tracking.model_vs_baselines(model_errors.rmse, baseline_rmse),
+                              "plots/model_vs_baselines.png")
+            model_info = tracking.log_factor_model(factor_model)
+            mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
+            spark_model_uri = None
+            if conf["log_spark_model"]:
+                # A PipelineModel cannot join each user's ratings for the neighbourhood term:
+                # the Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.
+                mlflow.set_tag("prizeflow.spark_model_terms", "baseline + ALS factors")
+                from prizeflow import sparkmodel
+
+                dfs_tmpdir = config["mlflow"]["dfs_tmpdir"] or lake_path(config,
+                                                                             "_tmp/mlflow")
+                spark_model_uri = tracking.log_spark_model(
+                    sparkmodel.build(p.spark, factor_model), dfs_tmpdir).model_uri
+                mlflow.set_tag("prizeflow.spark_model_uri", spark_model_uri)
+            mlflow.log_dict({"stages": stages.as_list()}, "stages.json")
+
+    return TrainResult(run_id, source.version, method, counts, len(points),
+                       chosen.point.params(), chosen.validation_rmse, test_errors,
+                       weights, baseline_rmse, lift, model_info.model_uri, spark_model_uri,
+                       factor_model.nbytes(), stages)
+
+
+def lake_path(config: dict[str, Any], name: str) -> str:
+    return lake.table_path(config["lake"]["root"], name)
+
+
+def _dataset(source: data.TrainingData):
+    """The ratings table at its version as an MLflow dataset input: metadata only.
+    (``mlflow.data.from_spark`` profiles the frame with an approximate count through the
+    Python RDD API: a background job that streams every rating through a Python worker.)"""
+    import hashlib
+
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    types = {"int": "integer", "float": "float", "double": "double", "date": "datetime",
+             "bigint": "long", "string": "string"}
+    schema = Schema([ColSpec(types.get(field.dataType.simpleString(), "string"), field.name)
+                     for field in source.ratings.schema.fields])
+    digest = hashlib.sha256(f"{source.ratings_path}@{source.version}".encode()).hexdigest()[:8]
+    return MetaDataset(DeltaDatasetSource(path=source.ratings_path,
+                                          delta_table_version=source.version),
+                       name="ratings", digest=digest, schema=schema)
+
+
+def _log_inputs(source: data.TrainingData, method: str, config: dict[str, Any], points,
+                counts: dict[str, int], p: Pipeline) -> None:
+    import mlflow
+
+    from prizeflow import tracking
+
+    mlflow.log_input(_dataset(source), context="training")
+    mlflow.set_tags({"prizeflow.command": "train", "prizeflow.git_commit": tracking.git_commit(),
+                     "prizeflow.data_path": source.ratings_path,
+                     "prizeflow.split": tracking.split_signature(config, source.ratings_path,
+                                                                source.version, method)})
+    mlflow.log_params({"data_version": source.version, "split_method": method,
+                       "probe_version": source.probe_version, "grid_points": len(points),
+                       "parallelism": p.conf["parallelism"],
+                       "session_parallelism": p.parallelism,
+                       "halving": p.conf["halving"]["enabled"],
+                       **{f"split_{k}": v for k, v in config["split"].items()}})
+    mlflow.log_metrics({f"{name}_ratings": float(counts[name]) for name in counts})
+    mlflow.log_text(describe(config), "config.yaml")

@@ -1,0 +1,206 @@
+"""The model's one prediction rule in numpy (prizeflow.factors, prizeflow.pyfunc) against plain
+Python, with no Spark: the neighbour term, the blend with and without a history, saving, the
+top-N ranking and the pyfunc's request formats."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prizeflow import factors, neighbours
+from prizeflow.factors import FactorModel, Neighbourhood, Requests
+from prizeflow.pyfunc import HISTORY_MOVIES, HISTORY_RATINGS, predict_frame
+
+MOVIES = np.arange(101, 131, dtype=np.int64)  # 30 movies, ids 101..130
+USERS = np.arange(1, 41, dtype=np.int64)
+
+
+def _neighbour_table(rng, keep=8):
+    """Random positive similarities with ties; (table as dict, padded arrays)."""
+    table = {}
+    for m in range(len(MOVIES)):
+        count = int(rng.integers(0, keep + 3))
+        others = rng.choice([o for o in range(len(MOVIES)) if o != m], count, replace=False)
+        for other in others:
+            table[(m, int(other))] = float(np.float32(np.round(rng.random(), 1) + 0.05))
+    frame = pd.DataFrame([(MOVIES[m], MOVIES[o], s) for (m, o), s in table.items()],
+                         columns=["movie_id", "other_id", "similarity"])
+    arrays = neighbours.to_arrays(frame, MOVIES, keep)
+    kept = {(m, int(o)): float(s) for m in range(len(MOVIES))
+            for o, s in zip(*arrays_row(arrays, m))}
+    return kept, arrays
+
+
+def arrays_row(arrays, m):
+    near, sims = arrays
+    return near[m][near[m] >= 0], sims[m][near[m] >= 0]
+
+
+def _model(rng, arrays=None, weights=(0.2, 0.95, 1.1, 1.7), without=(0.1, 0.97, 1.05)):
+    model = FactorModel(
+        "residual", 3.6, 1.0, 5.0, USERS, rng.normal(0, 0.3, len(USERS)),
+        rng.normal(0, 0.3, (len(USERS), 3)).astype(np.float32),
+        np.arange(len(USERS)) % 7 != 0, MOVIES, rng.normal(0, 0.3, len(MOVIES)),
+        rng.normal(0, 0.3, (len(MOVIES), 3)).astype(np.float32), np.arange(len(MOVIES)) % 9 != 0)
+    if arrays is not None:
+        model.neighbourhood = Neighbourhood(4, 1.5, np.array(weights), np.array(without), *arrays)
+    return model
+
+
+def _history(rng):
+    rows = []
+    for user in USERS:
+        for movie in rng.choice(MOVIES, int(rng.integers(0, 12)), replace=False):
+            rows.append((int(user), int(movie), float(rng.integers(1, 6))))
+    return rows
+
+
+def _hand_term(model, table, history, user, movie, k, damping):
+    """The damped weighted mean of the user's residuals on the k most similar movies it rated."""
+    if movie not in MOVIES:
+        return 0.0
+    m = int(np.searchsorted(MOVIES, movie))
+    rated = {mv: r for u, mv, r in history if u == user}
+    candidates = []
+    for other_movie, rating in rated.items():
+        o = int(np.searchsorted(MOVIES, other_movie))
+        if (m, o) in table:
+            residual = rating - model.baseline(np.array([user]), np.array([other_movie]))[0]
+            candidates.append((-table[(m, o)], other_movie, residual))
+    candidates.sort()
+    chosen = candidates[:k]
+    if not chosen:
+        return 0.0
+    weights = np.array([-c[0] for c in chosen])
+    residuals = np.array([c[2] for c in chosen])
+    return float((weights * residuals).sum() / (damping + weights.sum()))
+
+
+def test_neighbour_term_and_blend_equal_a_hand_computation():
+    rng = np.random.default_rng(4)
+    table, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    history = _history(rng)
+    users = np.repeat(USERS, 6)
+    movies = rng.choice(np.append(MOVIES, [999]), len(users))  # 999: an unknown movie
+    h = tuple(np.array(col) for col in zip(*history))
+    parts = model.parts(Requests.by_user(users, movies, h))
+    expected_term = [_hand_term(model, table, history, u, m, 4, 1.5) for u, m in zip(users, movies)]
+    assert parts["neighbour_term"] == pytest.approx(expected_term, abs=1e-9)
+    assert np.count_nonzero(parts["neighbour_term"]) > 20
+    w = model.neighbourhood.weights
+    expected = np.clip(w[0] + w[1] * parts["baseline"] + w[2] * parts["factor_term"]
+                       + w[3] * np.array(expected_term), 1, 5)
+    assert model.predict(users, movies, h) == pytest.approx(expected, abs=1e-9)
+    # Without a history the no-history weights apply, not the full ones with a term of 0.
+    v = model.neighbourhood.weights_without_history
+    assert model.predict(users, movies) == pytest.approx(
+        np.clip(v[0] + v[1] * parts["baseline"] + v[2] * parts["factor_term"], 1, 5))
+
+
+@pytest.mark.parametrize("owners_per_step, cells_per_step", [(1, 1), (3, 40), (256, 4_000_000)])
+def test_neighbour_term_does_not_depend_on_how_the_work_is_cut(monkeypatch, owners_per_step,
+                                                               cells_per_step):
+    rng = np.random.default_rng(5)
+    _, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    h = tuple(np.array(col) for col in zip(*_history(rng)))
+    users, movies = rng.choice(USERS, 300), rng.choice(MOVIES, 300)
+    reference = model.parts(Requests.by_user(users, movies, h))["neighbour_term"]
+    monkeypatch.setattr(factors, "OWNERS_PER_STEP", owners_per_step)
+    monkeypatch.setattr(factors, "CELLS_PER_STEP", cells_per_step)
+    assert np.array_equal(model.parts(Requests.by_user(users, movies, h))["neighbour_term"],
+                          reference)
+
+
+def test_unknown_ids_get_a_finite_baseline_and_no_factor_or_term():
+    rng = np.random.default_rng(6)
+    table, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    # An unknown user's history still counts, its residuals taken against mu + b_i.
+    near = int(arrays[0][0][0])
+    history = [(10**9, int(MOVIES[near]), 5.0), (1, int(MOVIES[2]), 1.0)]
+    parts = model.parts(Requests.by_user([10**9, 1, 10**9], [MOVIES[0], 10**9, 10**9],
+                                         tuple(np.array(c) for c in zip(*history))))
+    assert list(parts["factor_term"]) == [0.0, 0.0, 0.0]
+    term = _hand_term(model, table, history, 10**9, MOVIES[0], 4, 1.5)
+    assert term != 0 and list(parts["neighbour_term"]) == pytest.approx([term, 0.0, 0.0])
+    assert parts["baseline"][2] == pytest.approx(model.mean)
+    assert parts["baseline"][0] == pytest.approx(model.mean + model.movie_bias[0])
+    assert parts["baseline"][1] == pytest.approx(model.mean + model.user_bias[0])
+
+
+def test_saved_model_loads_without_pickle_and_predicts_the_same(tmp_path):
+    rng = np.random.default_rng(7)
+    _, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    model.save(tmp_path / "m.npz")
+    loaded = FactorModel.load(tmp_path / "m.npz")
+    h = tuple(np.array(col) for col in zip(*_history(rng)))
+    users, movies = rng.choice(USERS, 200), rng.choice(MOVIES, 200)
+    assert np.array_equal(loaded.predict(users, movies, h), model.predict(users, movies, h))
+    assert np.array_equal(loaded.predict(users, movies), model.predict(users, movies))
+    assert loaded.neighbourhood.k == 4 and loaded.nbytes() == model.nbytes()
+
+
+def test_top_n_ranks_unrated_movies_by_the_full_blend():
+    rng = np.random.default_rng(8)
+    _, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    history = _history(rng)
+    asked = USERS[:12]
+    owner_of = {int(u): i for i, u in enumerate(asked)}
+    h = [(owner_of[u], m, r) for u, m, r in history if u in owner_of]
+    h_owner, h_movies, h_ratings = (np.array(c) for c in zip(*h))
+    owner, ranks, movies, scores = model.top_n(asked, h_owner, h_movies, h_ratings, 3)
+    for i, user in enumerate(asked):
+        seen = {m for u, m, _ in history if u == user}
+        others = np.array([m for m in MOVIES if m not in seen])
+        mine = [(u, m, r) for u, m, r in history if u == user]
+        hist = tuple(np.array(c) for c in zip(*mine)) if mine else (
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        raw = model.combine(model.parts(Requests.by_user(np.full(len(others), user), others,
+                                                         hist)))
+        best = [others[j] for j in np.lexsort((others, -raw))[:3]]
+        assert list(movies[owner == i]) == best
+        assert list(ranks[owner == i]) == [1, 2, 3]
+        assert scores[owner == i] == pytest.approx(np.clip(np.sort(raw)[::-1][:3], 1, 5))
+
+
+def test_pyfunc_frame_with_and_without_history():
+    rng = np.random.default_rng(9)
+    _, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    history = _history(rng)
+    users = np.array([1, 2, 2, 10**9], dtype=np.int64)
+    movies = np.array([MOVIES[0], MOVIES[1], MOVIES[2], MOVIES[3]], dtype=np.int64)
+    lists = {u: ([m for uu, m, _ in history if uu == u], [r for uu, m, r in history if uu == u])
+             for u in set(users.tolist())}
+    frame = pd.DataFrame({"user_id": users, "movie_id": movies,
+                          HISTORY_MOVIES: [lists[u][0] for u in users],
+                          HISTORY_RATINGS: [lists[u][1] for u in users]})
+    h = tuple(np.array(col) for col in zip(*history))
+    assert predict_frame(model, frame) == pytest.approx(model.predict(users, movies, h))
+    plain = frame[["user_id", "movie_id"]]
+    assert predict_frame(model, plain) == pytest.approx(model.predict(users, movies))
+    with pytest.raises(ValueError, match="give both"):
+        predict_frame(model, frame.drop(columns=[HISTORY_RATINGS]))
+    broken = frame.copy()
+    broken.at[1, HISTORY_RATINGS] = [5.0]
+    with pytest.raises(ValueError, match="row 1"):
+        predict_frame(model, broken)
+    with pytest.raises(ValueError, match="integers"):
+        predict_frame(model, plain.astype({"user_id": "float64"}))
+
+
+def test_model_size_has_no_ratings_in_it():
+    rng = np.random.default_rng(10)
+    _, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    expected = (USERS.nbytes + model.user_bias.nbytes + model.user_factors.nbytes
+                + model.user_has_factors.nbytes + MOVIES.nbytes + model.movie_bias.nbytes
+                + model.movie_factors.nbytes + model.movie_has_factors.nbytes
+                + arrays[0].nbytes + arrays[1].nbytes + 7 * 8)
+    assert model.nbytes() == expected
+    assert replace(model, neighbourhood=None).nbytes() < expected
