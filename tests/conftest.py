@@ -4,6 +4,7 @@ warehouse, Delta on) and helpers to run jobs in-process against a temp lake."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,23 @@ TEST_SPARK_CONF = {
     # Tests run many small jobs in a short-lived JVM: the quick JIT tier warms up sooner.
     "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
 }
+
+
+def pytest_collection_modifyitems(items):
+    """A test that starts Spark is an integration test, whatever its file says: anything that
+    uses the ``spark`` fixture, directly or through another fixture, gets the mark, so
+    ``make test-fast`` (``-m "not integration"``) never starts a JVM."""
+    integration = pytest.mark.integration
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+                "integration"):
+            item.add_marker(integration)
+
+
+def head_commit() -> str:
+    """The checkout's commit as git reports it: what runs must be tagged with."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 def make_config(tmp: Path, **sections) -> dict:
@@ -116,6 +134,21 @@ def copy_lake(small_lake: dict, tmp: Path) -> dict:
     config = make_config(tmp)
     shutil.copytree(small_lake["root"], config["lake"]["root"])
     return config
+
+
+def fork_lake(config: dict, tmp: Path) -> dict:
+    """A private copy of a module's lake and its SQLite MLflow store (runs and registry), for a
+    test that writes: the module's other tests then see the same data whatever the order."""
+    import copy
+    import shutil
+
+    forked = copy.deepcopy(config)
+    forked["lake"]["root"] = str(tmp / "lake")
+    shutil.copytree(config["lake"]["root"], forked["lake"]["root"])
+    store = config["mlflow"]["tracking_uri"].removeprefix("sqlite:///")
+    shutil.copyfile(store, tmp / "mlflow.db")
+    forked["mlflow"]["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    return forked
 
 
 def pyfunc_on_test(spark, config: dict, model, refit: bool = True):

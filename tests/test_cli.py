@@ -78,3 +78,23 @@ def test_ingest_under_spark_submit_prints_the_summary(tmp_path):
     # Created (version 0), then written (1); nothing was quarantined, so no quarantine commit.
     assert summary["delta_versions"] == {"ratings": 1, "movies": 1, "probe": 1, "qualifying": 1,
                                          "quarantine": 0, "ingest_files": 1}
+
+
+@pytest.mark.parametrize("error, line", [
+    (ValueError("no ratings table in lake"), "step train: no ratings table in lake"),
+    (KeyError("user_id"), "step train: KeyError: 'user_id'"),
+])
+def test_a_failing_step_is_named_on_the_error_line(capsys, error, line):
+    from prizeflow.jobs.common import make_parser, run_job, run_step
+
+    def failing_train():
+        raise error
+
+    def pipeline(spark, config, args):
+        run_step("ingest", lambda: {"rows": 1})
+        return run_step("train", failing_train)
+
+    code = run_job("run", make_parser("run", "test"), pipeline, ["--set", "lake.root=x"],
+                   needs_spark=False)
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"prizeflow run: error: {line}"

@@ -2,6 +2,7 @@
 Python, with no Spark: the neighbour term, the blend with and without a history, saving, the
 top-N ranking and the pyfunc's request formats."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -97,6 +98,21 @@ def test_neighbour_term_and_blend_equal_a_hand_computation():
     v = model.neighbourhood.weights_without_history
     assert model.predict(users, movies) == pytest.approx(
         np.clip(v[0] + v[1] * parts["baseline"] + v[2] * parts["factor_term"], 1, 5))
+
+
+def test_undamped_term_is_zero_not_nan_without_rated_neighbours():
+    rng = np.random.default_rng(4)
+    table, arrays = _neighbour_table(rng)
+    model = _model(rng, arrays)
+    model.neighbourhood.damping = 0.0
+    history = _history(rng)
+    users = np.repeat(USERS, 6)
+    movies = rng.choice(MOVIES, len(users))
+    term = model.parts(Requests.by_user(users, movies, tuple(np.array(c) for c in zip(*history)))
+                       )["neighbour_term"]
+    expected = [_hand_term(model, table, history, u, m, 4, 0.0) for u, m in zip(users, movies)]
+    assert np.isfinite(term).all() and (term == 0).sum() > 0
+    assert term == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize("owners_per_step, cells_per_step", [(1, 1), (3, 40), (256, 4_000_000)])
@@ -204,3 +220,20 @@ def test_model_size_has_no_ratings_in_it():
                 + arrays[0].nbytes + arrays[1].nbytes + 7 * 8)
     assert model.nbytes() == expected
     assert replace(model, neighbourhood=None).nbytes() < expected
+
+
+@pytest.mark.parametrize("shrink", [0.0, 1.0])
+def test_pairs_without_common_raters_do_not_hide_a_movies_best_neighbour(shrink):
+    # Block one holds movies 1-3, block two 4-6. Movie 1 shares a rater with 4 only: its
+    # similarities to 5 and 6 have no common raters and must be 0, not 0/0 (NaN), which would
+    # make the cut at its second best NaN and drop its one real neighbour.
+    user = np.array([1, 1, 2, 2, 3, 3, 4], dtype=np.int32)
+    movie = np.array([1, 4, 2, 5, 3, 4, 6], dtype=np.int32)
+    residual = np.array([1.0, 2.0, -1.0, 0.5, 0.5, 1.0, 1.0], dtype=np.float32)
+    in_first = movie <= 3
+    first, other, similarity = neighbours.pair_statistics(user, movie, residual, in_first, False,
+                                                          shrink, keep=2)
+    best = {(int(a), int(b)): float(s) for a, b, s in zip(first, other, similarity)}
+    assert np.isfinite(similarity).all()
+    assert best[(1, 4)] == pytest.approx(2.0 / math.sqrt(5.0) * 1 / (1 + shrink), rel=1e-6)
+    assert (1, 5) not in best and (1, 6) not in best

@@ -17,10 +17,24 @@ from prizeflow.tracking import registry_uri
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["local", "standalone", "databricks", "cluster.template"])
+PROFILES = sorted(path.stem for path in (PROJECT / "conf").glob("*.yaml"))
+
+
+def test_the_profiles_are_the_documented_ones():
+    assert PROFILES == ["cluster.template", "databricks", "full", "local", "standalone"]
+
+
+@pytest.mark.parametrize("name", PROFILES)
 def test_every_profile_validates(name):
     config = load_config(PROJECT / "conf" / f"{name}.yaml")
     assert config["spark"]["app_name"] == "prizeflow"
+
+
+def test_the_full_corpus_profile_leaves_parallelism_to_the_session():
+    config = load_config(PROJECT / "conf" / "full.yaml")
+    assert config["train"]["num_blocks"] is None
+    assert "spark.sql.shuffle.partitions" not in config["spark"]["conf"]
+    assert config["train"]["neighbours"]["enabled"] is True
 
 
 def test_databricks_profile_uses_the_runtime_and_unity_catalog():

@@ -19,7 +19,7 @@ from prizeflow.jobs import register as register_job
 from prizeflow.jobs import run as run_job
 from prizeflow.jobs import train as train_job
 
-from conftest import copy_lake, pyfunc_on_test, rmse, table, write
+from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,8 @@ def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
     assert champion.tags["data_version"] == str(good["data_version"])
     assert float(champion.tags["lift_pct_cinematch"]) == pytest.approx(
         good["lift_pct"]["cinematch"], abs=1e-3)
-    assert champion.tags["best_rank"] == "8" and champion.tags["git_commit"]
+    assert champion.tags["best_rank"] == "8"
+    assert champion.tags["git_commit"] == head_commit()
     assert "test RMSE" in champion.description
 
 
@@ -168,9 +169,9 @@ def test_recommendations_skip_rated_movies_and_are_ranked(spark, lake, history):
         assert scores == sorted(scores, reverse=True)
 
 
-def test_new_data_version_rescores_the_champion(spark, lake, history):
-    config = lake["config"]
-    extra = lake["tmp"] / "more"
+def test_new_data_version_rescores_the_champion(spark, lake, history, tmp_path):
+    config = fork_lake(lake["config"], tmp_path)
+    extra = tmp_path / "more"
     write(extra / "training_set" / "mv_0000777.txt",
           "777:\n" + "".join(f"{u},{u % 5 + 1},2005-07-01\n" for u in range(1, 201)))
     ingest_job.run(spark, config, argparse.Namespace(source=str(extra), format="netflix"))

@@ -17,7 +17,7 @@ from prizeflow.jobs import ingest as ingest_job
 from prizeflow.jobs import train as train_job
 from prizeflow.jobs.common import JobError
 
-from conftest import copy_lake, pyfunc_on_test, rmse, table, write
+from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ def test_mlflow_holds_children_metrics_plots_data_version_and_model(trained):
     assert metrics["lift_pct_bias"] == pytest.approx(summary["lift_pct"]["bias"])
     assert parent.data.params["best_rank"] == "8"
     assert parent.data.params["data_version"] == str(summary["data_version"])
-    assert parent.data.tags["prizeflow.git_commit"] != ""
+    assert parent.data.tags["prizeflow.git_commit"] == head_commit()
     inputs = parent.inputs.dataset_inputs
     assert len(inputs) == 1
     source = json.loads(inputs[0].dataset.source)
@@ -181,10 +181,10 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
     assert with_history == pytest.approx(summary["test_rmse"], abs=1e-9)
 
 
-def test_pinned_data_version_reproduces_split_and_metrics(spark, trained):
-    config, first = trained["config"], trained["summary"]
+def test_pinned_data_version_reproduces_split_and_metrics(spark, trained, tmp_path):
+    config, first = fork_lake(trained["config"], tmp_path), trained["summary"]
     # New ratings arrive: the table moves on to a new version.
-    extra = trained["tmp"] / "more"
+    extra = tmp_path / "more"
     write(extra / "training_set" / "mv_0000999.txt",
           "999:\n" + "".join(f"{u},4,2005-06-01\n" for u in range(1, 301)))
     ingest_job.run(spark, config, argparse.Namespace(source=str(extra), format="netflix"))

@@ -103,7 +103,10 @@ class Neighbourhood:
             used = hit & (np.cumsum(hit, axis=1) <= self.k)
             weight = np.where(used, self.similarities[wanted_pos[rows]].astype(np.float64), 0.0)
             residual = np.where(used, history_residual[np.maximum(found, 0)], 0.0)
-            out[rows] = (weight * residual).sum(axis=1) / (self.damping + weight.sum(axis=1))
+            # With damping 0, a user who rated none of the neighbours gets no term (not 0/0).
+            total = self.damping + weight.sum(axis=1)
+            out[rows] = np.divide((weight * residual).sum(axis=1), total,
+                                  out=np.zeros(len(rows)), where=total > 0)
             table[cells] = -1
         return out
 

@@ -73,17 +73,26 @@ def pair_statistics(user: np.ndarray, movie: np.ndarray, residual: np.ndarray,
     import scipy.sparse as sp
 
     # Sorted input makes the float32 sums, and so the similarities, the same on every run.
+    # Sorted by user, then movie, each side's rows are already a CSR matrix (users x movies):
+    # its arrays are built directly, int32, with no COO intermediate (40M ratings a task).
     order = np.lexsort((movie, user))
     user, movie, residual, in_first = user[order], movie[order], residual[order], in_first[order]
-    users, user_index = np.unique(user, return_inverse=True)
+    del order
+    starts = np.ones(len(user), dtype=bool)
+    np.not_equal(user[1:], user[:-1], out=starts[1:])
+    user_index = np.cumsum(starts, dtype=np.int32) - 1
+    user_count = int(user_index[-1]) + 1 if len(user_index) else 0
+    del starts, user
 
     def side(mask: np.ndarray):
         ids, index = np.unique(movie[mask], return_inverse=True)
-        shape = (len(users), len(ids))
+        index = index.astype(np.int32)
+        shape = (user_count, len(ids))
+        indptr = np.zeros(user_count + 1, dtype=np.int32)
+        np.cumsum(np.bincount(user_index[mask], minlength=user_count), out=indptr[1:])
         values = residual[mask].astype(np.float32)
-        rated = sp.csr_matrix((values, (user_index[mask], index)), shape=shape)
-        ones = sp.csr_matrix((np.ones(len(values), np.float32), (user_index[mask], index)),
-                             shape=shape)
+        rated = sp.csr_matrix((values, index, indptr), shape=shape)
+        ones = sp.csr_matrix((np.ones(len(values), np.float32), index, indptr), shape=shape)
         norms = np.bincount(index, weights=values.astype(np.float64) ** 2, minlength=len(ids))
         return ids, rated, ones, norms
 
@@ -92,13 +101,15 @@ def pair_statistics(user: np.ndarray, movie: np.ndarray, residual: np.ndarray,
         second_ids, second, second_ones, second_norms = first_ids, first, first_ones, first_norms
     else:
         second_ids, second, second_ones, second_norms = side(~in_first)
+    del movie, residual, user_index
     similarity = (first.T.tocsr() @ second).toarray()
     common = (first_ones.T.tocsr() @ second_ones).toarray()
-    # In place, row then column: no temporary of the matrix's size.
+    # In place, row then column.
     similarity /= np.maximum(np.sqrt(first_norms), 1e-12).astype(np.float32)[:, None]
     similarity /= np.maximum(np.sqrt(second_norms), 1e-12).astype(np.float32)[None, :]
     shrunk = common + np.float32(shrink)
-    np.divide(common, shrunk, out=common)
+    # shrink 0 leaves pairs without common raters at 0/0: they stay 0, not NaN.
+    np.divide(common, shrunk, out=common, where=shrunk > 0)
     similarity *= common
     del common, shrunk
     if same:
@@ -173,13 +184,11 @@ def _lists(movie: np.ndarray, other: np.ndarray, value: np.ndarray, keep: int | 
 def _unpack_lists(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(movie, other, similarity) arrays from rows of :func:`_lists`."""
     movies = table.column("movie_id").to_numpy()
-    others = [_array(b, "<i4") for b in table.column("neighbours").to_pylist()]
-    values = [_array(b, "<f4") for b in table.column("similarities").to_pylist()]
-    lengths = np.array([len(o) for o in others], dtype=np.int64)
+    others, lengths = partitions.binary_values(table.column("neighbours"), "<i4")
+    values, _ = partitions.binary_values(table.column("similarities"), "<f4")
     if not len(movies):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return (np.repeat(movies.astype(np.int64), lengths), np.concatenate(others).astype(np.int64),
-            np.concatenate(values))
+    return np.repeat(movies.astype(np.int64), lengths), others.astype(np.int64), values.copy()
 
 
 LISTS_SCHEMA = "movie_id int, neighbours binary, similarities binary"
@@ -235,15 +244,13 @@ def pair_candidates(packed: DataFrame, blocks: int, shrink: float,
         table = partitions.arrow_table(batches)
         if table is None:
             return
-        parts = {name: [_array(b, dtype) for b in table.column(name).to_pylist()]
-                 for name, dtype in (("users", "<i4"), ("movies", "<i4"),
-                                     ("residuals", "<f4"))}
-        first = np.repeat(table.column("first").to_numpy(zero_copy_only=False),
-                          [len(u) for u in parts["users"]])
-        movie, other, value = pair_statistics(
-            np.concatenate(parts["users"]), np.concatenate(parts["movies"]),
-            np.concatenate(parts["residuals"]), first,
-            bool(table.column("same")[0].as_py()), shrink, keep)
+        user, lengths = partitions.binary_values(table.column("users"), "<i4")
+        movie, _ = partitions.binary_values(table.column("movies"), "<i4")
+        residual, _ = partitions.binary_values(table.column("residuals"), "<f4")
+        first = np.repeat(table.column("first").to_numpy(zero_copy_only=False), lengths)
+        same = bool(table.column("same")[0].as_py())
+        del table
+        movie, other, value = pair_statistics(user, movie, residual, first, same, shrink, keep)
         if len(movie):
             yield _lists(movie, other, value, keep)
 

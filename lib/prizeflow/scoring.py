@@ -146,6 +146,9 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
 
     names = PARTS
     movie_model = model.movie_side()
+    if model.neighbourhood is None:
+        # Only the neighbour term reads a history: without one, no rating leaves the lake.
+        history = history.where(F.lit(False))
     wanted = wanted.select("user_id", "movie_id", "rating", "tag").join(users, "user_id", "left")
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -155,12 +158,11 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
         asked, local, requests = _requests(table, movie_model)
         parts = local.parts(requests)
         parts.setdefault("neighbour_term", np.zeros(len(requests.owner)))
-        values = parts
         yield pa.RecordBatch.from_arrays(
             [asked.column("user_id").combine_chunks(), asked.column("movie_id").combine_chunks(),
              pa.array(asked.column("rating").to_numpy().astype(np.float64)),
              asked.column("tag").combine_chunks()]
-            + [pa.array(np.asarray(values[name], dtype=np.float64)) for name in names],
+            + [pa.array(np.asarray(parts[name], dtype=np.float64)) for name in names],
             names=["user_id", "movie_id", "rating", "tag", *names])
 
     schema = "user_id int, movie_id int, rating double, tag int, " + ", ".join(

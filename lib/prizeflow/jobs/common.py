@@ -52,11 +52,25 @@ def resolve_config(conf_path: str | None, overrides: list[str]) -> dict[str, Any
     return config
 
 
+STEP_ATTRIBUTE = "prizeflow_step"
+
+
+def _where(exc: BaseException) -> str:
+    step = getattr(exc, STEP_ATTRIBUTE, None)
+    return f"step {step}: " if step else ""
+
+
 def run_step(name: str, task: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """One step of a larger run (``prizeflow run``, a notebook): its summary, named and timed."""
     logger.info("step %s", name)
     started, clock = time.time(), time.monotonic()
-    summary = task(*args)
+    try:
+        summary = task(*args)
+    except Exception as exc:
+        # The innermost step is the one that failed; run_job puts its name on the error line.
+        if not hasattr(exc, STEP_ATTRIBUTE):
+            setattr(exc, STEP_ATTRIBUTE, name)
+        raise
     return {"command": name, **summary, "started": round(started, 3),
             "seconds": round(time.monotonic() - clock, 3)}
 
@@ -87,12 +101,13 @@ def run_job(command: str, parser: argparse.ArgumentParser,
         summary = task(spark, config, args)
     except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
         logger.debug("prizeflow %s failed", command, exc_info=True)
-        print(f"prizeflow {command}: error: {exc}", file=sys.stderr)
+        print(f"prizeflow {command}: error: {_where(exc)}{exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the contract is one line naming the cause
         logger.error("prizeflow %s failed unexpectedly", command, exc_info=True)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"prizeflow {command}: error: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        print(f"prizeflow {command}: error: {_where(exc)}{type(exc).__name__}: {first_line}",
+              file=sys.stderr)
         return 1
     summary = {"command": command, **summary, "seconds": round(time.monotonic() - started, 3)}
     sys.stdout.write(json.dumps(summary, sort_keys=False) + "\n")
