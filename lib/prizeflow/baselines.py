@@ -65,9 +65,12 @@ def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None =
 
 
 def _materialised(table: DataFrame) -> DataFrame:
-    table = table.persist(StorageLevel.MEMORY_AND_DISK)
-    table.count()
-    return table
+    # A local checkpoint, not a cache: each pass's table would otherwise carry every earlier
+    # pass in its plan, and Spark prints a cached plan inside each plan that reads it (twice
+    # under adaptive execution), so plan strings double per pass and ran the driver out of
+    # memory once a refit fitted biases on top of the residuals. These tables hold a row per
+    # user or movie; losing an executor loses them like any cached block.
+    return table.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
 
 
 def with_baseline(pairs: DataFrame, biases: Biases, column: str = "baseline") -> DataFrame:
