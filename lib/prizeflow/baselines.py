@@ -23,10 +23,6 @@ class Biases:
     movies: DataFrame  # movie_id, b_movie
     reg: float
 
-    def release(self) -> None:
-        self.users.unpersist()
-        self.movies.unpersist()
-
 
 def global_mean(ratings: DataFrame) -> float:
     value = ratings.agg(F.avg("rating")).first()[0]
@@ -38,8 +34,8 @@ def global_mean(ratings: DataFrame) -> float:
 def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None = None) -> Biases:
     """Fit b_u and b_i on (user_id, movie_id, rating) rows (cache them first: each pass scans
     them twice). The bias tables are small (a row per user or per movie): each pass's tables are
-    cached and materialised before the next and joined by broadcast, so the ratings are never
-    shuffled. The returned tables stay cached; :meth:`Biases.release` frees them."""
+    materialised as local checkpoints before the next and joined by broadcast, so the ratings
+    are never shuffled. Spark frees a checkpoint once nothing refers to it."""
     mu = global_mean(ratings) if mean is None else mean
     rows = ratings.select("user_id", "movie_id", (F.col("rating") - F.lit(mu)).alias("centered"))
     users = None
@@ -56,9 +52,6 @@ def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None =
             .groupBy("user_id")
             .agg((F.sum(F.col("centered") - F.coalesce(F.col("b_movie"), F.lit(0.0)))
                   / (F.lit(reg) + F.count(F.lit(1)))).alias("b_user")))
-        for old in (users, movies):
-            if old is not None:
-                old.unpersist()
         users, movies = new_users, new_movies
     assert users is not None and movies is not None  # passes >= 1 is checked in config
     return Biases(mu, users, movies, float(reg))

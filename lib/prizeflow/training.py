@@ -107,8 +107,6 @@ class FitData:
     def release(self) -> None:
         for frame in self.residuals.values():
             frame.unpersist()
-        for biases in self.biases.values():
-            biases.release()
 
 
 def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cache) -> FitData:
@@ -124,7 +122,6 @@ def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cach
     residuals: dict[float, DataFrame] = {}
     for reg in bias_regs:
         fitted = baselines.fit_biases(ratings, reg, passes, mean)
-        cache.frames += [fitted.users, fitted.movies]  # cached by fit_biases, released with the run
         biases[reg] = fitted
         residuals[reg] = cache(als.residuals(ratings, fitted))
         residuals[reg].count()
