@@ -60,7 +60,7 @@ def test_similarities_equal_a_hand_computation_however_the_blocks_fall(residuals
     got = neighbours.pairs(lists)
     assert len(expected) > 10  # the fixture has positive and non-positive pairs
     assert got == pytest.approx(expected, rel=1e-5)
-    movie, other, _ = neighbours._unpack_lists_frame(lists.toPandas())
+    movie, other, _ = neighbours._unpack_lists(lists.toArrow())
     assert len(movie) == len(got)  # each pair once however many blocks
     assert lists.count() == len({m for m, _ in expected})  # one row per movie
 

@@ -318,19 +318,9 @@ def collect_arrays(lists: DataFrame, movie_ids: np.ndarray,
     return neighbours, similarity
 
 
-def _unpack_lists_frame(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    others = [_array(b, "<i4") for b in frame["neighbours"]]
-    values = [_array(b, "<f4") for b in frame["similarities"]]
-    if not others:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    lengths = [len(o) for o in others]
-    return (np.repeat(frame["movie_id"].to_numpy(np.int64), lengths),
-            np.concatenate(others).astype(np.int64), np.concatenate(values))
-
-
 def pairs(lists: DataFrame) -> dict[tuple[int, int], float]:
     """{(movie, other): similarity} of :func:`similarities`' rows (small frames: tests)."""
-    movie, other, value = _unpack_lists_frame(lists.toPandas())
+    movie, other, value = _unpack_lists(lists.toArrow())
     return {(int(m), int(o)): float(v) for m, o, v in zip(movie, other, value)}
 
 
