@@ -13,7 +13,7 @@ setup(
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     python_requires=">=3.11",
-    install_requires=["pyyaml>=6", "numpy>=1.26"],
+    install_requires=["pyyaml>=6", "numpy>=1.26", "pydantic>=2.7,<3"],
     extras_require={"spark": SPARK, "mlflow": MLFLOW, "dev": DEV, "all": SPARK + MLFLOW + DEV},
     entry_points={"console_scripts": ["prizeflow=prizeflow.cli:main"]},
 )

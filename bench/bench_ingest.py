@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from prizeflow.config import load_config
     from prizeflow.generate import generate_corpus, make_spec
-    from prizeflow.jobs import ingest
+    from prizeflow import ingestion
     from prizeflow.spark import get_spark
 
     os.chdir(HERE.parent)
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(args.runs):
                 lake = OUT / "lake"
                 shutil.rmtree(lake, ignore_errors=True)
-                config["lake"]["root"] = str(lake)
+                config.lake.root = str(lake)
                 t0 = time.monotonic()
-                summary = ingest.run(spark, config, argparse.Namespace(source=str(source), format="netflix"))
+                summary = ingestion.ingest(spark, config, str(source), "netflix")
                 ours.append(time.monotonic() - t0)
                 assert summary["ratings"] == size and summary["quarantined"] == 0, summary
 

@@ -47,17 +47,17 @@ def stage_times(lake: str, master: str) -> dict:
     train = splits.part(splits.hash_split(source.ratings, 0.1, 0.1, 42), splits.TRAIN)
     fit_data = training.prepare(train, [3.0], 3, cache)
     cores = partitions.parallelism(spark)
-    settings = als.AlsSettings(42, config["train"]["num_blocks"] or cores, 10)
+    settings = als.AlsSettings(42, config.train.num_blocks or cores, 10)
     point = als.GridPoint("residual", 20, 0.1, 10, 3.0)
     started = time.monotonic()
     model = training.fit_point(point, fit_data, settings, 1.0, 5.0)
     model.als.userFactors.count()
     model.als.itemFactors.count()
     als_seconds = time.monotonic() - started
-    conf = config["train"]["neighbours"]
+    conf = config.train.neighbours
     started = time.monotonic()
-    table = neighbours.similarities(fit_data.residuals[3.0], conf["shrink"],
-                                    conf["max_user_ratings"], conf["keep"], cores, fit_data.rows)
+    table = neighbours.similarities(fit_data.residuals[3.0], conf.shrink,
+                                    conf.max_user_ratings, conf.keep, cores, fit_data.rows)
     rows = len(table.toPandas())
     neighbour_seconds = time.monotonic() - started
     cache.release()

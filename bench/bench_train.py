@@ -48,10 +48,10 @@ def _session(lake: Path):
 
 
 def _ingest(spark, config, source: Path) -> dict:
-    from prizeflow.jobs import ingest
+    from prizeflow import ingestion
 
-    shutil.rmtree(config["lake"]["root"], ignore_errors=True)
-    return ingest.run(spark, config, argparse.Namespace(source=str(source), format="auto"))
+    shutil.rmtree(config.lake.root, ignore_errors=True)
+    return ingestion.ingest(spark, config, str(source))
 
 
 def _train(spark, config, overrides: list[str]) -> dict:
@@ -59,8 +59,8 @@ def _train(spark, config, overrides: list[str]) -> dict:
     from prizeflow.config import load_config
 
     merged = load_config("conf/local.yaml", overrides)
-    run_config = {**config, "data": merged["data"], "split": merged["split"],
-                  "train": merged["train"]}
+    run_config = config.model_copy(update={"data": merged.data, "split": merged.split,
+                                           "train": merged.train})
     t0 = time.monotonic()
     summary = training.train(spark, run_config).summary()
     summary["seconds"] = time.monotonic() - t0
@@ -123,22 +123,22 @@ def _textbook(spark, config, seed: int) -> dict:
 
     # Without a checkpoint directory ALS ignores checkpointInterval and a 20-iteration fit
     # fails with StackOverflowError while serialising its lineage (seen here at 1M ratings).
-    spark.sparkContext.setCheckpointDir(str(Path(config["lake"]["root"]) / "_checkpoints"))
+    spark.sparkContext.setCheckpointDir(str(Path(config.lake.root) / "_checkpoints"))
     data = training_data.load_training_data(spark, config)
-    split = splits.hash_split(data.ratings, config["split"]["test_fraction"],
-                              config["split"]["validation_fraction"], config["split"]["seed"])
+    split = splits.hash_split(data.ratings, config.split.test_fraction,
+                              config.split.validation_fraction, config.split.seed)
     t0 = time.monotonic()
     fit_part = splits.part(split, splits.TRAIN, splits.VALIDATION).select(
         "user_id", "movie_id", "rating")
     test = splits.part(split, splits.TEST).select("user_id", "movie_id", "rating")
     als = ALS(userCol="user_id", itemCol="movie_id", ratingCol="rating", seed=seed,
               coldStartStrategy="drop")
-    grid_conf = config["train"]["grid"]
-    grid = (ParamGridBuilder().addGrid(als.rank, grid_conf["rank"])
-            .addGrid(als.regParam, [float(r) for r in grid_conf["reg_param"]])
-            .addGrid(als.maxIter, grid_conf["max_iter"]).build())
+    grid_conf = config.train.grid
+    grid = (ParamGridBuilder().addGrid(als.rank, grid_conf.rank)
+            .addGrid(als.regParam, [float(r) for r in grid_conf.reg_param])
+            .addGrid(als.maxIter, grid_conf.max_iter).build())
     evaluator = RegressionEvaluator(metricName="rmse", labelCol="rating", predictionCol="prediction")
-    validation_share = config["split"]["validation_fraction"] / (1 - config["split"]["test_fraction"])
+    validation_share = config.split.validation_fraction / (1 - config.split.test_fraction)
     tvs = TrainValidationSplit(estimator=als, estimatorParamMaps=grid, evaluator=evaluator,
                                trainRatio=1 - validation_share, parallelism=1, seed=seed)
     model = tvs.fit(fit_part)
@@ -167,7 +167,7 @@ def speed(args, command: str) -> None:
     lake = OUT / "lake-speed"
     spark, config = _session(lake)
     _ingest(spark, config, corpus)
-    config = {**config, "split": {**config["split"], "method": "hash"}}
+    config = config.override("split.method=hash")
     same_work = ["split.method=hash", "train.neighbours.enabled=false"]
     variants = {"prizeflow": same_work,
                 "prizeflow_halving": same_work + ["train.halving.enabled=true"]}
@@ -245,7 +245,7 @@ def iterations(args, command: str) -> None:
         ratings = splits.part(splits.hash_split(source.ratings, 0.1, 0.1, 42), splits.TRAIN)
         cache = training.Cache()
         fit_data = training.prepare(ratings, [3.0], 3, cache)
-        settings = als.AlsSettings(42, config["train"]["num_blocks"]
+        settings = als.AlsSettings(42, config.train.num_blocks
                                    or partitions.parallelism(spark), 10)
         timings = {}
         for iters in (2, 6):

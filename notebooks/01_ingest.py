@@ -15,7 +15,7 @@
 # COMMAND ----------
 
 from prizeflow import notebook
-from prizeflow.jobs.ingest import FORMATS
+from prizeflow.formats import CHOICES
 
 try:
     dbutils, display  # noqa: F821 - provided by Databricks
@@ -25,7 +25,7 @@ except NameError:
 params = notebook.read_widgets(
     dbutils,
     {"source": "", "format": "auto", "conf": notebook.default_conf(), "overrides": ""},
-    choices={"format": list(FORMATS)},
+    choices={"format": list(CHOICES)},
     required=("source", "conf"))
 config = notebook.notebook_config(params["conf"], params["overrides"])
 
@@ -33,7 +33,7 @@ config = notebook.notebook_config(params["conf"], params["overrides"])
 
 spark = notebook.spark_session(config)
 summary = notebook.run_step("ingest", spark, config, source=params["source"],
-                            format=params["format"])
+                            fmt=params["format"])
 display(notebook.summary_table(summary))
 
 # COMMAND ----------

@@ -34,7 +34,7 @@ config = notebook.notebook_config(params["conf"], params["overrides"])
 # COMMAND ----------
 
 spark = notebook.spark_session(config)
-ratings = spark.read.format("delta").load(lake.table_path(config["lake"]["root"], "ratings"))
+ratings = lake.read(spark, lake.table_path(config.lake.root, "ratings"))
 distribution = explore.rating_distribution(ratings).toPandas()
 display(distribution)
 display(explore.rating_histogram(distribution))

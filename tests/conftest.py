@@ -3,13 +3,12 @@ warehouse, Delta on) and helpers to run jobs in-process against a temp lake."""
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from prizeflow.config import load_config
+from prizeflow.config import Config, load_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
@@ -43,7 +42,7 @@ def head_commit() -> str:
                           text=True, check=True).stdout.strip()
 
 
-def make_config(tmp: Path, **sections) -> dict:
+def make_config(tmp: Path, **sections) -> Config:
     overrides = [f"lake.root={tmp / 'lake'}",
                  f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
                  "spark.master=local[2]"]
@@ -59,8 +58,8 @@ def spark(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("spark")
     config = make_config(base)
-    config["spark"]["conf"]["spark.sql.warehouse.dir"] = str(base / "warehouse")
-    config["spark"]["conf"]["spark.local.dir"] = str(base / "local")
+    config.spark.conf["spark.sql.warehouse.dir"] = str(base / "warehouse")
+    config.spark.conf["spark.local.dir"] = str(base / "local")
     session = get_spark(config)
     yield session
     session.stop()
@@ -79,10 +78,10 @@ def config(tmp_path):
 @pytest.fixture
 def ingest(spark):
     """Run the ingest task in-process: ``ingest(config, source, fmt='auto')`` -> summary."""
-    from prizeflow.jobs import ingest as job
+    from prizeflow import ingestion
 
-    def run(config: dict, source, fmt: str = "auto") -> dict:
-        return job.run(spark, config, argparse.Namespace(source=str(source), format=fmt))
+    def run(config: Config, source, fmt: str = "auto") -> dict:
+        return ingestion.ingest(spark, config, str(source), fmt)
 
     return run
 
@@ -102,56 +101,54 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def table(spark, config: dict, name: str):
-    from prizeflow.lake import table_path
+def table(spark, config: Config, name: str):
+    from prizeflow.lake import read, table_path
 
-    return spark.read.format("delta").load(table_path(config["lake"]["root"], name))
+    return read(spark, table_path(config.lake.root, name))
 
 
 @pytest.fixture(scope="session")
 def small_lake(spark, tmp_path_factory):
     """A generated Netflix-layout corpus (30,000 ratings, 600 users, 150 movies, with a probe)
     ingested once; modules that train copy it with :func:`copy_lake` instead of ingesting again."""
-    import argparse as _argparse
-
+    from prizeflow import ingestion
     from prizeflow.generate import generate_corpus, make_spec
-    from prizeflow.jobs import ingest as ingest_job
 
     tmp = tmp_path_factory.mktemp("small-lake")
     corpus = tmp / "corpus"
     generate_corpus(make_spec(corpus, 30_000, users=600, movies=150, seed=5))
     config = make_config(tmp)
-    summary = ingest_job.run(spark, config, _argparse.Namespace(source=str(corpus), format="auto"))
-    return {"root": Path(config["lake"]["root"]), "corpus": corpus, "ingest": summary}
+    summary = ingestion.ingest(spark, config, str(corpus))
+    return {"root": Path(config.lake.root), "corpus": corpus, "ingest": summary}
 
 
-def copy_lake(small_lake: dict, tmp: Path) -> dict:
+def copy_lake(small_lake: dict, tmp: Path) -> Config:
     """A private copy of the shared lake (Delta logs hold relative paths, so a copy is a lake)
     and a config pointing at it with its own MLflow store."""
     import shutil
 
     tmp.mkdir(parents=True, exist_ok=True)
     config = make_config(tmp)
-    shutil.copytree(small_lake["root"], config["lake"]["root"])
+    shutil.copytree(small_lake["root"], config.lake.root)
     return config
 
 
-def fork_lake(config: dict, tmp: Path) -> dict:
+def fork_lake(config: Config, tmp: Path) -> Config:
     """A private copy of a module's lake and its SQLite MLflow store (runs and registry), for a
     test that writes: the module's other tests then see the same data whatever the order."""
     import copy
     import shutil
 
     forked = copy.deepcopy(config)
-    forked["lake"]["root"] = str(tmp / "lake")
-    shutil.copytree(config["lake"]["root"], forked["lake"]["root"])
-    store = config["mlflow"]["tracking_uri"].removeprefix("sqlite:///")
+    forked.lake.root = str(tmp / "lake")
+    shutil.copytree(config.lake.root, forked.lake.root)
+    store = config.mlflow.tracking_uri.removeprefix("sqlite:///")
     shutil.copyfile(store, tmp / "mlflow.db")
-    forked["mlflow"]["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    forked.mlflow.tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     return forked
 
 
-def pyfunc_on_test(spark, config: dict, model, refit: bool = True):
+def pyfunc_on_test(spark, config: Config, model, refit: bool = True):
     """(test rows, predictions with each user's history as request columns, predictions without
     a history) of a loaded pyfunc on the test set of ``config``'s split. The history is what
     train scored the test set with: the split's train (+ validation after a refit) ratings."""

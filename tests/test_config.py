@@ -10,10 +10,10 @@ def test_defaults_then_file_then_overrides(tmp_path):
     path = tmp_path / "env.yaml"
     path.write_text("lake:\n  root: /data/lake\ningest:\n  max_quarantine_fraction: 0.05\n")
     config = load_config(path, ["ingest.max_quarantine_fraction=0.2", "mlflow.experiment=007"])
-    assert config["lake"]["root"] == "/data/lake"
-    assert config["ingest"]["max_quarantine_fraction"] == 0.2
-    assert config["mlflow"]["experiment"] == "007"  # strings stay strings
-    assert config["spark"]["delta_source"] == "packages"
+    assert config.lake.root == "/data/lake"
+    assert config.ingest.max_quarantine_fraction == 0.2
+    assert config.mlflow.experiment == "007"  # strings stay strings
+    assert config.spark.delta_source == "packages"
 
 
 @pytest.mark.parametrize("text, key", [
@@ -46,9 +46,35 @@ def test_bad_overrides_name_the_key(assignment, message):
         load_config(None, [assignment])
 
 
+@pytest.mark.parametrize("assignment, meant", [
+    ("train.rank=8", "train.grid.rank"),          # a right name in the wrong section
+    ("train.grid.rnk=[8]", "train.grid.rank"),    # a typo
+    ("train.neighbors.k=3", "train.neighbours.k"),
+    ("trian.seed=1", "train.seed"),
+    ("mlflow.tracking=x", "mlflow.tracking_uri"),
+])
+def test_unknown_keys_suggest_the_nearest_valid_one(assignment, meant):
+    with pytest.raises(ConfigError, match=rf"did you mean '{meant}'\?"):
+        load_config(None, [assignment])
+
+
+def test_a_file_key_in_the_wrong_section_gets_a_suggestion(tmp_path):
+    path = tmp_path / "env.yaml"
+    path.write_text("train:\n  rank: [8]\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.rank' \(did you mean "
+                                          r"'train.grid.rank'\?\)"):
+        load_config(path)
+
+
+def test_nothing_like_any_key_gets_no_guess():
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["zzzz=1"])
+    assert str(caught.value) == "unknown config key 'zzzz'"
+
+
 def test_free_spark_conf_keys_keep_their_dots():
     config = load_config(None, ["spark.conf.spark.sql.shuffle.partitions=3"])
-    assert config["spark"]["conf"] == {"spark.sql.shuffle.partitions": 3}
+    assert config.spark.conf == {"spark.sql.shuffle.partitions": 3}
 
 
 def test_missing_file_is_an_error(tmp_path):

@@ -6,13 +6,14 @@ import pytest
 
 from prizeflow import grid
 from prizeflow.als import GridPoint
+from prizeflow.config import GridSettings, HalvingSettings
 from prizeflow.metrics import lift_pct
 
 
 def _grid(**axes):
     base = {"kind": ["residual"], "rank": [4], "reg_param": [0.1], "max_iter": [10],
             "bias_reg": [5.0]}
-    return {**base, **axes}
+    return GridSettings(**{**base, **axes})
 
 
 def test_expand_is_the_product_and_plain_ignores_bias_reg():
@@ -58,7 +59,7 @@ def test_halving_prunes_after_short_runs_and_keeps_the_best_fraction():
         return _fake_rmse(point, point.max_iter), 1.0
 
     results = grid.run(points, evaluate, 2, lambda r: None,
-                       {"enabled": True, "first_iter": 3, "keep_fraction": 0.34})
+                       HalvingSettings(enabled=True, first_iter=3, keep_fraction=0.34))
     assert sorted(calls) == sorted([(r, 3) for r in (2, 4, 8, 16, 32, 64)]
                                    + [(2, 12), (4, 12), (8, 12)])
     full = sorted(r.point.rank for r in results if not r.pruned)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def _versions(spark, config):
-    root = config["lake"]["root"]
+    root = config.lake.root
     return {t: lake.version(spark, lake.table_path(root, t))
             for t in lake.DATA_TABLES + ("quarantine", "ingest_files")}
 
@@ -310,7 +310,7 @@ def test_lake_refuses_a_second_format_and_enforces_constraints(spark, tmp_path, 
         ingest(config, movielens)
 
     from pyspark.sql import Row
-    ratings_path = lake.table_path(config["lake"]["root"], "ratings")
+    ratings_path = lake.table_path(config.lake.root, "ratings")
     schema = table(spark, config, "ratings").schema
     assert dict((f.name, f.dataType.simpleString()) for f in schema)["rating"] == "float"
     good = table(spark, config, "ratings").first().asDict()

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from prizeflow import blend, neighbours, scoring
 from prizeflow.factors import FactorModel, Neighbourhood, Requests
+from prizeflow.rule import Rule
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +163,7 @@ def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     assert blend.fit_weights(frame) == nested[3]
     design = np.column_stack([np.ones(500), features[:, :2]])
     assert nested[2] == pytest.approx(np.linalg.lstsq(design, rating, rcond=None)[0], abs=1e-4)
-    clipped = frame.select(blend.prediction(nested[3], 1.0, 5.0).alias("p")).agg(
+    clipped = frame.select(Rule.linear(nested[3], 1.0, 5.0).column().alias("p")).agg(
         F.min("p"), F.max("p")).first()
     assert clipped[0] >= 1.0 and clipped[1] <= 5.0
     with pytest.raises(ValueError, match="empty"):

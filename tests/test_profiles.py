@@ -24,28 +24,49 @@ def test_the_profiles_are_the_documented_ones():
     assert PROFILES == ["cluster.template", "databricks", "full", "local", "standalone"]
 
 
+def _restated(profile: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Keys of a profile set to the value they have anyway (free mappings excepted)."""
+    found = []
+    for key, value in profile.items():
+        if isinstance(value, dict) and key != "conf":
+            found += _restated(value, defaults[key], f"{prefix}{key}.")
+        elif key != "conf" and defaults[key] == value:
+            found.append(prefix + key)
+    return found
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_is_an_overlay_of_the_defaults(name):
+    import yaml
+
+    profile = yaml.safe_load((PROJECT / "conf" / f"{name}.yaml").read_text())
+    assert _restated(profile, load_config(None).as_dict()) == []
+    # and what it does set, it changes
+    assert load_config(PROJECT / "conf" / f"{name}.yaml") != load_config(None)
+
+
 @pytest.mark.parametrize("name", PROFILES)
 def test_every_profile_validates(name):
     config = load_config(PROJECT / "conf" / f"{name}.yaml")
-    assert config["spark"]["app_name"] == "prizeflow"
+    assert config.spark.app_name == "prizeflow"
 
 
 def test_the_full_corpus_profile_leaves_parallelism_to_the_session():
     config = load_config(PROJECT / "conf" / "full.yaml")
-    assert config["train"]["num_blocks"] is None
-    assert "spark.sql.shuffle.partitions" not in config["spark"]["conf"]
-    assert config["train"]["neighbours"]["enabled"] is True
+    assert config.train.num_blocks is None
+    assert "spark.sql.shuffle.partitions" not in config.spark.conf
+    assert config.train.neighbours.enabled is True
 
 
 def test_databricks_profile_uses_the_runtime_and_unity_catalog():
     config = load_config(PROJECT / "conf" / "databricks.yaml")
-    assert config["spark"]["delta_source"] == "builtin" and config["spark"]["master"] is None
-    assert config["mlflow"]["tracking_uri"] == "databricks"
-    assert config["lake"]["root"].startswith("/Volumes/")
-    assert config["mlflow"]["registered_model"].count(".") == 2  # catalog.schema.model
-    assert registry_uri(config["mlflow"]) is None  # MLflow's default there: databricks-uc
+    assert config.spark.delta_source == "builtin" and config.spark.master is None
+    assert config.mlflow.tracking_uri == "databricks"
+    assert config.lake.root.startswith("/Volumes/")
+    assert config.mlflow.registered_model.count(".") == 2  # catalog.schema.model
+    assert registry_uri(config.mlflow) is None  # MLflow's default there: databricks-uc
     local = load_config(PROJECT / "conf" / "local.yaml")
-    assert registry_uri(local["mlflow"]) == local["mlflow"]["tracking_uri"]
+    assert registry_uri(local.mlflow) == local.mlflow.tracking_uri
 
 
 def test_local_widgets_defaults_environment_and_choices():
@@ -65,11 +86,11 @@ def test_local_widgets_defaults_environment_and_choices():
 def test_notebook_config_takes_a_profile_or_a_path_and_overrides(tmp_path, monkeypatch):
     monkeypatch.chdir(PROJECT / "notebooks")  # as on Databricks: conf/ is in the parent folder
     config = notebook.notebook_config("local", "lake.root=/x; train.grid.rank=[3]\nsplit.seed=9")
-    assert config["lake"]["root"] == "/x" and config["train"]["grid"]["rank"] == [3]
-    assert config["split"]["seed"] == 9
+    assert config.lake.root == "/x" and config.train.grid.rank == [3]
+    assert config.split.seed == 9
     own = tmp_path / "mine.yaml"
     own.write_text("lake:\n  root: /y\n")
-    assert notebook.notebook_config(str(own))["lake"]["root"] == "/y"
+    assert notebook.notebook_config(str(own)).lake.root == "/y"
     with pytest.raises(ConfigError, match="unknown config key 'lake.depth'"):
         notebook.notebook_config("local", "lake.depth=3")
     with pytest.raises(ConfigError, match="config file not found"):

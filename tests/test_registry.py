@@ -1,7 +1,6 @@
 """Registry, serving and the whole pipeline: champion/challenger gating both ways, re-scoring on a
 new data version, the Spark-free pyfunc, recommendations, and `prizeflow run` twice in a row."""
 
-import argparse
 import json
 import os
 import subprocess
@@ -13,11 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prizeflow.jobs import ingest as ingest_job
-from prizeflow.jobs import recommend as recommend_job
-from prizeflow.jobs import register as register_job
-from prizeflow.jobs import run as run_job
-from prizeflow.jobs import train as train_job
+from prizeflow import ingestion, recommending, registry, training
+from prizeflow.jobs.run import pipeline
 
 from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
 
@@ -27,14 +23,17 @@ WEAK = {"kind": ["plain"], "rank": [2], "reg_param": [0.5], "max_iter": [2], "bi
 GOOD = {"kind": ["residual"], "rank": [8], "reg_param": [0.1], "max_iter": [6], "bias_reg": [5.0]}
 
 
+def _with_grid(config, grid):
+    return config.override("train.num_blocks=2", "train.log_spark_model=false",
+                           *[f"train.grid.{axis}={values}" for axis, values in grid.items()])
+
+
 def _train(spark, config, grid):
-    config = {**config, "train": {**config["train"], "grid": grid, "num_blocks": 2,
-                                  "log_spark_model": False}}
-    return train_job.run(spark, config, argparse.Namespace())
+    return training.train(spark, _with_grid(config, grid)).summary()
 
 
 def _register(spark, config):
-    return register_job.run(spark, config, argparse.Namespace(run_id=None))
+    return registry.register(config, None, spark)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +44,7 @@ def lake(small_lake, tmp_path_factory):
 
 
 def _run(spark, config, grid, source):
-    config = {**config, "train": {**config["train"], "grid": grid, "num_blocks": 2,
-                                  "log_spark_model": False}}
-    return run_job.run(spark, config, argparse.Namespace(source=str(source), format="auto"))
+    return pipeline(spark, _with_grid(config, grid), str(source))
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +86,9 @@ def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
     assert not third["champion_rescored"]  # same data version and split: tags compared
     assert third["lift_pct"] == pytest.approx(weak_again["lift_pct"])
 
-    mlflow.set_tracking_uri(lake["config"]["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(lake["config"].mlflow.tracking_uri)
     client = MlflowClient()
-    name = lake["config"]["mlflow"]["registered_model"]
+    name = lake["config"].mlflow.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
     champion = client.get_model_version(name, "2")
@@ -107,8 +104,8 @@ def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
 
 def test_champion_pyfunc_serves_int32_int64_and_unknown_ids(lake, history):
     good = history["steps"][1][0]
-    mlflow.set_tracking_uri(lake["config"]["mlflow"]["tracking_uri"])
-    name = lake["config"]["mlflow"]["registered_model"]
+    mlflow.set_tracking_uri(lake["config"].mlflow.tracking_uri)
+    name = lake["config"].mlflow.registered_model
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     factors = model.unwrap_python_model().model
     users, movies = factors.user_ids[:50], factors.movie_ids[np.arange(50) % len(factors.movie_ids)]
@@ -130,7 +127,7 @@ def test_champion_pyfunc_serves_int32_int64_and_unknown_ids(lake, history):
 
 
 def test_pyfunc_loads_in_a_process_without_spark(lake, history):
-    name = lake["config"]["mlflow"]["registered_model"]
+    name = lake["config"].mlflow.registered_model
     code = (
         "import sys, mlflow, pandas as pd\n"
         f"m = mlflow.pyfunc.load_model('models:/{name}@champion')\n"
@@ -141,7 +138,7 @@ def test_pyfunc_loads_in_a_process_without_spark(lake, history):
         "else None\n"
         "assert gateway is None, 'a JVM was started'\n"
         "print(list(out))\n")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": lake["config"]["mlflow"]["tracking_uri"],
+    env = {**os.environ, "MLFLOW_TRACKING_URI": lake["config"].mlflow.tracking_uri,
            "JAVA_HOME": "/nonexistent", "PATH": os.path.dirname(sys.executable)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
@@ -152,7 +149,7 @@ def test_pyfunc_loads_in_a_process_without_spark(lake, history):
 
 def test_recommendations_skip_rated_movies_and_are_ranked(spark, lake, history):
     config = lake["config"]
-    summary = recommend_job.run(spark, config, argparse.Namespace(top=5, alias="champion"))
+    summary = recommending.recommend(spark, config, top=5, alias="champion")
     recs = table(spark, config, "recommendations")
     ratings = table(spark, config, "ratings")
     assert summary["model_version"] == 2 and summary["top"] == 5
@@ -174,16 +171,16 @@ def test_new_data_version_rescores_the_champion(spark, lake, history, tmp_path):
     extra = tmp_path / "more"
     write(extra / "training_set" / "mv_0000777.txt",
           "777:\n" + "".join(f"{u},{u % 5 + 1},2005-07-01\n" for u in range(1, 201)))
-    ingest_job.run(spark, config, argparse.Namespace(source=str(extra), format="netflix"))
+    ingestion.ingest(spark, config, str(extra), "netflix")
     weak = _train(spark, config, WEAK)
     assert weak["data_version"] > history["steps"][1][0]["data_version"]
     result = _register(spark, config)
     assert result["champion_rescored"] and result["alias"] == "challenger"
     # The champion's RMSE on the new test set, from the pyfunc given each user's history in the
     # request (not through register's Spark scoring).
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
-    champion = mlflow.pyfunc.load_model(f"models:/{config['mlflow']['registered_model']}@champion")
-    test, with_history, _ = pyfunc_on_test(spark, {**config, "data": {"version": weak["data_version"]}},
-                                           champion)
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    champion = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}@champion")
+    at_weak = config.override(f"data.version={weak['data_version']}")
+    test, with_history, _ = pyfunc_on_test(spark, at_weak, champion)
     assert result["champion_rmse_before"] == pytest.approx(rmse(test["rating"], with_history),
                                                            abs=1e-9)

@@ -1,7 +1,6 @@
 """train and register against a real `mlflow server` over HTTP (SQLite backend, proxied
 artifacts), then load the champion back through the server."""
 
-import argparse
 import os
 import sys
 import urllib.request
@@ -12,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prizeflow.jobs import register as register_job
-from prizeflow.jobs import train as train_job
+from prizeflow import registry, training
 
 from conftest import copy_lake
 from processes import free_port, start_daemon, stop_daemon, wait_until
@@ -52,14 +50,13 @@ def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server
     url, server_dir = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     config = copy_lake(small_lake, tmp_path / "client")
-    config["mlflow"]["tracking_uri"] = url
-    config["train"]["grid"] = {"kind": ["residual"], "rank": [4], "reg_param": [0.1],
-                               "max_iter": [4], "bias_reg": [5.0]}
-    config["train"]["num_blocks"] = 2
-    config["train"]["log_spark_model"] = False
-    config["train"]["neighbours"]["enabled"] = False  # the blend is tested in test_train
-    trained = train_job.run(spark, config, argparse.Namespace())
-    registered = register_job.run(spark, config, argparse.Namespace(run_id=None))
+    config = config.override(
+        f"mlflow.tracking_uri={url}", "train.grid.rank=[4]", "train.grid.reg_param=[0.1]",
+        "train.grid.max_iter=[4]", "train.grid.bias_reg=[5.0]", "train.num_blocks=2",
+        "train.log_spark_model=false",
+        "train.neighbours.enabled=false")  # the blend is tested in test_train
+    trained = training.train(spark, config).summary()
+    registered = registry.register(config, None, spark)
     assert registered["alias"] == "champion" and registered["version"] == 1
     assert registered["train_run_id"] == trained["run_id"]
 
@@ -68,7 +65,7 @@ def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server
     assert stored, "the model's arrays are not in the server's artifact store"
 
     mlflow.set_tracking_uri(url)
-    model = mlflow.pyfunc.load_model(f"models:/{config['mlflow']['registered_model']}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}@champion")
     factors = model.unwrap_python_model().model
     pairs = pd.DataFrame({"user_id": factors.user_ids[:5], "movie_id": factors.movie_ids[:5]})
     served = np.asarray(model.predict(pairs))

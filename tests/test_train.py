@@ -1,7 +1,6 @@
 """`prizeflow train` end to end on a generated Netflix-layout corpus: probe split, baselines,
 the grid as child runs, the model artifact, and a pinned Delta version reproducing a run."""
 
-import argparse
 import json
 from dataclasses import replace
 
@@ -11,10 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prizeflow import training
+from prizeflow import ingestion, training
 from prizeflow.config import load_config
-from prizeflow.jobs import ingest as ingest_job
-from prizeflow.jobs import train as train_job
 from prizeflow.jobs.common import JobError
 
 from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
@@ -30,17 +27,16 @@ def _config(small_lake, tmp, **extra):
     config = copy_lake(small_lake, tmp)
     overrides = [f"{k}={v}" for k, v in {**GRID, **extra}.items()]
     merged = load_config(None, overrides)
-    for section in ("data", "split", "train"):
-        config[section] = merged[section]
-    return config
+    return config.model_copy(update={section: getattr(merged, section)
+                                     for section in ("data", "split", "train")})
 
 
 def _pyfunc_on_test(spark, config, model_uri):
     """(test rows, the loaded pyfunc, its RMSE with each user's history, without one)."""
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     rows, with_history, without = pyfunc_on_test(spark, config, pyfunc,
-                                                 config["train"]["refit_on_validation"])
+                                                 config.train.refit_on_validation)
     return rows, pyfunc, rmse(rows["rating"], with_history), rmse(rows["rating"], without)
 
 
@@ -48,7 +44,7 @@ def _pyfunc_on_test(spark, config, model_uri):
 def trained(spark, small_lake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     config = _config(small_lake, tmp)
-    summary = train_job.run(spark, config, argparse.Namespace())
+    summary = training.train(spark, config).summary()
     return {"tmp": tmp, "config": config, "ingested": small_lake["ingest"], "summary": summary}
 
 
@@ -71,7 +67,7 @@ def test_summary_reports_model_baselines_and_lift(trained):
 
 def test_mlflow_holds_children_metrics_plots_data_version_and_model(trained):
     summary, config = trained["summary"], trained["config"]
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     client = MlflowClient()
     parent = client.get_run(summary["run_id"])
     children = client.search_runs([parent.info.experiment_id],
@@ -108,7 +104,7 @@ def test_mlflow_holds_children_metrics_plots_data_version_and_model(trained):
 
 def test_spark_model_predicts_like_the_pyfunc(spark, trained):
     summary, config = trained["summary"], trained["config"]
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(summary["model_uri"])
     factors = pyfunc.unwrap_python_model().model
     known = [(int(u), int(m)) for u, m in zip(factors.user_ids[:40],
@@ -134,7 +130,7 @@ def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spar
     weights = summary["blend_weights"]
     assert len(weights) == 4 and all(np.isfinite(weights))
     assert summary["test_rmse_als"] < summary["baselines"]["bias"]
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     parent = MlflowClient().get_run(summary["run_id"])
     assert parent.data.params["blend"] == "True"
     assert float(parent.data.params["blend_weight_neighbour_term"]) == pytest.approx(weights[3])
@@ -171,7 +167,7 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
 
     monkeypatch.setattr(training, "fit_point", counting_fit)
     monkeypatch.setattr(training.neighbours, "similarities", counting_similarities)
-    summary = train_job.run(spark, config, argparse.Namespace())
+    summary = training.train(spark, config).summary()
     # Two short fits, one survivor to its full 6 iterations, and nothing fitted again.
     assert sorted(p.max_iter for p in fits) == [2, 2, 6]
     assert len(joins) == 1
@@ -187,24 +183,22 @@ def test_pinned_data_version_reproduces_split_and_metrics(spark, trained, tmp_pa
     extra = tmp_path / "more"
     write(extra / "training_set" / "mv_0000999.txt",
           "999:\n" + "".join(f"{u},4,2005-06-01\n" for u in range(1, 301)))
-    ingest_job.run(spark, config, argparse.Namespace(source=str(extra), format="netflix"))
+    ingestion.ingest(spark, config, str(extra), "netflix")
     latest = table(spark, config, "ratings").count()
     assert latest == trained["ingested"]["ratings"] + 300
 
-    pinned = dict(config)
-    pinned["data"] = {"version": first["data_version"]}
-    again = train_job.run(spark, pinned, argparse.Namespace())
+    pinned = config.override(f"data.version={first['data_version']}")
+    again = training.train(spark, pinned).summary()
     assert again["data_version"] == first["data_version"]
     assert again["split_counts"] == first["split_counts"]
     assert again["best_params"] == first["best_params"]
     assert again["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
     assert again["baselines"] == pytest.approx(first["baselines"])
-    mlflow.set_tracking_uri(config["mlflow"]["tracking_uri"])
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     source = json.loads(MlflowClient().get_run(again["run_id"]).inputs.dataset_inputs[0]
                         .dataset.source)
     assert str(source["delta_table_version"]) == str(first["data_version"])
 
-    missing = dict(config)
-    missing["data"] = {"version": 999}
+    missing = config.override("data.version=999")
     with pytest.raises(JobError, match="data.version 999 does not exist"):
-        train_job.run(spark, missing, argparse.Namespace())
+        training.train(spark, missing)

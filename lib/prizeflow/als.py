@@ -1,8 +1,9 @@
 """ALS on the residuals of the bias baseline (or on raw ratings), and prediction with fallbacks.
 
-Prediction for the residual kind is clip(mu + b_u + b_i + p_u . q_i); a user or movie ALS never
-saw contributes no factor term, so every row gets a prediction (the baseline at worst). The plain
-kind is textbook Spark ALS, p_u . q_i, falling back to the global mean for unseen ids.
+Prediction (the grid's, by :class:`prizeflow.rule.Rule`) for the residual kind is
+clip(mu + b_u + b_i + p_u . q_i); a user or movie ALS never saw contributes no factor term, so
+every row gets a prediction (the baseline at worst). The plain kind is textbook Spark ALS,
+p_u . q_i, falling back to the global mean for unseen ids.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from prizeflow.baselines import Biases, clip, with_baseline
+from prizeflow.baselines import Biases, with_baseline
+from prizeflow.rule import Rule
 
 RESIDUAL, PLAIN = "residual", "plain"
 
@@ -108,14 +110,14 @@ def with_parts(model: FittedModel, pairs: DataFrame) -> DataFrame:
 def predict(model: FittedModel, pairs: DataFrame, column: str = "prediction") -> DataFrame:
     """Add a prediction for every (user_id, movie_id) row of ``pairs``; never null or NaN."""
     if model.biases is not None:
-        raw = F.col("baseline") + F.col("factor_term")
+        rule = Rule(model.low, model.high)
         scored = with_parts(model, pairs)
     else:
-        scored = model.als.transform(pairs).withColumnRenamed("prediction", "factor_term")
-        raw = F.coalesce(F.nanvl(F.col("factor_term"), F.lit(None).cast("float")),
-                         F.lit(model.mean))
-    return (scored.withColumn(column, clip(raw.cast("double"), model.low, model.high))
-            .drop("factor_term", "baseline"))
+        rule = Rule.plain(model.mean, model.low, model.high)
+        factor = model.als.transform(pairs).withColumnRenamed("prediction", "factor_term")
+        scored = factor.withColumn(
+            "has_factors", F.nanvl(F.col("factor_term"), F.lit(None)).isNotNull())
+    return scored.withColumn(column, rule.column()).drop("factor_term", "baseline", "has_factors")
 
 
 def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):

@@ -1,8 +1,7 @@
 """A linear blend of the model's parts, its weights learned by least squares on validation.
 
-prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term) (the rule of
-:meth:`prizeflow.factors.FactorModel.combine`; :func:`prediction` is its Spark form, used only
-for validation figures): the baseline
+prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term) (a
+:class:`prizeflow.rule.Rule` built by ``Rule.linear(weights, low, high)``): the baseline
 mu + b_u + b_i, the ALS term p_u . q_i and the item-item neighbourhood term, all fitted on the
 training part; the weights come from the validation ratings (never the test set), then the parts
 are refitted on train + validation and the same weights applied (an approximation: the refitted
@@ -15,12 +14,12 @@ term that is 0 everywhere on tiny data).
 from __future__ import annotations
 
 import numpy as np
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from prizeflow.baselines import clip
+from prizeflow.rule import PARTS
 
-FEATURES = ("baseline", "factor_term", "neighbour_term")
+FEATURES = PARTS
 RIDGE = 1e-6
 
 
@@ -53,11 +52,3 @@ def fit_nested_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
     system = gram + penalty
     return [[float(w) for w in np.linalg.solve(system[:n, :n], target[:n])]
             for n in range(1, size + 1)]
-
-
-def prediction(weights: list[float], low: float, high: float,
-               features: tuple[str, ...] = FEATURES) -> Column:
-    raw = F.lit(weights[0])
-    for weight, name in zip(weights[1:], features):
-        raw = raw + F.lit(weight) * F.col(name)
-    return clip(raw, low, high)

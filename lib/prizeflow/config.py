@@ -1,19 +1,25 @@
-"""Configuration: one YAML file per environment in ``conf/``, validated at start.
+"""Configuration: a typed model with every key's type and default, overlaid by one YAML file
+per environment in ``conf/`` and by ``--set`` overrides, validated at start.
 
-Every key has a declared type and default in ``SCHEMA``. Unknown keys, wrong types and bad
-``--set`` overrides are errors that name the dotted key. Free-form mappings (for example
-``spark.conf``, handed to SparkSession as-is) are declared with ``FreeMapping``.
+:class:`Config` (pydantic) is the base: a profile names only what it changes. Code reads typed
+attributes (``config.train.grid.rank``). Unknown keys, wrong types and out-of-range values are
+errors that name the dotted key, and an unknown key gets the nearest valid one
+(``train.rank`` -> "did you mean 'train.grid.rank'?"). ``spark.conf`` is free-form: handed to
+the SparkSession as it is.
 """
 
 from __future__ import annotations
 
-import copy
+import difflib
 import logging
-from dataclasses import dataclass
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat,
+                      StrictInt, StrictStr, ValidationError)
 
 logger = logging.getLogger(__name__)
 
@@ -22,223 +28,218 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
 
-@dataclass(frozen=True)
-class Key:
-    types: tuple[type, ...]
-    default: Any
-    choices: tuple[Any, ...] | None = None
-    nullable: bool = False
+def _one_point_axis(value: Any) -> Any:
+    # `--set train.grid.rank=8` (or `rank: 8` in a file) means the one-point axis [8].
+    return value if isinstance(value, list) else [value]
 
 
-@dataclass(frozen=True)
-class FreeMapping:
-    """A mapping whose keys are not checked; values must be scalars."""
+Axis = Annotated[list, BeforeValidator(_one_point_axis)]
 
 
-@dataclass(frozen=True)
-class StringList:
-    default: tuple[str, ...] = ()
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
-@dataclass(frozen=True)
-class ValueList:
-    """A non-empty list whose items all have one of ``types`` (grid axes)."""
-    types: tuple[type, ...]
-    default: tuple[Any, ...]
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
+class SparkSettings(Section):
+    # Used only when nothing (spark-submit, a notebook) set a master already.
+    master: Optional[StrictStr] = "local[*]"
+    app_name: StrictStr = "prizeflow"
+    # packages: resolve Delta from Maven Central; jars: local jar paths (air-gapped);
+    # builtin: the runtime already has Delta (Databricks).
+    delta_source: Literal["packages", "jars", "builtin"] = "packages"
+    delta_jars: list[StrictStr] = []
+    conf: dict[str, Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = {}
 
 
-SCHEMA: dict[str, Any] = {
-    "spark": {
-        "master": Key((str,), "local[*]", nullable=True),
-        "app_name": Key((str,), "prizeflow"),
-        # packages: resolve Delta from Maven Central; jars: local jar paths (air-gapped);
-        # builtin: the runtime already has Delta (Databricks).
-        "delta_source": Key((str,), "packages", choices=("packages", "jars", "builtin")),
-        "delta_jars": StringList(),
-        "conf": FreeMapping(),
-    },
-    "lake": {
-        "root": Key((str,), "lake"),
-    },
-    "mlflow": {
-        "tracking_uri": Key((str,), "sqlite:///mlflow.db"),
-        # Model registry (null: the tracking store, except `databricks`, where MLflow's own
-        # default, Unity Catalog, applies).
-        "registry_uri": Key((str,), None, nullable=True),
-        "experiment": Key((str,), "prizeflow"),
-        "registered_model": Key((str,), "prizeflow-als"),
-        # Where a new experiment keeps artifacts (null: beside a SQLite store, else the server's).
-        "artifact_location": Key((str,), None, nullable=True),
-        # Scratch space for mlflow.spark model writes; must be storage every executor sees
-        # (null: <lake.root>/_tmp/mlflow).
-        "dfs_tmpdir": Key((str,), None, nullable=True),
-    },
-    "ingest": {
-        "max_quarantine_fraction": Key((float, int), 0.01),
-    },
+class LakeSettings(Section):
+    root: StrictStr = "lake"
+
+
+class MlflowSettings(Section):
+    tracking_uri: StrictStr = "sqlite:///mlflow.db"
+    # Model registry (null: the tracking store, except `databricks`, where MLflow's own
+    # default, Unity Catalog, applies).
+    registry_uri: Optional[StrictStr] = None
+    experiment: StrictStr = "prizeflow"
+    registered_model: StrictStr = "prizeflow-als"
+    # Where a new experiment keeps artifacts (null: beside a SQLite store, else the server's).
+    artifact_location: Optional[StrictStr] = None
+    # Scratch space for mlflow.spark model writes; must be storage every executor sees
+    # (null: <lake.root>/_tmp/mlflow).
+    dfs_tmpdir: Optional[StrictStr] = None
+
+
+class IngestSettings(Section):
+    max_quarantine_fraction: float = Field(0.01, ge=0)
+
+
+class DataSettings(Section):
     # Which ratings to train on: the Delta version of `ratings` (null = latest).
-    "data": {
-        "version": Key((int,), None, nullable=True),
-    },
-    "split": {
-        # auto: the Netflix probe when a non-empty `probe` table exists, else hash.
-        "method": Key((str,), "auto", choices=("auto", "probe", "hash", "chronological")),
-        "test_fraction": Key((float, int), 0.1),
-        "validation_fraction": Key((float, int), 0.1),
-        # folds > 1: the test set is hash fold `fold` of `folds` (cross-validation).
-        "folds": Key((int,), 0),
-        "fold": Key((int,), 0),
-        "seed": Key((int,), 42),
-    },
-    "train": {
-        "parallelism": Key((int,), 2),
-        "seed": Key((int,), 42),
-        "refit_on_validation": Key((bool,), True),
-        # Also log the model as a Spark ML PipelineModel (mlflow.spark) for batch scoring.
-        "log_spark_model": Key((bool,), True),
-        "bias_passes": Key((int,), 3),
-        # ALS user and item blocks (null: the session's default parallelism, so one config
-        # uses every core of whatever runs it).
-        "num_blocks": Key((int,), None, nullable=True),
-        "checkpoint_dir": Key((str,), None, nullable=True),
-        "checkpoint_interval": Key((int,), 10),
-        "grid": {
-            # residual: ALS on r - (mu + b_u + b_i); plain: ALS on raw ratings.
-            "kind": ValueList((str,), ("residual",), choices=("residual", "plain")),
-            "rank": ValueList((int,), (20, 50), minimum=1),
-            "reg_param": ValueList((float, int), (0.1, 0.15), minimum=0),
-            "max_iter": ValueList((int,), (20,), minimum=1),
-            "bias_reg": ValueList((float, int), (3.0,), minimum=0),
-        },
-        # Item-item neighbourhood on the baseline residuals, blended with the best residual ALS
-        # point by weights learned on validation (prizeflow.neighbours, prizeflow.blend).
-        "neighbours": {
-            "enabled": Key((bool,), True),
-            "k": Key((int,), 40),  # neighbours per prediction, among the movies the user rated
-            "shrink": Key((float, int), 100.0),  # similarity * n / (n + shrink), n co-raters
-            "damping": Key((float, int), 4.0),  # added to the sum of weights of a prediction
-            # About this many ratings of each heavier rater feed the similarities (a fixed hash
-            # sample): their cost grows with the sum over users of min(n_u, this)^2.
-            "max_user_ratings": Key((int,), 300, nullable=True),
-            "keep": Key((int,), 500, nullable=True),  # stored neighbours per movie
-        },
-        # Successive halving: every point first runs `first_iter` iterations; only the best
-        # `keep_fraction` of them go on to their full max_iter.
-        "halving": {
-            "enabled": Key((bool,), False),
-            "first_iter": Key((int,), 3),
-            "keep_fraction": Key((float, int), 0.34),
-        },
-    },
-}
+    version: Optional[StrictInt] = Field(None, ge=0)
 
 
-def _defaults(schema: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, spec in schema.items():
-        if isinstance(spec, dict):
-            out[name] = _defaults(spec)
-        elif isinstance(spec, FreeMapping):
-            out[name] = {}
-        elif isinstance(spec, (StringList, ValueList)):
-            out[name] = list(spec.default)
+class SplitSettings(Section):
+    # auto: the Netflix probe when a non-empty `probe` table exists, else hash.
+    method: Literal["auto", "probe", "hash", "chronological"] = "auto"
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    # folds > 1: the test set is hash fold `fold` of `folds` (cross-validation).
+    folds: StrictInt = Field(0, ge=0)
+    fold: StrictInt = Field(0, ge=0)
+    seed: StrictInt = 42
+
+
+class GridSettings(Section):
+    # residual: ALS on r - (mu + b_u + b_i); plain: ALS on raw ratings.
+    kind: Annotated[Axis, Field(min_length=1)] = ["residual"]
+    rank: Annotated[Axis, Field(min_length=1)] = [20, 50]
+    reg_param: Annotated[Axis, Field(min_length=1)] = [0.1, 0.15]
+    max_iter: Annotated[Axis, Field(min_length=1)] = [20]
+    bias_reg: Annotated[Axis, Field(min_length=1)] = [3.0]
+
+
+# Each grid axis: the type of its items and their rule (checked in _check_axes, so that the
+# message can name the axis and the bad item).
+AXES = {"kind": ((str,), ("residual", "plain"), None), "rank": ((int,), None, 1),
+        "reg_param": ((int, float), None, 0), "max_iter": ((int,), None, 1),
+        "bias_reg": ((int, float), None, 0)}
+
+
+class NeighbourSettings(Section):
+    """Item-item neighbourhood on the baseline residuals, blended with the best residual ALS
+    point by weights learned on validation (prizeflow.neighbours, prizeflow.blend)."""
+    enabled: StrictBool = True
+    k: StrictInt = Field(40, ge=1)  # neighbours per prediction, among the movies the user rated
+    shrink: float = Field(100.0, ge=0)  # similarity * n / (n + shrink), n co-raters
+    damping: float = Field(4.0, ge=0)  # added to the sum of weights of a prediction
+    # About this many ratings of each heavier rater feed the similarities (a fixed hash sample):
+    # their cost grows with the sum over users of min(n_u, this)^2.
+    max_user_ratings: Optional[StrictInt] = Field(300, ge=2)
+    keep: Optional[StrictInt] = Field(500, ge=1)  # stored neighbours per movie
+
+
+class HalvingSettings(Section):
+    """Successive halving: every point first runs `first_iter` iterations; only the best
+    `keep_fraction` of them go on to their full max_iter."""
+    enabled: StrictBool = False
+    first_iter: StrictInt = Field(3, ge=1)
+    keep_fraction: float = Field(0.34, gt=0, le=1)
+
+
+class TrainSettings(Section):
+    parallelism: StrictInt = Field(2, ge=1)  # grid points fitted at once
+    seed: StrictInt = 42
+    refit_on_validation: StrictBool = True
+    # Also log the model as a Spark ML PipelineModel (mlflow.spark) for batch scoring.
+    log_spark_model: StrictBool = True
+    bias_passes: StrictInt = Field(3, ge=1)
+    # ALS user and item blocks (null: from the session's default parallelism and the data).
+    num_blocks: Optional[StrictInt] = Field(None, ge=1)
+    checkpoint_dir: Optional[StrictStr] = None
+    checkpoint_interval: StrictInt = Field(10, ge=1)
+    grid: GridSettings = GridSettings()
+    neighbours: NeighbourSettings = NeighbourSettings()
+    halving: HalvingSettings = HalvingSettings()
+
+
+class Config(Section):
+    spark: SparkSettings = SparkSettings()
+    lake: LakeSettings = LakeSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    ingest: IngestSettings = IngestSettings()
+    data: DataSettings = DataSettings()
+    split: SplitSettings = SplitSettings()
+    train: TrainSettings = TrainSettings()
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+    def override(self, *assignments: str) -> "Config":
+        """A copy with ``dotted.key=value`` overrides applied and validated."""
+        return _validated(_apply(self.as_dict(), assignments))
+
+
+FREE_MAPPINGS = ("spark.conf",)
+
+
+# --- the schema as dotted keys ------------------------------------------------------------
+
+def _section_type(annotation: Any) -> type[Section] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
+
+
+def dotted_keys(model: type[Section] = Config, prefix: str = "") -> list[str]:
+    """Every settable key, dotted (``train.grid.rank``); a free mapping counts as one key."""
+    keys = []
+    for name, field in model.model_fields.items():
+        inner = _section_type(field.annotation)
+        if inner is not None:
+            keys.extend(dotted_keys(inner, f"{prefix}{name}."))
         else:
-            out[name] = copy.deepcopy(spec.default)
-    return out
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
-def _type_name(spec: Key) -> str:
-    return " or ".join(t.__name__ for t in spec.types)
-
-
-def _check_value(dotted: str, spec: Any, value: Any) -> Any:
-    if isinstance(spec, dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{dotted}' must be a mapping, got {type(value).__name__}")
-        return value
-    if isinstance(spec, FreeMapping):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{dotted}' must be a mapping, got {type(value).__name__}")
-        for sub, sub_value in value.items():
-            if isinstance(sub_value, (dict, list)):
-                raise ConfigError(f"config key '{dotted}.{sub}' must be a scalar")
-        return value
-    if isinstance(spec, StringList):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"config key '{dotted}' must be a list of strings")
-        return value
-    if isinstance(spec, ValueList):
-        if not isinstance(value, list):
-            value = [value]  # `--set train.grid.rank=8` means the one-point axis [8]
-        if not value:
-            raise ConfigError(f"config key '{dotted}' must not be empty")
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, spec.types):
-                raise ConfigError(f"config key '{dotted}' must be a list of "
-                                  f"{' or '.join(t.__name__ for t in spec.types)}, got {item!r}")
-            if spec.choices is not None and item not in spec.choices:
-                raise ConfigError(
-                    f"config key '{dotted}' items must be among {list(spec.choices)}, got {item!r}")
-            if spec.minimum is not None and item < spec.minimum:
-                raise ConfigError(f"config key '{dotted}' items must be >= {spec.minimum}, "
-                                  f"got {item!r}")
-        return value
-    if value is None:
-        if spec.nullable:
-            return None
-        raise ConfigError(f"config key '{dotted}' must be {_type_name(spec)}, got null")
-    # bool is an int subclass in Python; a YAML `true` is never a number here.
-    if isinstance(value, bool) and bool not in spec.types:
-        raise ConfigError(f"config key '{dotted}' must be {_type_name(spec)}, got bool")
-    if not isinstance(value, spec.types):
-        raise ConfigError(
-            f"config key '{dotted}' must be {_type_name(spec)}, got {type(value).__name__}")
-    if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"config key '{dotted}' must be one of {list(spec.choices)}, got {value!r}")
+def default(dotted: str) -> Any:
+    """The built-in default of one key."""
+    value: Any = Config()
+    for part in dotted.split("."):
+        value = getattr(value, part)
     return value
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any], schema: dict[str, Any],
-           prefix: str = "") -> None:
-    for name, value in override.items():
-        dotted = f"{prefix}{name}"
-        if name not in schema:
-            raise ConfigError(f"unknown config key '{dotted}'")
-        spec = schema[name]
-        value = _check_value(dotted, spec, value)
-        if isinstance(spec, dict):
-            _merge(base[name], value, spec, dotted + ".")
-        elif isinstance(spec, FreeMapping):
-            base[name].update(value)
-        else:
-            base[name] = value
+def suggestion(dotted: str) -> str:
+    """`` (did you mean 'x'?)`` for a mistyped or misplaced key, or nothing."""
+    keys = dotted_keys()
+    sections = sorted({k.rsplit(".", 1)[0] for k in keys if "." in k})
+    leaf = dotted.rsplit(".", 1)[-1]
+    # A right name in the wrong place (train.rank -> train.grid.rank), nearest place first.
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    close = same_leaf or difflib.get_close_matches(dotted, keys + sections, n=1, cutoff=0.75)
+    if not close:
+        return ""
+    best = max(close, key=lambda k: difflib.SequenceMatcher(None, dotted, k).ratio())
+    return f" (did you mean '{best}'?)"
 
 
-def _resolve(dotted: str) -> tuple[list[str], Any]:
-    """Split a dotted key into its path and find its spec. Below a free mapping the rest of the
-    key is one name, dots and all (``spark.conf.spark.sql.shuffle.partitions``)."""
-    node: Any = SCHEMA
+def _field(dotted: str):
+    """(path, annotation) of a settable key. Below a free mapping the rest of the key is one
+    name, dots and all (``spark.conf.spark.sql.shuffle.partitions``)."""
+    model: type[Section] = Config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
-        if isinstance(node, FreeMapping):
-            return parts[:i] + [".".join(parts[i:])], node
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"unknown config key '{dotted}'")
-        node = node[part]
-    if isinstance(node, (dict, FreeMapping)):
-        raise ConfigError(f"config key '{dotted}' is a section; set one of its keys")
-    return parts, node
+        if part not in model.model_fields:
+            raise ConfigError(f"unknown config key '{dotted}'{suggestion(dotted)}")
+        annotation = model.model_fields[part].annotation
+        if ".".join(parts[:i + 1]) in FREE_MAPPINGS:
+            if i == len(parts) - 1:
+                raise ConfigError(f"config key '{dotted}' is a section; set one of its keys")
+            return parts[:i + 1] + [".".join(parts[i + 1:])], None
+        inner = _section_type(annotation)
+        if inner is None:
+            if i != len(parts) - 1:
+                raise ConfigError(f"unknown config key '{dotted}'{suggestion(dotted)}")
+            return parts, annotation
+        model = inner
+    raise ConfigError(f"config key '{dotted}' is a section; set one of its keys")
 
+
+def _is_text(annotation: Any) -> bool:
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or \
+        typing.get_origin(annotation) is Union else (annotation,)
+    return any(a is str or (typing.get_origin(a) is Annotated and typing.get_args(a)[0] is str)
+               for a in args)
+
+
+# --- loading --------------------------------------------------------------------------------
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
     """Parse one ``--set dotted.key=value``; the value is read as a YAML scalar."""
     if "=" not in assignment:
         raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
     dotted, raw = assignment.split("=", 1)
-    path, spec = _resolve(dotted.strip())
-    if isinstance(spec, Key) and spec.types == (str,):
+    path, annotation = _field(dotted.strip())
+    if annotation is not None and _is_text(annotation) and raw != "" and raw != "null":
         value: Any = raw  # a string key takes the text as given ("007" stays "007")
     else:
         try:
@@ -248,67 +249,105 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def _nest(path: list[str], value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    node = out
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = value
-    return out
+def _apply(raw: dict[str, Any], assignments: typing.Iterable[str]) -> dict[str, Any]:
+    for assignment in assignments:
+        path, value = parse_override(assignment)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+    return raw
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+KINDS = {"float_type": "a number", "float_parsing": "a number", "int_type": "an integer",
+         "int_parsing": "an integer", "string_type": "a string", "bool_type": "true or false",
+         "bool_parsing": "true or false", "list_type": "a list", "int_from_float": "an integer"}
+BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
+          "less_than_equal": "<="}
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"] if not isinstance(p, int)]
+    kind, given, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if loc[:2] == ["spark", "conf"] and len(loc) > 2:
+        # The free mapping's key is one name; what follows it names the union member tried.
+        return f"config key 'spark.conf.{loc[2]}' must be a scalar, got {type(given).__name__}"
+    dotted = ".".join(loc)
+    if kind == "extra_forbidden":
+        return f"unknown config key '{dotted}'{suggestion(dotted)}"
+    if kind in BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"config key '{dotted}' must be {BOUNDS[kind]} {bound}, got {given!r}"
+    if kind == "literal_error":
+        return f"config key '{dotted}' must be one of {ctx.get('expected')}, got {given!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"config key '{dotted}' must be a mapping, got {type(given).__name__}"
+    if kind == "too_short":
+        return f"config key '{dotted}' must not be empty"
+    what = KINDS.get(kind, error["msg"].lower().removeprefix("input should be "))
+    return f"config key '{dotted}' must be {what}, got {type(given).__name__} {given!r}"
+
+
+def _validated(raw: dict[str, Any]) -> Config:
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # Report the first problem by its key; the union's alternatives all fail alike.
+        raise ConfigError(_describe_error(errors[0])) from None
+    _check_axes(config)
+    _check_ranges(config)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file (if any), then ``--set`` overrides; all validated."""
-    config = _defaults(SCHEMA)
+    raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML: {first}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top")
-        _merge(config, loaded, SCHEMA)
-    for assignment in overrides:
-        path, value = parse_override(assignment)
-        _merge(config, _nest(path, value), SCHEMA)
-    _check_ranges(config)
-    return config
+        raw = loaded
+    return _validated(_apply(raw, overrides))
 
 
-def _check_ranges(config: dict[str, Any]) -> None:
-    """Rules that involve a value's range or more than one key."""
-    split, train = config["split"], config["train"]
-    for key in ("test_fraction", "validation_fraction"):
-        if not 0 <= split[key] < 1:
-            raise ConfigError(f"config key 'split.{key}' must be in [0, 1), got {split[key]}")
-    if split["folds"] > 1:
-        if not 0 <= split["fold"] < split["folds"]:
+def _check_axes(config: Config) -> None:
+    for name, (kinds, choices, minimum) in AXES.items():
+        for item in getattr(config.train.grid, name):
+            dotted = f"train.grid.{name}"
+            if isinstance(item, bool) or not isinstance(item, kinds):
+                raise ConfigError(f"config key '{dotted}' must be a list of "
+                                  f"{' or '.join(k.__name__ for k in kinds)}, got {item!r}")
+            if choices is not None and item not in choices:
+                raise ConfigError(f"config key '{dotted}' items must be among {list(choices)}, "
+                                  f"got {item!r}")
+            if minimum is not None and item < minimum:
+                raise ConfigError(f"config key '{dotted}' items must be >= {minimum}, "
+                                  f"got {item!r}")
+
+
+def _check_ranges(config: Config) -> None:
+    """Rules that involve more than one key."""
+    split = config.split
+    if split.folds > 1:
+        if not 0 <= split.fold < split.folds:
             raise ConfigError(f"config key 'split.fold' must be in [0, split.folds), "
-                              f"got {split['fold']}")
-    elif split["test_fraction"] + split["validation_fraction"] >= 1:
+                              f"got {split.fold}")
+    elif split.test_fraction + split.validation_fraction >= 1:
         raise ConfigError("config keys 'split.test_fraction' + 'split.validation_fraction' "
                           "must leave some ratings for training")
-    for key in ("parallelism", "bias_passes", "num_blocks", "checkpoint_interval"):
-        if train[key] is not None and train[key] < 1:
-            raise ConfigError(f"config key 'train.{key}' must be >= 1, got {train[key]}")
-    neighbours = train["neighbours"]
-    for key, minimum in (("k", 1), ("shrink", 0), ("damping", 0), ("max_user_ratings", 2),
-                         ("keep", 1)):
-        if neighbours[key] is not None and neighbours[key] < minimum:
-            raise ConfigError(f"config key 'train.neighbours.{key}' must be >= {minimum}, "
-                              f"got {neighbours[key]}")
-    halving = train["halving"]
-    if not 0 < halving["keep_fraction"] <= 1:
-        raise ConfigError("config key 'train.halving.keep_fraction' must be in (0, 1], "
-                          f"got {halving['keep_fraction']}")
-    if halving["first_iter"] < 1:
-        raise ConfigError(f"config key 'train.halving.first_iter' must be >= 1, "
-                          f"got {halving['first_iter']}")
 
 
-def describe(config: dict[str, Any]) -> str:
+def describe(config: Config) -> str:
     """The resolved config as YAML, for the start-up log and for MLflow."""
-    return yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
+    return yaml.safe_dump(config.as_dict(), sort_keys=True, default_flow_style=False)

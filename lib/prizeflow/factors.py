@@ -4,7 +4,8 @@ A :class:`FactorModel` holds mu, the per-user and per-movie biases and ALS facto
 sorted id arrays) and, with the neighbourhood blend, each movie's stored neighbours and the blend
 weights. Its size is O(users x rank + movies x neighbours): no rating is stored in it.
 
-The rule, for user u and movie i (residual kind):
+The parts, for user u and movie i, and how they combine (:meth:`FactorModel.rule`, a
+:class:`prizeflow.rule.Rule` that every numpy, Spark and SQL form is generated from):
 
     baseline  = mu + b_u + b_i                       (an unknown id adds no bias)
     factor    = p_u . q_i                            (0 when ALS has no factors for u or i)
@@ -12,6 +13,7 @@ The rule, for user u and movie i (residual kind):
     with a history:    clip(w0 + w1 baseline + w2 factor + w3 term)
     without a history: clip(v0 + v1 baseline + v2 factor)        (weights learned for that case)
     no blend:          clip(baseline + factor)
+    plain kind:        clip(factor where ALS knows u and i, else mu)
 
 The history is the user's ratings (movie, rating); the residuals the term averages are
 rating - baseline under this model's own biases. ``train`` and ``recommend`` score in Spark by
@@ -27,6 +29,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
+
+from prizeflow.rule import NEIGHBOUR, Rule
 
 # Bounds on the working set of one step of the neighbour term: owners (users, or request rows
 # with their own history) per dense lookup table, and wanted rows x stored neighbours.
@@ -265,20 +269,19 @@ class FactorModel:
                 np.where(h_found, h_pos, -1), h_residual, len(requests.owner_users))
         return out
 
-    def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        """The unclipped prediction from :meth:`parts` (what rankings order by)."""
+    def rule(self, with_history: bool = True) -> Rule:
+        """How this model's parts combine, for requests with or without a rating history."""
         if self.kind == "plain":
-            # Plain ALS has no biases: p.q where ALS knows both, else the global mean.
-            return np.where(parts["has_factors"], parts["factor_term"], self.mean)
+            return Rule.plain(self.mean, self.low, self.high)
         nb = self.neighbourhood
         if nb is None:
-            return parts["baseline"] + parts["factor_term"]
-        if "neighbour_term" in parts:
-            w = nb.weights
-            return (w[0] + w[1] * parts["baseline"] + w[2] * parts["factor_term"]
-                    + w[3] * parts["neighbour_term"])
-        v = nb.weights_without_history
-        return v[0] + v[1] * parts["baseline"] + v[2] * parts["factor_term"]
+            return Rule(self.low, self.high)
+        return Rule.linear(nb.weights if with_history else nb.weights_without_history,
+                           self.low, self.high)
+
+    def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The unclipped prediction from :meth:`parts` (what rankings order by)."""
+        return self.rule(NEIGHBOUR in parts).raw(parts)
 
     def clip(self, raw: np.ndarray) -> np.ndarray:
         return np.clip(raw, self.low, self.high)
@@ -310,12 +313,10 @@ class FactorModel:
         scores = (user_factors @ movie_factors.T).astype(np.float64)
         user_bias = take(self.user_bias, u_pos, u_found)
         nb = self.neighbourhood
-        if self.kind == "plain":
-            scores = np.where(has[:, None] & self.movie_has_factors[None, :], scores, self.mean)
-        else:
-            baseline = self.mean + user_bias[:, None] + self.movie_bias[None, :]
-            w = nb.weights if nb is not None else np.array([0.0, 1.0, 1.0, 0.0])
-            scores = w[0] + w[1] * baseline + w[2] * scores
+        baseline = self.mean + user_bias[:, None] + self.movie_bias[None, :]
+        scores = self.rule().without(NEIGHBOUR).raw({
+            "baseline": baseline, "factor_term": scores,
+            "has_factors": has[:, None] & self.movie_has_factors[None, :]})
         h_pos, h_found = lookup(self.movie_ids, history_movies)
         scores[history_owner[h_found], h_pos[h_found]] = -np.inf
         size = n if nb is None else max(4 * n, n + 50)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from prizeflow.als import PLAIN, GridPoint
+from prizeflow.config import GridSettings, HalvingSettings
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,11 @@ class PointResult:
     pruned: bool = False  # stopped early by successive halving
 
 
-def expand(grid: dict) -> list[GridPoint]:
+def expand(grid: GridSettings) -> list[GridPoint]:
     """Every combination of the grid's axes; plain ALS ignores bias_reg (one point, not many)."""
     points: list[GridPoint] = []
     for kind, rank, reg, iters, bias_reg in itertools.product(
-            grid["kind"], grid["rank"], grid["reg_param"], grid["max_iter"], grid["bias_reg"]):
+            grid.kind, grid.rank, grid.reg_param, grid.max_iter, grid.bias_reg):
         point = GridPoint(kind, int(rank), float(reg), int(iters),
                           None if kind == PLAIN else float(bias_reg))
         if point not in points:
@@ -73,7 +74,8 @@ def _run_round(jobs: list[tuple[GridPoint, int]], evaluate: Evaluate, parallelis
 
 
 def run(points: list[GridPoint], evaluate: Evaluate, parallelism: int,
-        on_result: Callable[[PointResult], None], halving: dict | None = None) -> list[PointResult]:
+        on_result: Callable[[PointResult], None],
+        halving: HalvingSettings | None = None) -> list[PointResult]:
     """Evaluate every point; with halving enabled, points first run ``first_iter`` iterations and
     only the best ``keep_fraction`` (at least one) go on to their full ``max_iter``."""
     lock = threading.Lock()
@@ -84,16 +86,16 @@ def run(points: list[GridPoint], evaluate: Evaluate, parallelism: int,
             finished.append(result)
         on_result(result)
 
-    if not halving or not halving.get("enabled"):
+    if halving is None or not halving.enabled:
         _run_round([(p, p.max_iter) for p in points], evaluate, parallelism,
                    lambda p, i, rmse, s: record(PointResult(p, i, rmse, s)))
         return finished
 
-    first_iter = int(halving["first_iter"])
+    first_iter = int(halving.first_iter)
     early = [p for p in points if p.max_iter > first_iter]
     short = _run_round([(p, first_iter) for p in early], evaluate, parallelism,
                        lambda p, i, rmse, s: None)
-    keep = max(1, math.ceil(len(early) * float(halving["keep_fraction"]))) if early else 0
+    keep = max(1, math.ceil(len(early) * float(halving.keep_fraction))) if early else 0
     ranked = sorted(early, key=lambda p: short[p][0])
     survivors = set(ranked[:keep])
     for point in ranked[keep:]:

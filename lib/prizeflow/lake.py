@@ -1,6 +1,10 @@
-"""Delta Lake tables under ``lake.root``: their schemas, constraints and the writes the jobs use.
+"""Delta Lake tables under ``lake.root``: every table's schema and constraints, and the one way
+each is read and written.
 
-Only job entry points call into this module; the transformations never touch storage.
+Tables: the data tables of an ingest (``ratings``, ``movies``, ``probe``, ``qualifying``: columns
+from :mod:`prizeflow.parse` plus lineage), ``quarantine``, ``ingest_files`` (the per-file
+manifest) and ``recommendations``. The transformations never touch storage: the library's
+pipelines (ingestion, training, scoring) read and write through here.
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ QUARANTINE = TableSpec("quarantine", QUARANTINE_COLUMNS,
                        {"target", "source_file", "reason", "ingest_id"}, {})
 MANIFEST = TableSpec("ingest_files", MANIFEST_COLUMNS,
                      {"source_file", "target", "format", "lines_read", "ingest_id"}, {})
+RECOMMENDATIONS = TableSpec(
+    "recommendations",
+    [("user_id", "int"), ("rank", "int"), ("movie_id", "int"), ("predicted_rating", "double"),
+     ("model_version", "int"), ("created_at", "timestamp")],
+    {"user_id", "rank", "movie_id", "predicted_rating", "model_version", "created_at"},
+    {"rank_positive": "rank >= 1", "user_id_positive": "user_id > 0",
+     "movie_id_positive": "movie_id > 0"})
 
 
 def table_path(root: str, name: str) -> str:
@@ -62,6 +73,14 @@ def table_path(root: str, name: str) -> str:
     if "://" not in root and not root.startswith(("file:", "dbfs:")):
         root = os.path.abspath(root)
     return f"{root.rstrip('/')}/{name}"
+
+
+def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The table at ``path``, at Delta ``version`` (None: the latest)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
 
 
 def is_table(spark: SparkSession, path: str) -> bool:
@@ -120,10 +139,16 @@ def replace_files(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec
     those files (a changed file, or a run that stopped half way) in one commit. ``fresh``: the
     table was created by this run, so there is nothing to replace."""
     df = conform(df, spec)
-    if fresh or (spark.read.format("delta").load(path)
+    if fresh or (read(spark, path)
                  .where(F.col("source_file").isin(source_files)).limit(1).count() == 0):
         df.write.format("delta").mode("append").save(path)
         return
     quoted = ", ".join(f"'{_sql_text(f)}'" for f in source_files)
     (df.write.format("delta").mode("overwrite")
      .option("replaceWhere", f"source_file IN ({quoted})").save(path))
+
+
+def overwrite(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec) -> None:
+    """Replace every row of the table (created with its constraints when missing) in one commit."""
+    ensure_table(spark, path, spec)
+    conform(df, spec).write.format("delta").mode("overwrite").save(path)

@@ -8,8 +8,6 @@ variables ``PRIZEFLOW_WIDGET_<NAME>`` (for example ``PRIZEFLOW_WIDGET_SOURCE=dem
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
 import re
@@ -17,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prizeflow.config import ConfigError
+from prizeflow.config import Config, ConfigError
 from prizeflow.jobs import common
 
 logger = logging.getLogger(__name__)
@@ -116,26 +114,42 @@ def conf_path(conf: str, search: tuple[Path, ...] = (Path("conf"), Path("../conf
     raise ConfigError(f"conf profile {conf!r} not found in {', '.join(map(str, search))}")
 
 
-def notebook_config(conf: str, overrides: str = "") -> dict[str, Any]:
+def notebook_config(conf: str, overrides: str = "") -> Config:
     """The validated config: a profile or file plus ``key=value`` overrides, one per line or
     separated by ``;``."""
     assignments = [part.strip() for line in overrides.splitlines() for part in line.split(";")]
     return common.resolve_config(str(conf_path(conf)), [a for a in assignments if a])
 
 
-def spark_session(config: dict[str, Any]):
+def spark_session(config: Config):
     """The notebook's SparkSession: the cluster's on Databricks, else one built from config."""
     from prizeflow.spark import get_spark
 
     return get_spark(config)
 
 
-def run_step(step: str, spark: Any, config: dict[str, Any], **arguments: Any) -> dict[str, Any]:
-    """Run one job's task in this session, as ``prizeflow <step>`` would; returns its summary."""
+def _task(step: str):
+    """The library function behind ``prizeflow <step>``, as ``task(spark, config, **inputs)``."""
+    from prizeflow import ingestion, recommending, registry, training
+
+    def train(spark, config):
+        return training.train(spark, config).summary()
+
+    def register(spark, config, run_id=None):
+        return registry.register(config, run_id, spark)
+
+    return {"ingest": ingestion.ingest, "train": train, "register": register,
+            "recommend": recommending.recommend}[step]
+
+
+def run_step(step: str, spark: Any, config: Config, **inputs: Any) -> dict[str, Any]:
+    """Run one step in this session, as ``prizeflow <step>`` would; returns its summary.
+    ``inputs`` are the step's keyword inputs (ingest: ``source``, ``fmt``; register:
+    ``run_id``; recommend: ``top``, ``alias``)."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}: one of {', '.join(STEPS)}")
-    job = importlib.import_module(f"prizeflow.jobs.{step}")
-    return common.run_step(step, job.run, spark, config, argparse.Namespace(**arguments))
+    task = _task(step)
+    return common.run_step(step, lambda: task(spark, config, **inputs))
 
 
 def summary_table(summary: dict[str, Any]):

@@ -1,5 +1,8 @@
 """The MLflow Model Registry side: find a training run, register its model, gate the champion.
 
+:func:`register` is what ``prizeflow register`` runs; :func:`load_model` is how batch scoring
+gets a registered version's model.
+
 Aliases, not stages (deprecated in MLflow 3): ``champion`` is the model to serve, ``challenger``
 the latest version that did not beat it. Every version carries its test RMSE, lift, data version
 and split signature as tags, so the next registration can tell whether two RMSEs are comparable.
@@ -9,17 +12,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from prizeflow.config import Config
+from prizeflow.errors import JobError
+
+if TYPE_CHECKING:  # the served pyfunc imports this module; it needs no Spark
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-class RegistryError(ValueError):
+class RegistryError(JobError):
     """No run or model to work with; the message says what is missing."""
 
 
@@ -97,3 +107,107 @@ def decide(new_rmse: float, champion_rmse: float | None) -> str:
     if champion_rmse is None or new_rmse < champion_rmse:
         return CHAMPION
     return CHALLENGER
+
+
+def load_model(name: str, alias: str):
+    """(FactorModel, version) of ``models:/<name>@<alias>``; MLflow must be configured."""
+    import mlflow.pyfunc
+
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise RegistryError(f"no model version of {name!r} has alias {alias!r}: "
+                            "run `prizeflow register` first") from exc
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    return model.unwrap_python_model().model, int(version.version)
+
+
+def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
+                     name: str) -> float:
+    """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
+    own rule with each user's history taken from the candidate's training ratings (what the
+    candidate's own test RMSE was scored with)."""
+    import mlflow.artifacts
+    import yaml
+    from pyspark.sql import functions as F
+
+    from prizeflow import data, metrics, partitions, scoring, splits, training
+    from prizeflow.config import DataSettings, SplitSettings
+
+    run_config = yaml.safe_load(
+        mlflow.artifacts.load_text(f"runs:/{candidate.run.info.run_id}/config.yaml"))
+    scoring_config = config.model_copy(update={
+        "split": SplitSettings.model_validate(run_config["split"]),
+        "data": DataSettings(version=int(candidate.run.data.params["data_version"]))})
+    source = data.load_training_data(spark, scoring_config)
+    method = data.choose_split_method(scoring_config, source)
+    split = data.split_ratings(source, scoring_config, method)
+    history_parts = [splits.TRAIN]
+    if candidate.run.data.params.get("refit", "True") == "True":
+        history_parts.append(splits.VALIDATION)
+    history = splits.part(split, *history_parts).select("user_id", "movie_id", "rating")
+    test = (splits.part(split, splits.TEST).select("user_id", "movie_id", "rating")
+            .withColumn("tag", F.lit(training.TEST_TAG)))
+    champion, _ = load_model(name, CHAMPION)
+    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
+    parts = scoring.score(champion, scoring.user_frame(spark, champion), test, history, buckets)
+    scored = parts.withColumn("prediction", training.predictions(champion)["prediction"])
+    return metrics.errors(scored).rmse
+
+
+def register(config: Config, run_id: str | None = None,
+             spark: SparkSession | None = None) -> dict[str, Any]:
+    """Register the model of train run ``run_id`` (None: the latest finished one) and gate it
+    against the champion; the summary. Spark (``spark``, else a session from the config) starts
+    only when the champion must be re-scored on a different test set."""
+    import mlflow
+
+    from prizeflow import tracking
+
+    experiment_id = tracking.configure(config)
+    client = MlflowClient()
+    name = config.mlflow.registered_model
+    run = (train_run(client, run_id) if run_id
+           else latest_train_run(client, experiment_id))
+    candidate = Candidate(run)
+
+    champion = current_champion(client, name)
+    champion_rmse = None
+    rescored = False
+    if champion is not None:
+        champion_rmse = float(champion.tags["test_rmse"])
+        same_test_set = champion.tags.get("split") == run.data.tags.get("prizeflow.split")
+        if not same_test_set:
+            if spark is None:
+                from prizeflow.spark import get_spark
+
+                spark = get_spark(config)
+            champion_rmse = rescore_champion(spark, config, candidate, name)
+            rescored = True
+            logger.info("champion v%s re-scored on the new test set: RMSE %.5f (was %s on its own)",
+                        champion.version, champion_rmse, champion.tags["test_rmse"])
+
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(
+            name, description="prizeflow ALS rating predictor (bias-aware ALS on Spark MLlib).")
+    version = mlflow.register_model(candidate.model_uri, name,
+                                    tags=candidate.version_tags())
+    client.update_model_version(name, version.version, candidate.description())
+    alias = decide(candidate.test_rmse, champion_rmse)
+    client.set_registered_model_alias(name, alias, version.version)
+    if alias == CHAMPION:
+        # The challenger alias points at a version still waiting for its chance; a new
+        # champion supersedes it.
+        try:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException:
+            logger.debug("no challenger alias to remove")
+    logger.info("registered %s v%s as %s (test RMSE %.5f vs champion %s)", name, version.version,
+                alias, candidate.test_rmse,
+                "none" if champion_rmse is None else f"{champion_rmse:.5f}")
+    return {"model_name": name, "version": int(version.version), "alias": alias,
+            "test_rmse": candidate.test_rmse, "champion_rmse_before": champion_rmse,
+            "champion_version_before": int(champion.version) if champion else None,
+            "champion_rescored": rescored, "lift_pct": candidate.lift_pct,
+            "train_run_id": run.info.run_id,
+            "data_version": int(run.data.params["data_version"])}

@@ -1,37 +1,18 @@
 """Finding the ratings corpus files under a source path and telling their format.
 
-Netflix Prize: ``training_set/mv_*.txt`` or ``combined_data_*.txt``, ``movie_titles.txt|csv``,
-optional ``probe.txt`` and ``qualifying.txt``. MovieLens: 100K ``u.data`` + ``u.item``;
-1M/10M ``ratings.dat`` + ``movies.dat``; 20M/25M/latest ``ratings.csv`` + ``movies.csv``.
-Anything else (READMEs, checksums, MovieLens' extra files) is ignored and named in a warning.
+The file names each format holds are declared in :mod:`prizeflow.formats`. Anything else
+(READMEs, checksums, MovieLens' extra files) is ignored and named in a warning.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 from dataclasses import dataclass, field
 
+from prizeflow import formats
+
 logger = logging.getLogger(__name__)
-
-FORMATS = ("netflix", "ml-100k", "ml-dat", "ml-csv")
-
-# (format, table, file-name pattern)
-_PATTERNS = [
-    ("netflix", "ratings", "mv_*.txt"),
-    ("netflix", "ratings", "combined_data_*.txt"),
-    ("netflix", "movies", "movie_titles.txt"),
-    ("netflix", "movies", "movie_titles.csv"),
-    ("netflix", "probe", "probe.txt"),
-    ("netflix", "qualifying", "qualifying.txt"),
-    ("ml-100k", "ratings", "u.data"),
-    ("ml-100k", "movies", "u.item"),
-    ("ml-dat", "ratings", "ratings.dat"),
-    ("ml-dat", "movies", "movies.dat"),
-    ("ml-csv", "ratings", "ratings.csv"),
-    ("ml-csv", "movies", "movies.csv"),
-]
 
 
 class SourceError(ValueError):
@@ -54,13 +35,6 @@ class SourcePlan:
 
     def for_table(self, table: str) -> list[SourceFile]:
         return [f for f in self.files if f.table == table]
-
-
-def _classify(name: str) -> tuple[str, str] | None:
-    for fmt, table, pattern in _PATTERNS:
-        if fnmatch.fnmatchcase(name, pattern):
-            return fmt, table
-    return None
 
 
 def _walk(source: str) -> list[str]:
@@ -87,7 +61,7 @@ def discover(source: str, fmt: str = "auto") -> SourcePlan:
     by_format: dict[str, list[tuple[str, str]]] = {}
     unmatched = []
     for path in _walk(source):
-        kind = _classify(os.path.basename(path))
+        kind = formats.classify(os.path.basename(path))
         if kind is None:
             unmatched.append(path)
         else:
@@ -101,13 +75,13 @@ def discover(source: str, fmt: str = "auto") -> SourcePlan:
             raise SourceError(f"{source} holds ratings in several formats ({', '.join(sorted(with_ratings))}); "
                               "point --source at one corpus")
         chosen = with_ratings[0]
-    elif fmt == "movielens":
-        ml = [f for f in with_ratings if f.startswith("ml-")]
+    elif fmt == formats.MOVIELENS:
+        ml = [f for f in with_ratings if formats.FORMATS[f].family == formats.MOVIELENS]
         if len(ml) != 1:
             raise SourceError(f"expected exactly one MovieLens ratings format under {source}, found "
                               f"{ml or 'none'}")
         chosen = ml[0]
-    elif fmt in FORMATS:
+    elif fmt in formats.FORMATS:
         if fmt not in with_ratings:
             raise SourceError(f"no {fmt} ratings files under {source}")
         chosen = fmt

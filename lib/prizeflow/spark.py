@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from prizeflow.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -31,36 +31,36 @@ def delta_package(spark_version: str) -> str:
     return f"io.delta:delta-spark_{major_minor}_{SCALA_VERSION}:{DELTA_VERSION}"
 
 
-def session_settings(config: dict[str, Any], spark_version: str) -> dict[str, str]:
+def session_settings(config: Config, spark_version: str) -> dict[str, str]:
     """The Spark settings prizeflow asks for, before the user's ``spark.conf`` on top."""
-    spark_conf = config["spark"]
+    spark_conf = config.spark
     settings: dict[str, str] = {
-        "spark.app.name": spark_conf["app_name"],
+        "spark.app.name": spark_conf.app_name,
         "spark.ui.showConsoleProgress": "false",
         # The training grid fits several models at once from driver threads; FAIR pools let
         # them share the executors instead of queueing behind each other.
         "spark.scheduler.mode": "FAIR",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
-    source = spark_conf["delta_source"]
+    source = spark_conf.delta_source
     if source != "builtin":
         settings["spark.sql.extensions"] = DELTA_EXTENSION
         settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
     if source == "packages":
         settings["spark.jars.packages"] = delta_package(spark_version)
     elif source == "jars":
-        jars = spark_conf["delta_jars"]
+        jars = spark_conf.delta_jars
         if not jars:
             raise ValueError("spark.delta_source is 'jars' but spark.delta_jars is empty")
         missing = [j for j in jars if not os.path.exists(j)]
         if missing:
             raise FileNotFoundError(f"spark.delta_jars: jar not found: {missing[0]}")
         settings["spark.jars"] = ",".join(jars)
-    settings.update({str(k): str(v) for k, v in spark_conf["conf"].items()})
+    settings.update({str(k): str(v) for k, v in spark_conf.conf.items()})
     return settings
 
 
-def get_spark(config: dict[str, Any]):
+def get_spark(config: Config):
     """Return the active SparkSession or build one from config."""
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
@@ -75,9 +75,9 @@ def get_spark(config: dict[str, Any]):
     # Under spark-submit the JVM is already up with the submitted master; the Python process
     # only connects to it (PySpark finds it through PYSPARK_GATEWAY_PORT).
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
-    if not submitted and config["spark"]["master"]:
-        builder = builder.master(config["spark"]["master"])
-        if config["spark"]["master"].startswith("local"):
+    if not submitted and config.spark.master:
+        builder = builder.master(config.spark.master)
+        if config.spark.master.startswith("local"):
             # Local Python workers (mapInPandas) must run this interpreter, with its packages,
             # not whatever `python3` is first on the PATH. PySpark reads only the environment.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -85,7 +85,7 @@ def get_spark(config: dict[str, Any]):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if "spark.sql.shuffle.partitions" not in config["spark"]["conf"]:
+    if "spark.sql.shuffle.partitions" not in config.spark.conf:
         # Spark's fixed default (200) is far too many tasks for a laptop and too few for a big
         # cluster: follow the cores instead (AQE still coalesces small shuffles).
         partitions = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism

@@ -9,11 +9,14 @@ predicts NaN for an id it does not know, which is exactly the fall-back the pyfu
 2. user biases: ALS(user_id x _pf_zero), user factor [b_u], item 0 factor [1];
 3. movie biases: ALS(_pf_zero x movie_id), user 0 factor [1], item factor [b_i];
 4. the factors: ALS(user_id x movie_id), p_u . q_i;
-5. ``prediction`` = clip(mu + b_u + b_i + p.q) with NaN terms as 0 (plain kind: p.q, else mu),
-   helper columns dropped.
+5. ``prediction``: the model's rule without the neighbour term (:meth:`prizeflow.rule.Rule.sql`
+   of ``FactorModel.rule``), over baseline = mu + b_u + b_i and factor_term = p.q with NaN
+   lookups as 0 (plain kind: p.q where ALS knows both ids, else mu); helper columns dropped.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import SparkSession
 
 from prizeflow.factors import FactorModel
+from prizeflow.rule import BASELINE, FACTOR, HAS_FACTORS
 
 ZERO, USER_BIAS, MOVIE_BIAS, DOT = "_pf_zero", "_pf_bu", "_pf_bi", "_pf_dot"
 
@@ -67,14 +71,15 @@ def build(spark: SparkSession, model: FactorModel) -> PipelineModel:
         _factor_frame(spark, model.movie_ids[model.movie_has_factors],
                       model.movie_factors[model.movie_has_factors]),
         model.rank, "user_id", "movie_id", DOT))
-    if model.kind == "plain":
-        raw = _nan_as(DOT, f"{model.mean!r}D")
-        helpers = [ZERO, DOT]
-    else:
-        raw = (f"{model.mean!r}D + {_nan_as(USER_BIAS, '0D')} + {_nan_as(MOVIE_BIAS, '0D')} "
-               f"+ {_nan_as(DOT, '0D')}")
+    parts = {FACTOR: _nan_as(DOT, "0D"),
+             HAS_FACTORS: f"nanvl(CAST({DOT} AS DOUBLE), CAST(NULL AS DOUBLE)) IS NOT NULL"}
+    helpers = [ZERO, DOT]
+    if model.kind != "plain":
+        parts[BASELINE] = (f"{model.mean!r}D + {_nan_as(USER_BIAS, '0D')} + "
+                           f"{_nan_as(MOVIE_BIAS, '0D')}")
         helpers = [ZERO, USER_BIAS, MOVIE_BIAS, DOT]
+    # A PipelineModel stage cannot join each user's ratings: the rule without the neighbour term.
+    rule = replace(model, neighbourhood=None).rule()
     stages.append(SQLTransformer(statement=(
-        f"SELECT * EXCEPT ({', '.join(helpers)}), "
-        f"least(greatest({raw}, {model.low!r}D), {model.high!r}D) AS prediction FROM __THIS__")))
+        f"SELECT * EXCEPT ({', '.join(helpers)}), {rule.sql(parts)} AS prediction FROM __THIS__")))
     return PipelineModel(stages)

@@ -15,12 +15,12 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from prizeflow.config import Config, MlflowSettings
 from prizeflow.grid import PointResult
 
 logger = logging.getLogger(__name__)
@@ -37,31 +37,31 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def registry_uri(settings: dict[str, Any]) -> str | None:
+def registry_uri(settings: MlflowSettings) -> str | None:
     """The registry to use, or None to keep MLflow's default for the tracking store."""
-    if settings.get("registry_uri"):
-        return settings["registry_uri"]
-    if settings["tracking_uri"].startswith("databricks"):
+    if settings.registry_uri:
+        return settings.registry_uri
+    if settings.tracking_uri.startswith("databricks"):
         return None  # MLflow 3 defaults to Unity Catalog (databricks-uc) there
-    return settings["tracking_uri"]
+    return settings.tracking_uri
 
 
-def configure(config: dict[str, Any]) -> str:
+def configure(config: Config) -> str:
     """Point MLflow at the configured store and return the experiment id (created if new)."""
-    settings = config["mlflow"]
-    uri = settings["tracking_uri"]
+    settings = config.mlflow
+    uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
     registry = registry_uri(settings)
     if registry is not None:
         mlflow.set_registry_uri(registry)
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(settings["experiment"])
+    experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    location = settings.get("artifact_location") or default_artifact_location(uri)
-    logger.info("creating MLflow experiment %s (artifacts: %s)", settings["experiment"],
+    location = settings.artifact_location or default_artifact_location(uri)
+    logger.info("creating MLflow experiment %s (artifacts: %s)", settings.experiment,
                 location or "server default")
-    return client.create_experiment(settings["experiment"], artifact_location=location)
+    return client.create_experiment(settings.experiment, artifact_location=location)
 
 
 def git_commit() -> str:
@@ -76,10 +76,10 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def split_signature(config: dict[str, Any], ratings_path: str, data_version: int,
+def split_signature(config: Config, ratings_path: str, data_version: int,
                     method: str) -> str:
     """What decides a test set: two runs with equal signatures were scored on the same rows."""
-    split = config["split"]
+    split = config.split
     keys = ["test_fraction", "validation_fraction", "folds", "fold", "seed"]
     parts = [f"path={ratings_path}", f"version={data_version}", f"method={method}"]
     return ";".join(parts + [f"{k}={split[k]}" for k in keys])

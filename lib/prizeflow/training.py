@@ -38,9 +38,10 @@ from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, grid, lake, metrics, neighbours, partitions,
                        scoring, splits)
-from prizeflow.config import describe
+from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
+from prizeflow.rule import Rule
 
 logger = logging.getLogger(__name__)
 
@@ -148,22 +149,11 @@ def baseline_errors(scored_pairs: DataFrame, mean: float, biases: baselines.Bias
 
 
 def predictions(model: FactorModel) -> dict[str, Column]:
-    """Spark forms of :meth:`FactorModel.combine` over a parts frame: the model's prediction
-    with a history, without one, and its ALS part alone (same operations, same order)."""
-    low, high = model.low, model.high
-    base, factor = F.col("baseline"), F.col("factor_term")
-    if model.kind == als.PLAIN:
-        plain = baselines.clip(F.when(F.col("has_factors") > 0, factor).otherwise(F.lit(model.mean)),
-                               low, high)
-        return {"prediction": plain, "prediction_without_history": plain, "prediction_als": plain}
-    alone = baselines.clip(base + factor, low, high)
-    nb = model.neighbourhood
-    if nb is None:
-        return {"prediction": alone, "prediction_without_history": alone, "prediction_als": alone}
-    return {"prediction": blend.prediction(list(nb.weights), low, high),
-            "prediction_without_history": blend.prediction(
-                list(nb.weights_without_history), low, high, blend.FEATURES[:2]),
-            "prediction_als": alone}
+    """Spark columns over a parts frame, from the model's rule: its prediction with a history,
+    without one, and its ALS part alone."""
+    return {"prediction": model.rule(with_history=True).column(),
+            "prediction_without_history": model.rule(with_history=False).column(),
+            "prediction_als": replace(model, neighbourhood=None).rule().column()}
 
 
 @dataclass
@@ -201,19 +191,19 @@ class TrainResult:
 class Pipeline:
     """One training run; :func:`train` is the entry point."""
 
-    def __init__(self, spark: SparkSession, config: dict[str, Any]) -> None:
+    def __init__(self, spark: SparkSession, config: Config) -> None:
         self.spark = spark
         self.config = config
-        self.conf = config["train"]
+        self.conf = config.train
         self.cache = Cache()
         self.stages = Stages()
         self.parallelism = partitions.parallelism(spark)
-        self.settings = als.AlsSettings(self.conf["seed"], self.conf["num_blocks"] or 1,
-                                        self.conf["checkpoint_interval"])
+        self.settings = als.AlsSettings(self.conf.seed, self.conf.num_blocks or 1,
+                                        self.conf.checkpoint_interval)
 
     def size_blocks(self, rows: int) -> None:
         """ALS blocks from config, else from the cores and the training ratings."""
-        blocks = self.conf["num_blocks"] or als.default_blocks(rows, self.parallelism)
+        blocks = self.conf.num_blocks or als.default_blocks(rows, self.parallelism)
         self.settings = replace(self.settings, num_blocks=blocks)
         logger.info("ALS: %d user and item blocks (%d cores, %d training ratings)", blocks,
                     self.parallelism, rows)
@@ -257,24 +247,24 @@ class Pipeline:
                     best_seen.update(rmse=rmse, model=model)
             return rmse, seconds
 
-        results = grid.run(points, evaluate, self.conf["parallelism"], on_result,
-                           self.conf["halving"])
+        results = grid.run(points, evaluate, self.conf.parallelism, on_result,
+                           self.conf.halving)
         return results, best_seen["model"]
 
     def neighbour_arrays(self, residuals: DataFrame, rows: int, movie_ids):
-        conf = self.conf["neighbours"]
-        lists = neighbours.similarities(residuals, conf["shrink"], conf["max_user_ratings"],
-                                        conf["keep"], self.parallelism, rows)
+        conf = self.conf.neighbours
+        lists = neighbours.similarities(residuals, conf.shrink, conf.max_user_ratings,
+                                        conf.keep, self.parallelism, rows)
         # At most movies x keep entries: the model's own size, not the ratings'.
-        return neighbours.collect_arrays(lists, movie_ids, conf["keep"])
+        return neighbours.collect_arrays(lists, movie_ids, conf.keep)
 
     def with_neighbourhood(self, model: FactorModel, arrays, weights=(0.0, 1.0, 1.0, 1.0),
                            without=(0.0, 1.0, 1.0)) -> FactorModel:
         import numpy as np
 
-        conf = self.conf["neighbours"]
+        conf = self.conf.neighbours
         return replace(model, neighbourhood=Neighbourhood(
-            conf["k"], float(conf["damping"]), np.asarray(weights, dtype=np.float64),
+            conf.k, float(conf.damping), np.asarray(weights, dtype=np.float64),
             np.asarray(without, dtype=np.float64), *arrays))
 
     def parts(self, model: FactorModel, fitted: als.FittedModel, wanted: DataFrame,
@@ -289,7 +279,39 @@ class Pipeline:
                 for name, column in predictions(model).items()}
 
 
-def train(spark: SparkSession, config: dict[str, Any]) -> TrainResult:
+@dataclass
+class HeldOut:
+    """The split's parts and the baselines fitted on training (stage ``baselines``)."""
+    validation: DataFrame
+    test: DataFrame
+    fit_data: FitData
+    baseline_reg: float  # the bias baseline's regularisation, tuned on validation
+    low: float
+    high: float
+
+
+@dataclass
+class Search:
+    """The grid's outcome: every point's result and the chosen point fitted on training."""
+    results: list
+    chosen: grid.PointResult
+    on_train: als.FittedModel
+    seconds: float
+
+
+@dataclass
+class FinalModel:
+    model: FactorModel
+    fit: als.FittedModel
+    data: FitData
+    use_blend: bool
+    weights: list[float] | None = None
+    without: list[float] | None = None
+    validation_blend_rmse: float | None = None
+    parts: DataFrame | None = None  # test parts already scored (a blend without refit)
+
+
+def train(spark: SparkSession, config: Config) -> TrainResult:
     """Run the whole training pipeline; see the module docstring."""
     pipeline = Pipeline(spark, config)
     try:
@@ -303,170 +325,209 @@ def _train(p: Pipeline) -> TrainResult:
 
     from prizeflow import tracking
 
-    config, conf, stages = p.config, p.conf, p.stages
     source, method, split, counts = p.split()
-    checkpoint_dir = conf["checkpoint_dir"] or lake_path(config, "_checkpoints")
-    p.spark.sparkContext.setCheckpointDir(checkpoint_dir)
-    points = grid.expand(conf["grid"])
-    bias_regs = sorted({float(r) for r in conf["grid"]["bias_reg"]})
-    low, high = source.low, source.high
-    neighbour_conf = conf["neighbours"]
-
-    experiment_id = tracking.configure(config)
-    client = mlflow.MlflowClient()
+    p.spark.sparkContext.setCheckpointDir(p.conf.checkpoint_dir
+                                          or lake_path(p.config, "_checkpoints"))
+    points = grid.expand(p.conf.grid)
+    experiment_id = tracking.configure(p.config)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
         run_id = parent.info.run_id
-        _log_inputs(source, method, config, points, counts, p)
-
-        with stages("baselines"):
-            validation = p.cache(p.part(split, splits.VALIDATION))
-            test = p.cache(p.part(split, splits.TEST))
-            fit_data = prepare(p.part(split, splits.TRAIN), bias_regs, conf["bias_passes"],
-                               p.cache)
-            validation.count(), test.count()
-            p.size_blocks(fit_data.rows)
-            # Every later step reads the three cached parts: the split itself can go.
-            split.unpersist()
-            # Tune the bias baseline's regularisation on validation like the model's, so the
-            # baseline the lift is measured against is as good as it can be.
-            bias_validation = {reg: baseline_errors(validation, fit_data.mean, b, low,
-                                                    high)[1].rmse
-                               for reg, b in fit_data.biases.items()}
-            baseline_reg = min(bias_validation, key=lambda r: (bias_validation[r], r))
-
-        done = 0
-
-        def on_result(result: grid.PointResult) -> None:
-            nonlocal done
-            done += 1
-            tracking.log_point(client, experiment_id, run_id, result, done)
-            state = " (pruned)" if result.pruned else ""
-            logger.info("grid %d/%d %s: validation RMSE %.5f, %.1f s%s", done, len(points),
-                        result.point.label(), result.validation_rmse, result.seconds, state)
-
-        grid_started = time.monotonic()
-        results, best_fit = p.run_grid(points, fit_data, validation, low, high, on_result)
-        grid_seconds = time.monotonic() - grid_started
-        chosen = grid.best(results)
-        logger.info("best point: %s (validation RMSE %.5f)", chosen.point.label(),
-                    chosen.validation_rmse)
-
-        refit = conf["refit_on_validation"]
-        on_train = best_fit if best_fit is not None and best_fit.point == chosen.point else None
-        if on_train is None:
-            with stages("refit on train"):  # a tie broken differently, or halving
-                on_train = fit_point(chosen.point, fit_data, p.settings, low, high)
-        use_blend = neighbour_conf["enabled"] and chosen.point.kind == als.RESIDUAL
-        if neighbour_conf["enabled"] and not use_blend:
-            # Worth a warning only when residual points lost; a plain-only grid asked for this.
-            level = logging.WARNING if als.RESIDUAL in conf["grid"]["kind"] else logging.INFO
-            logger.log(level, "the best point is plain ALS, which has no residuals to blend a "
-                       "neighbourhood with: the model is ALS alone")
-
-        # The final model is the chosen point refitted on train + validation, or its fit on train.
-        weights = without = None
-        validation_blend_rmse = None
-        tagged_validation = validation.withColumn("tag", F.lit(VALIDATION_TAG))
-        tagged_test = test.withColumn("tag", F.lit(TEST_TAG))
-        if use_blend:
-            with stages("neighbourhood"):
-                movie_side = als.export_movie_side(on_train)
-                arrays = p.neighbour_arrays(fit_data.residuals[chosen.point.bias_reg],
-                                            fit_data.rows, movie_side.movie_ids)
-            with stages("validation scoring"):
-                wanted = tagged_validation if refit else tagged_validation.unionByName(tagged_test)
-                parts = p.parts(p.with_neighbourhood(movie_side, arrays), on_train, wanted,
-                                fit_data)
-                on_validation = parts.where(F.col("tag") == VALIDATION_TAG)
-                nested = blend.fit_nested_weights(on_validation)
-                without, weights = nested[2], nested[3]
-                validation_blend_rmse = metrics.errors(on_validation.withColumn(
-                    "prediction", blend.prediction(weights, low, high))).rmse
-            logger.info("blend weights (intercept, baseline, factor, neighbour) %s, without a "
-                        "history %s: validation RMSE %.5f",
-                        ", ".join(f"{w:.4f}" for w in weights),
-                        ", ".join(f"{w:.4f}" for w in without), validation_blend_rmse)
-
-        final_data, final_fit = fit_data, on_train
-        if refit:
-            with stages("refit"):
-                final_data = prepare(fit_data.ratings.unionByName(validation),
-                                     sorted({baseline_reg} | ({chosen.point.bias_reg}
-                                                              if chosen.point.bias_reg is not None
-                                                              else set())),
-                                     conf["bias_passes"], p.cache)
-                final_fit = fit_point(chosen.point, final_data, p.settings, low, high)
-                fit_data.release()  # the final data is cached: the training part can go
-        factor_model = als.export_factors(final_fit)
-        if use_blend:
-            if refit:
-                with stages("refit neighbourhood"):
-                    arrays = p.neighbour_arrays(final_data.residuals[chosen.point.bias_reg],
-                                                final_data.rows, factor_model.movie_ids)
-            factor_model = p.with_neighbourhood(factor_model, arrays, weights, without)
-        with stages("test scoring"):
-            if not (use_blend and not refit):
-                parts = p.parts(factor_model, final_fit, tagged_test, final_data)
-            test_errors = p.test_errors(factor_model, parts)
-            mean_errors, bias_errors = baseline_errors(test, final_data.mean,
-                                                       final_data.biases[baseline_reg], low, high)
-        model_errors = test_errors["prediction"]
+        _log_inputs(source, method, p.config, points, counts, p)
+        held_out = _baselines(p, split, source)
+        search = _search(p, points, held_out, experiment_id, run_id)
+        final = _final_model(p, search, held_out)
+        with p.stages("test scoring"):
+            parts = final.parts
+            if parts is None:
+                tagged_test = held_out.test.withColumn("tag", F.lit(TEST_TAG))
+                parts = p.parts(final.model, final.fit, tagged_test, final.data)
+            test_errors = p.test_errors(final.model, parts)
+            mean_errors, bias_errors = baseline_errors(
+                held_out.test, final.data.mean, final.data.biases[held_out.baseline_reg],
+                held_out.low, held_out.high)
         baseline_rmse = {"global_mean": mean_errors.rmse, "bias": bias_errors.rmse}
         if method == "probe":
             baseline_rmse["cinematch"] = metrics.CINEMATCH_RMSE["probe"]
-        lift = {name: metrics.lift_pct(value, model_errors.rmse)
-                for name, value in baseline_rmse.items()}
-
-        with stages("model logging"):
-            blend_params = {}
-            if use_blend:
-                blend_params = {**{f"neighbours_{k}": v for k, v in neighbour_conf.items()},
-                                **{f"blend_weight_{name}": w for name, w in
-                                   zip(("intercept",) + blend.FEATURES, weights)},
-                                **{f"blend_weight_without_history_{name}": w for name, w in
-                                   zip(("intercept",) + blend.FEATURES[:2], without)}}
-            mlflow.log_params({**{f"best_{k}": v for k, v in chosen.point.params().items()},
-                               "baseline_bias_reg": baseline_reg, "refit": refit,
-                               "als_blocks": p.settings.num_blocks, "blend": use_blend,
-                               **blend_params})
-            mlflow.log_metrics({
-                "validation_rmse": chosen.validation_rmse,
-                **({"validation_rmse_blend": validation_blend_rmse} if use_blend else {}),
-                "test_rmse": model_errors.rmse, "test_mae": model_errors.mae,
-                "test_rmse_without_history": test_errors["prediction_without_history"].rmse,
-                "test_rmse_als": test_errors["prediction_als"].rmse,
-                "test_ratings": float(model_errors.count), "grid_seconds": grid_seconds,
-                "model_bytes": float(factor_model.nbytes()),
-                **{f"baseline_rmse_{k}": v for k, v in baseline_rmse.items()},
-                **{f"lift_pct_{k}": v for k, v in lift.items()}})
-            for kind in sorted({r.point.kind for r in results}):
-                mlflow.log_figure(tracking.grid_heatmap(results, kind), f"plots/grid_{kind}.png")
-            mlflow.log_figure(tracking.model_vs_baselines(model_errors.rmse, baseline_rmse),
-                              "plots/model_vs_baselines.png")
-            model_info = tracking.log_factor_model(factor_model)
-            mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
-            spark_model_uri = None
-            if conf["log_spark_model"]:
-                # A PipelineModel cannot join each user's ratings for the neighbourhood term:
-                # the Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.
-                mlflow.set_tag("prizeflow.spark_model_terms", "baseline + ALS factors")
-                from prizeflow import sparkmodel
-
-                dfs_tmpdir = config["mlflow"]["dfs_tmpdir"] or lake_path(config,
-                                                                             "_tmp/mlflow")
-                spark_model_uri = tracking.log_spark_model(
-                    sparkmodel.build(p.spark, factor_model), dfs_tmpdir).model_uri
-                mlflow.set_tag("prizeflow.spark_model_uri", spark_model_uri)
-            mlflow.log_dict({"stages": stages.as_list()}, "stages.json")
-
+        model_rmse = test_errors["prediction"].rmse
+        lift = {name: metrics.lift_pct(value, model_rmse) for name, value in baseline_rmse.items()}
+        with p.stages("model logging"):
+            model_uri, spark_model_uri = _log_model(p, search, held_out, final, test_errors,
+                                                    baseline_rmse, lift)
     return TrainResult(run_id, source.version, method, counts, len(points),
-                       chosen.point.params(), chosen.validation_rmse, test_errors,
-                       weights, baseline_rmse, lift, model_info.model_uri, spark_model_uri,
-                       factor_model.nbytes(), stages)
+                       search.chosen.point.params(), search.chosen.validation_rmse, test_errors,
+                       final.weights, baseline_rmse, lift, model_uri, spark_model_uri,
+                       final.model.nbytes(), p.stages)
 
 
-def lake_path(config: dict[str, Any], name: str) -> str:
-    return lake.table_path(config["lake"]["root"], name)
+def _baselines(p: Pipeline, split: DataFrame, source: data.TrainingData) -> HeldOut:
+    """Cache the three parts, fit mu + b_u + b_i on training for every grid ``bias_reg``."""
+    low, high = source.low, source.high
+    with p.stages("baselines"):
+        validation = p.cache(p.part(split, splits.VALIDATION))
+        test = p.cache(p.part(split, splits.TEST))
+        bias_regs = sorted({float(r) for r in p.conf.grid.bias_reg})
+        fit_data = prepare(p.part(split, splits.TRAIN), bias_regs, p.conf.bias_passes, p.cache)
+        validation.count(), test.count()
+        p.size_blocks(fit_data.rows)
+        # Every later step reads the three cached parts: the split itself can go.
+        split.unpersist()
+        # Tune the bias baseline's regularisation on validation like the model's, so the
+        # baseline the lift is measured against is as good as it can be.
+        bias_validation = {reg: baseline_errors(validation, fit_data.mean, b, low, high)[1].rmse
+                           for reg, b in fit_data.biases.items()}
+        baseline_reg = min(bias_validation, key=lambda r: (bias_validation[r], r))
+    return HeldOut(validation, test, fit_data, baseline_reg, low, high)
+
+
+def _search(p: Pipeline, points: list, held_out: HeldOut, experiment_id: str,
+            run_id: str) -> Search:
+    """The grid on validation, a child run per point; the chosen point's fit on training."""
+    import mlflow
+
+    from prizeflow import tracking
+
+    client = mlflow.MlflowClient()
+    done = 0
+
+    def on_result(result: grid.PointResult) -> None:
+        nonlocal done
+        done += 1
+        tracking.log_point(client, experiment_id, run_id, result, done)
+        state = " (pruned)" if result.pruned else ""
+        logger.info("grid %d/%d %s: validation RMSE %.5f, %.1f s%s", done, len(points),
+                    result.point.label(), result.validation_rmse, result.seconds, state)
+
+    started = time.monotonic()
+    results, best_fit = p.run_grid(points, held_out.fit_data, held_out.validation, held_out.low,
+                                   held_out.high, on_result)
+    seconds = time.monotonic() - started
+    chosen = grid.best(results)
+    logger.info("best point: %s (validation RMSE %.5f)", chosen.point.label(),
+                chosen.validation_rmse)
+    on_train = best_fit if best_fit is not None and best_fit.point == chosen.point else None
+    if on_train is None:
+        with p.stages("refit on train"):  # a tie broken differently, or halving
+            on_train = fit_point(chosen.point, held_out.fit_data, p.settings, held_out.low,
+                                 held_out.high)
+    return Search(results, chosen, on_train, seconds)
+
+
+def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
+    """The chosen point refitted on train + validation (or its fit on train), with the
+    neighbourhood blend when the config keeps it; blend weights learned on validation."""
+    conf, point = p.conf, search.chosen.point
+    refit, low, high = conf.refit_on_validation, held_out.low, held_out.high
+    use_blend = conf.neighbours.enabled and point.kind == als.RESIDUAL
+    if conf.neighbours.enabled and not use_blend:
+        # Worth a warning only when residual points lost; a plain-only grid asked for this.
+        level = logging.WARNING if als.RESIDUAL in conf.grid.kind else logging.INFO
+        logger.log(level, "the best point is plain ALS, which has no residuals to blend a "
+                   "neighbourhood with: the model is ALS alone")
+    blended: dict[str, Any] = {}
+    if use_blend:
+        blended, arrays = _blend_weights(p, search, held_out)
+    final_data, final_fit = held_out.fit_data, search.on_train
+    if refit:
+        with p.stages("refit"):
+            regs = {held_out.baseline_reg} | ({point.bias_reg} if point.bias_reg is not None
+                                              else set())
+            final_data = prepare(final_data.ratings.unionByName(held_out.validation),
+                                 sorted(regs), conf.bias_passes, p.cache)
+            final_fit = fit_point(point, final_data, p.settings, low, high)
+            held_out.fit_data.release()  # the final data is cached: the training part can go
+    model = als.export_factors(final_fit)
+    if use_blend:
+        if refit:
+            with p.stages("refit neighbourhood"):
+                arrays = p.neighbour_arrays(final_data.residuals[point.bias_reg],
+                                            final_data.rows, model.movie_ids)
+        model = p.with_neighbourhood(model, arrays, blended["weights"], blended["without"])
+    return FinalModel(model, final_fit, final_data, use_blend, **blended)
+
+
+def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
+    """The neighbourhood of the chosen point's training fit and the blend weights learned on
+    validation: (FinalModel fields, the neighbour arrays)."""
+    fit_data, point, refit = held_out.fit_data, search.chosen.point, p.conf.refit_on_validation
+    tagged_validation = held_out.validation.withColumn("tag", F.lit(VALIDATION_TAG))
+    tagged_test = held_out.test.withColumn("tag", F.lit(TEST_TAG))
+    with p.stages("neighbourhood"):
+        movie_side = als.export_movie_side(search.on_train)
+        arrays = p.neighbour_arrays(fit_data.residuals[point.bias_reg], fit_data.rows,
+                                    movie_side.movie_ids)
+    with p.stages("validation scoring"):
+        # Without a refit the test parts come from the same fit: score them in one pass.
+        wanted = tagged_validation if refit else tagged_validation.unionByName(tagged_test)
+        parts = p.parts(p.with_neighbourhood(movie_side, arrays), search.on_train, wanted,
+                        fit_data)
+        on_validation = parts.where(F.col("tag") == VALIDATION_TAG)
+        nested = blend.fit_nested_weights(on_validation)
+        without, weights = nested[2], nested[3]
+        validation_rmse = metrics.errors(on_validation.withColumn(
+            "prediction", Rule.linear(weights, held_out.low, held_out.high).column())).rmse
+    logger.info("blend weights (intercept, baseline, factor, neighbour) %s, without a "
+                "history %s: validation RMSE %.5f", ", ".join(f"{w:.4f}" for w in weights),
+                ", ".join(f"{w:.4f}" for w in without), validation_rmse)
+    return ({"weights": weights, "without": without, "validation_blend_rmse": validation_rmse,
+             "parts": None if refit else parts}, arrays)
+
+
+def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel,
+               test_errors: dict[str, metrics.Errors], baseline_rmse: dict[str, float],
+               lift: dict[str, float]) -> tuple[str, str | None]:
+    """Params, metrics, plots, the pyfunc (and the Spark ML form) into the active run; their
+    URIs."""
+    import mlflow
+
+    from prizeflow import tracking
+
+    chosen, model_errors = search.chosen, test_errors["prediction"]
+    blend_params = {}
+    if final.use_blend:
+        blend_params = {**{f"neighbours_{k}": v
+                           for k, v in p.conf.neighbours.model_dump().items()},
+                        **{f"blend_weight_{name}": w for name, w in
+                           zip(("intercept",) + blend.FEATURES, final.weights)},
+                        **{f"blend_weight_without_history_{name}": w for name, w in
+                           zip(("intercept",) + blend.FEATURES[:2], final.without)}}
+    mlflow.log_params({**{f"best_{k}": v for k, v in chosen.point.params().items()},
+                       "baseline_bias_reg": held_out.baseline_reg,
+                       "refit": p.conf.refit_on_validation,
+                       "als_blocks": p.settings.num_blocks, "blend": final.use_blend,
+                       **blend_params})
+    mlflow.log_metrics({
+        "validation_rmse": chosen.validation_rmse,
+        **({"validation_rmse_blend": final.validation_blend_rmse} if final.use_blend else {}),
+        "test_rmse": model_errors.rmse, "test_mae": model_errors.mae,
+        "test_rmse_without_history": test_errors["prediction_without_history"].rmse,
+        "test_rmse_als": test_errors["prediction_als"].rmse,
+        "test_ratings": float(model_errors.count), "grid_seconds": search.seconds,
+        "model_bytes": float(final.model.nbytes()),
+        **{f"baseline_rmse_{k}": v for k, v in baseline_rmse.items()},
+        **{f"lift_pct_{k}": v for k, v in lift.items()}})
+    for kind in sorted({r.point.kind for r in search.results}):
+        mlflow.log_figure(tracking.grid_heatmap(search.results, kind), f"plots/grid_{kind}.png")
+    mlflow.log_figure(tracking.model_vs_baselines(model_errors.rmse, baseline_rmse),
+                      "plots/model_vs_baselines.png")
+    model_info = tracking.log_factor_model(final.model)
+    mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
+    spark_model_uri = None
+    if p.conf.log_spark_model:
+        # A PipelineModel cannot join each user's ratings for the neighbourhood term:
+        # the Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.
+        mlflow.set_tag("prizeflow.spark_model_terms", "baseline + ALS factors")
+        from prizeflow import sparkmodel
+
+        dfs_tmpdir = p.config.mlflow.dfs_tmpdir or lake_path(p.config, "_tmp/mlflow")
+        spark_model_uri = tracking.log_spark_model(
+            sparkmodel.build(p.spark, final.model), dfs_tmpdir).model_uri
+        mlflow.set_tag("prizeflow.spark_model_uri", spark_model_uri)
+    mlflow.log_dict({"stages": p.stages.as_list()}, "stages.json")
+    return model_info.model_uri, spark_model_uri
+
+
+def lake_path(config: Config, name: str) -> str:
+    return lake.table_path(config.lake.root, name)
 
 
 def _dataset(source: data.TrainingData):
@@ -489,7 +550,7 @@ def _dataset(source: data.TrainingData):
                        name="ratings", digest=digest, schema=schema)
 
 
-def _log_inputs(source: data.TrainingData, method: str, config: dict[str, Any], points,
+def _log_inputs(source: data.TrainingData, method: str, config: Config, points,
                 counts: dict[str, int], p: Pipeline) -> None:
     import mlflow
 
@@ -502,9 +563,9 @@ def _log_inputs(source: data.TrainingData, method: str, config: dict[str, Any], 
                                                                 source.version, method)})
     mlflow.log_params({"data_version": source.version, "split_method": method,
                        "probe_version": source.probe_version, "grid_points": len(points),
-                       "parallelism": p.conf["parallelism"],
+                       "parallelism": p.conf.parallelism,
                        "session_parallelism": p.parallelism,
-                       "halving": p.conf["halving"]["enabled"],
-                       **{f"split_{k}": v for k, v in config["split"].items()}})
+                       "halving": p.conf.halving.enabled,
+                       **{f"split_{k}": v for k, v in config.split.model_dump().items()}})
     mlflow.log_metrics({f"{name}_ratings": float(counts[name]) for name in counts})
     mlflow.log_text(describe(config), "config.yaml")

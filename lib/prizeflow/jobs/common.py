@@ -13,13 +13,14 @@ import time
 from typing import Any, Callable
 
 import prizeflow
-from prizeflow.config import ConfigError, describe, load_config
+from prizeflow.config import Config, ConfigError, describe, load_config
 from prizeflow.errors import JobError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONF = "conf/local.yaml"
-__all__ = ["JobError", "make_parser", "resolve_config", "run_job", "run_step"]
+__all__ = ["JobError", "add_source_arguments", "make_parser", "resolve_config", "run_job",
+           "run_step"]
 
 
 def setup_logging() -> None:
@@ -44,7 +45,16 @@ def make_parser(command: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(conf_path: str | None, overrides: list[str]) -> dict[str, Any]:
+def add_source_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--source`` and ``--format``, shared by every command that ingests."""
+    from prizeflow.formats import CHOICES
+
+    parser.add_argument("--source", required=True, help="folder (or file) holding the corpus")
+    parser.add_argument("--format", default="auto", choices=CHOICES)
+    return parser
+
+
+def resolve_config(conf_path: str | None, overrides: list[str]) -> Config:
     if conf_path is None and os.path.isfile(DEFAULT_CONF):
         conf_path = DEFAULT_CONF
     config = load_config(conf_path, overrides)

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from prizeflow.config import Config
 from prizeflow.generate import LAYOUTS, generate_corpus, make_spec
 from prizeflow.jobs.common import make_parser, run_job
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(spark: Any, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def run(spark: Any, config: Config, args: argparse.Namespace) -> dict[str, Any]:
     spec = make_spec(args.out, args.ratings, args.users, args.movies, args.seed, args.layout)
     return generate_corpus(spec)
 

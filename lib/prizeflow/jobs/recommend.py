@@ -3,29 +3,19 @@
     prizeflow recommend [--top 10] [--alias champion] [--conf F] [--set k=v]
     spark-submit --packages io.delta:... jobs/recommend.py --top 10 --conf conf/<env>.yaml
 
-Loads the model behind ``models:/<mlflow.registered_model>@<alias>`` and, for every user it knows,
-scores the catalogue in Spark tasks with the model's own rule (:func:`prizeflow.scoring.top_n`):
-each task holds a bucket of users with their ratings from the latest ``ratings`` table (the
-history the neighbourhood term reads, and the movies not to recommend again). Overwrites the
-Delta table ``recommendations`` (user_id, rank, movie_id, predicted_rating, model_version,
-created_at).
+Writes the Delta table ``recommendations`` (user_id, rank, movie_id, predicted_rating,
+model_version, created_at); the work is :func:`prizeflow.recommending.recommend`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from datetime import datetime, timezone
 from typing import Any
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
-from prizeflow import lake, partitions, scoring
-from prizeflow.jobs.common import JobError, make_parser, run_job
-
-logger = logging.getLogger(__name__)
+from prizeflow import recommending
+from prizeflow.config import Config
+from prizeflow.jobs.common import make_parser, run_job
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,54 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_registered(config: dict[str, Any], alias: str):
-    """(FactorModel, version) of ``models:/<name>@<alias>``."""
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from prizeflow import tracking
-
-    tracking.configure(config)
-    name = config["mlflow"]["registered_model"]
-    try:
-        version = MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise JobError(f"no model version of {name!r} has alias {alias!r}: "
-                       "run `prizeflow register` first") from exc
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").unwrap_python_model().model
-    return model, int(version.version)
+def precheck(config: Config, args: argparse.Namespace) -> None:
+    recommending.check_top(args.top)
 
 
-def run(spark: SparkSession, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    if args.top < 1:
-        raise JobError(f"--top must be at least 1, got {args.top}")
-    model, version = load_registered(config, args.alias)
-    ratings_path = lake.table_path(config["lake"]["root"], "ratings")
-    if not lake.is_table(spark, ratings_path):
-        raise JobError(f"no ratings table at {ratings_path}: run `prizeflow ingest` first")
-    history = spark.read.format("delta").load(ratings_path).select("user_id", "movie_id",
-                                                                   "rating")
-    users = scoring.user_frame(spark, model)
-    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
-    created = datetime.now(timezone.utc).replace(tzinfo=None)
-    recommendations = (scoring.top_n(model, users, history, args.top, buckets)
-                       .withColumn("model_version", F.lit(version))
-                       .withColumn("created_at", F.lit(created).cast("timestamp")))
-    path = lake.table_path(config["lake"]["root"], "recommendations")
-    (recommendations.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .save(path))
-    written = spark.read.format("delta").load(path)
-    counts = written.agg(F.count(F.lit(1)).alias("rows"),
-                         F.countDistinct("user_id").alias("users")).first()
-    return {"model_name": config["mlflow"]["registered_model"], "alias": args.alias,
-            "model_version": version, "top": args.top, "users": int(counts["users"]),
-            "rows": int(counts["rows"]), "table": path,
-            "delta_version": lake.version(spark, path)}
+def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    return recommending.recommend(spark, config, args.top, args.alias)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("recommend", build_parser(), run, argv)
+    return run_job("recommend", build_parser(), run, argv, precheck=precheck)
 
 
 if __name__ == "__main__":

@@ -2,43 +2,50 @@
 
     prizeflow run --source PATH [--format auto] [--conf F] [--set k=v]
 
-ingest -> train -> register. The summary has the register fields at the top level (model_name,
-version, alias, test_rmse, lift_pct) and each step's own summary under ``ingest``, ``train`` and
-``register``. A failing step stops the run; the error names the step.
+ingest -> train -> register (:func:`prizeflow.ingestion.ingest`, :func:`prizeflow.training.train`,
+:func:`prizeflow.registry.register`). The summary has the register fields at the top level
+(model_name, version, alias, test_rmse, lift_pct) and each step's own summary under ``ingest``,
+``train`` and ``register``. A failing step stops the run; the error names the step.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 
-from prizeflow.jobs import ingest, register, train
-from prizeflow.jobs.common import make_parser, run_job, run_step
-
-logger = logging.getLogger(__name__)
+from prizeflow import ingestion
+from prizeflow.config import Config
+from prizeflow.jobs.common import add_source_arguments, make_parser, run_job, run_step
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return ingest.add_source_arguments(
-        make_parser("run", "The whole pipeline: ingest, train, register."))
+    return add_source_arguments(make_parser("run", "The whole pipeline: ingest, train, register."))
 
 
-def run(spark, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ingested = run_step("ingest", ingest.run, spark, config,
-                     argparse.Namespace(source=args.source, format=args.format))
-    trained = run_step("train", train.run, spark, config, argparse.Namespace())
-    registered = run_step("register", register.run, spark, config,
-                       argparse.Namespace(run_id=trained["run_id"]))
+def pipeline(spark, config: Config, source: str, fmt: str = "auto") -> dict[str, Any]:
+    """The three steps in ``spark``; the summary described above."""
+    from prizeflow import registry, training
+
+    ingested = run_step("ingest", ingestion.ingest, spark, config, source, fmt)
+    trained = run_step("train", lambda: training.train(spark, config).summary())
+    registered = run_step("register", registry.register, config, trained["run_id"], spark)
     top = {k: registered[k] for k in ("model_name", "version", "alias", "test_rmse",
                                       "champion_rmse_before", "lift_pct")}
     return {**top, "ingest": ingested, "train": trained, "register": registered}
 
 
-def main(argv: list[str] | None = None) -> int:
+def precheck(config: Config, args: argparse.Namespace) -> None:
     # A missing or unrecognisable source fails before Spark starts, as in `prizeflow ingest`.
-    return run_job("run", build_parser(), run, argv, precheck=ingest.find_source)
+    ingestion.find_source(args.source, args.format)
+
+
+def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    return pipeline(spark, config, args.source, args.format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("run", build_parser(), run, argv, precheck=precheck)
 
 
 if __name__ == "__main__":

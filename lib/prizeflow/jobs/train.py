@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import Any
 
+from prizeflow.config import Config
 from prizeflow.jobs.common import make_parser, run_job
 
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     return make_parser("train", "Train the ALS grid on the ratings table and track it in MLflow.")
 
 
-def run(spark, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from prizeflow import training
 
     return training.train(spark, config).summary()

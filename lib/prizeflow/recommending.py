@@ -1,0 +1,57 @@
+"""Batch recommendations: top-N movies per user from a registered model, into Delta.
+
+:func:`recommend` (what ``prizeflow recommend`` runs) loads ``models:/<mlflow.registered_model>@
+<alias>`` and, for every user the model knows, scores the catalogue in Spark tasks with the
+model's own rule (:func:`prizeflow.scoring.top_n`): each task holds a bucket of users with their
+ratings from the latest ``ratings`` table (the history the neighbourhood term reads, and the
+movies not to recommend again). It replaces the rows of the Delta table ``recommendations``
+(:data:`prizeflow.lake.RECOMMENDATIONS`) in one commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from prizeflow import lake, partitions, registry, scoring, tracking
+from prizeflow.config import Config
+from prizeflow.errors import JobError
+
+logger = logging.getLogger(__name__)
+
+
+def recommend(spark: SparkSession, config: Config, top: int = 10,
+              alias: str = "champion") -> dict[str, Any]:
+    """Write the ``top`` best unrated movies of every user; the summary."""
+    check_top(top)
+    tracking.configure(config)
+    name = config.mlflow.registered_model
+    model, version = registry.load_model(name, alias)
+    root = config.lake.root
+    ratings_path = lake.table_path(root, "ratings")
+    if not lake.is_table(spark, ratings_path):
+        raise JobError(f"no ratings table at {ratings_path}: run `prizeflow ingest` first")
+    history = lake.read(spark, ratings_path).select("user_id", "movie_id", "rating")
+    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
+    created = datetime.now(timezone.utc).replace(tzinfo=None)
+    recommendations = (scoring.top_n(model, scoring.user_frame(spark, model), history, top, buckets)
+                       .withColumn("model_version", F.lit(version))
+                       .withColumn("created_at", F.lit(created).cast("timestamp")))
+    path = lake.table_path(root, "recommendations")
+    lake.overwrite(spark, recommendations, path, lake.RECOMMENDATIONS)
+    counts = lake.read(spark, path).agg(F.count(F.lit(1)).alias("rows"),
+                                        F.countDistinct("user_id").alias("users")).first()
+    logger.info("wrote %d recommendations for %d users to %s", counts["rows"], counts["users"],
+                path)
+    return {"model_name": name, "alias": alias, "model_version": version, "top": top,
+            "users": int(counts["users"]), "rows": int(counts["rows"]), "table": path,
+            "delta_version": lake.version(spark, path)}
+
+
+def check_top(top: int) -> None:
+    if top < 1:
+        raise JobError(f"--top must be at least 1, got {top}")
