@@ -19,12 +19,18 @@ from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, ta
 
 pytestmark = pytest.mark.integration
 
-WEAK = {"kind": ["plain"], "rank": [2], "reg_param": [0.5], "max_iter": [2], "bias_reg": [5.0]}
+# Weak but better than its bias baseline (a model that is not is registered without an alias:
+# test_registry_gate.py): two ALS iterations at rank 2, no neighbourhood.
+WEAK = {"kind": ["residual"], "rank": [2], "reg_param": [0.5], "max_iter": [2], "bias_reg": [5.0],
+        "neighbours": False}
 GOOD = {"kind": ["residual"], "rank": [8], "reg_param": [0.1], "max_iter": [6], "bias_reg": [5.0]}
 
 
 def _with_grid(config, grid):
+    grid = dict(grid)
+    neighbours = grid.pop("neighbours", True)
     return config.override("train.num_blocks=2", "train.log_spark_model=false",
+                           f"train.neighbours.enabled={str(neighbours).lower()}",
                            *[f"train.grid.{axis}={values}" for axis, values in grid.items()])
 
 
@@ -83,7 +89,8 @@ def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
     assert second["champion_rmse_before"] == pytest.approx(weak["test_rmse"], abs=1e-6)
     assert third["alias"] == "challenger" and third["version"] == 3
     assert third["champion_rmse_before"] == pytest.approx(good["test_rmse"], abs=1e-6)
-    assert not third["champion_rescored"]  # same data version and split: tags compared
+    assert not third["champion_rescored"]  # same data version and split: exact metrics compared
+    assert (first["gate"], second["gate"], third["gate"]) == ("champion", "champion", "challenger")
     assert third["lift_pct"] == pytest.approx(weak_again["lift_pct"])
 
     mlflow.set_tracking_uri(lake["config"].mlflow.tracking_uri)

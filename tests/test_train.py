@@ -23,12 +23,18 @@ GRID = {"train.grid.kind": "[residual, plain]", "train.grid.rank": "[8]",
         "train.grid.bias_reg": "[5]", "train.parallelism": "2", "train.num_blocks": "2"}
 
 
+# Planted in the config (the session is already up, so Spark never sees it): it must not reach
+# the run's config artifact, params or tags.
+FAKE_SECRET = "FAKE-s3cr3t-in-train"
+
+
 def _config(small_lake, tmp, **extra):
     config = copy_lake(small_lake, tmp)
     overrides = [f"{k}={v}" for k, v in {**GRID, **extra}.items()]
     merged = load_config(None, overrides)
-    return config.model_copy(update={section: getattr(merged, section)
-                                     for section in ("data", "split", "train")})
+    config = config.model_copy(update={section: getattr(merged, section)
+                                       for section in ("data", "split", "train")})
+    return config.override(f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}")
 
 
 def _pyfunc_on_test(spark, config, model_uri):
@@ -93,6 +99,9 @@ def test_mlflow_holds_children_metrics_plots_data_version_and_model(trained):
             "plots/model_vs_baselines.png"} <= artifacts
     config_text = mlflow.artifacts.load_text(f"runs:/{summary['run_id']}/config.yaml")
     assert "reg_param" in config_text
+    assert "spark.hadoop.fs.s3a.secret.key: '***'" in config_text
+    recorded = json.dumps([parent.data.params, parent.data.tags])
+    assert FAKE_SECRET not in config_text + recorded
 
     model = mlflow.pyfunc.load_model(summary["model_uri"])
     pairs = pd.DataFrame({"user_id": np.array([1, 2, 10**9], dtype=np.int32),

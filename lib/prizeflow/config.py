@@ -67,6 +67,8 @@ class MlflowSettings(Section):
     # Scratch space for mlflow.spark model writes; must be storage every executor sees
     # (null: <lake.root>/_tmp/mlflow).
     dfs_tmpdir: Optional[StrictStr] = None
+    # How long a tracking or registry server may take to answer the start-up check.
+    timeout_seconds: float = Field(10.0, gt=0)
 
 
 class IngestSettings(Section):
@@ -311,14 +313,27 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"config file {path} is not valid YAML: {first}") from exc
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte "
+                              f"{exc.object[exc.start]:#04x} at offset {exc.start}): is it a "
+                              "YAML file?") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}{_yaml_where(exc)} is not valid YAML: "
+                              f"{getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top")
         raw = loaded
     return _validated(_apply(raw, overrides))
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f", line {mark.line + 1} column {mark.column + 1}," if mark is not None else ""
 
 
 def _check_axes(config: Config) -> None:
@@ -349,5 +364,7 @@ def _check_ranges(config: Config) -> None:
 
 
 def describe(config: Config) -> str:
-    """The resolved config as YAML, for the start-up log and for MLflow."""
-    return yaml.safe_dump(config.as_dict(), sort_keys=True, default_flow_style=False)
+    """The resolved config as YAML, for the start-up log and for MLflow, secrets masked."""
+    from prizeflow.secrets import redact
+
+    return yaml.safe_dump(redact(config.as_dict()), sort_keys=True, default_flow_style=False)

@@ -181,6 +181,7 @@ def ingest(spark: SparkSession, config: Config, source: str,
     into the lake at ``lake.root``; the run's summary."""
     plan = find_source(source, fmt)
     root = config.lake.root
+    lake.check_writable(root)
     paths = {t: lake.table_path(root, t) for t in lake.DATA_TABLES + ("quarantine", "ingest_files")}
     _check_format(spark, paths["ratings"], plan.format)
     todo = _files_to_ingest(spark, plan, paths["ingest_files"])

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from prizeflow.errors import JobError
 from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,17 @@ def table_path(root: str, name: str) -> str:
     if "://" not in root and not root.startswith(("file:", "dbfs:")):
         root = os.path.abspath(root)
     return f"{root.rstrip('/')}/{name}"
+
+
+def check_writable(root: str) -> None:
+    """For a lake on local disk: fail now, naming the folder, if it cannot be written (Spark
+    would fail later inside a job with a Java trace). Remote roots are left to their store."""
+    if "://" in root or root.startswith("dbfs:"):
+        return
+    path = Path(root.removeprefix("file:")).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise JobError(f"cannot write to lake.root {root}: {existing} is not a writable folder")
 
 
 def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:

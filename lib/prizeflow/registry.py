@@ -5,7 +5,10 @@ gets a registered version's model.
 
 Aliases, not stages (deprecated in MLflow 3): ``champion`` is the model to serve, ``challenger``
 the latest version that did not beat it. Every version carries its test RMSE, lift, data version
-and split signature as tags, so the next registration can tell whether two RMSEs are comparable.
+and split signature as tags, so the next registration can tell whether two RMSEs are comparable;
+the gate compares exact metrics of the two train runs, never the rounded tags. A version's
+``prizeflow.gate`` tag is written last: a version without it was left half-registered by a
+crash, and the next ``register`` of the same run completes it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:  # the served pyfunc imports this module; it needs no Spark
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+BELOW_BASELINE = "below_baseline"  # registered without an alias: worse than its bias baseline
+GATE_TAG = "prizeflow.gate"
 
 
 class RegistryError(JobError):
@@ -78,7 +83,8 @@ class Candidate:
 
     def version_tags(self) -> dict[str, str]:
         params, tags = self.run.data.params, self.run.data.tags
-        out = {"test_rmse": f"{self.test_rmse:.6f}", "train_run_id": self.run.info.run_id,
+        # The exact value (repr round-trips a float); the gate reads the run's metric anyway.
+        out = {"test_rmse": repr(self.test_rmse), "train_run_id": self.run.info.run_id,
                "data_version": params.get("data_version", ""),
                "split": tags.get("prizeflow.split", ""),
                "git_commit": tags.get("prizeflow.git_commit", "unknown")}
@@ -95,18 +101,59 @@ class Candidate:
 
 
 def current_champion(client: MlflowClient, name: str):
-    """The version holding the champion alias, or None."""
+    """The version holding the champion alias, or None when the model or the alias does not
+    exist. Any other failure is an error: a lookup that failed must not crown a model."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise RegistryError(f"cannot read registered model {name!r}: {_first_line(exc)}") from exc
+    version = (model.aliases or {}).get(CHAMPION)
+    if version is None:
         return None
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read {name!r} v{version} (@champion): "
+                            f"{_first_line(exc)}") from exc
+
+
+def champion_rmse(client: MlflowClient, champion) -> float:
+    """The champion's exact test RMSE: the metric of the train run it came from."""
+    run_id = champion.tags.get("train_run_id")
+    try:
+        return float(client.get_run(run_id).data.metrics["test_rmse"])
+    except (MlflowException, KeyError, TypeError) as exc:
+        raise RegistryError(f"cannot read the test RMSE of champion v{champion.version} "
+                            f"(train run {run_id}): {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def decide(new_rmse: float, champion_rmse: float | None) -> str:
-    """Champion only when strictly better on the same test set (or when there is none)."""
+    """Champion only when strictly better on the same test set (or when there is none): an
+    equal RMSE is not a win."""
     if champion_rmse is None or new_rmse < champion_rmse:
         return CHAMPION
     return CHALLENGER
+
+
+def registered_version(client: MlflowClient, name: str, run_id: str):
+    """The version already registered from train run ``run_id``, or None."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise RegistryError(f"cannot list the versions of {name!r}: {_first_line(exc)}") from exc
+    for version in versions:
+        if version.tags.get("train_run_id") == run_id:
+            return version
+    return None
 
 
 def load_model(name: str, alias: str):
@@ -159,42 +206,46 @@ def register(config: Config, run_id: str | None = None,
              spark: SparkSession | None = None) -> dict[str, Any]:
     """Register the model of train run ``run_id`` (None: the latest finished one) and gate it
     against the champion; the summary. Spark (``spark``, else a session from the config) starts
-    only when the champion must be re-scored on a different test set."""
-    import mlflow
-
+    only when the champion must be re-scored on a different test set. Registering a run again
+    returns its version (completing a registration a crash cut short)."""
     from prizeflow import tracking
 
-    experiment_id = tracking.configure(config)
+    experiment_id = tracking.configure(config, create=False)
+    experiment = config.mlflow.experiment
+    if experiment_id is None:
+        raise RegistryError(f"no MLflow experiment {experiment!r}: run `prizeflow train` first")
     client = MlflowClient()
     name = config.mlflow.registered_model
     run = (train_run(client, run_id) if run_id
            else latest_train_run(client, experiment_id))
+    if run.info.experiment_id != experiment_id:
+        raise RegistryError(f"run {run.info.run_id} belongs to experiment "
+                            f"{run.info.experiment_id}, not {experiment!r} ({experiment_id})")
     candidate = Candidate(run)
+    version = registered_version(client, name, run.info.run_id)
+    if version is not None and version.tags.get(GATE_TAG):
+        logger.info("train run %s is already registered as %s v%s (%s)", run.info.run_id, name,
+                    version.version, version.tags[GATE_TAG])
+        return _summary(name, version, version.tags[GATE_TAG], candidate, None, None, False,
+                        already=True)
 
     champion = current_champion(client, name)
-    champion_rmse = None
-    rescored = False
-    if champion is not None:
-        champion_rmse = float(champion.tags["test_rmse"])
-        same_test_set = champion.tags.get("split") == run.data.tags.get("prizeflow.split")
-        if not same_test_set:
-            if spark is None:
-                from prizeflow.spark import get_spark
-
-                spark = get_spark(config)
-            champion_rmse = rescore_champion(spark, config, candidate, name)
-            rescored = True
-            logger.info("champion v%s re-scored on the new test set: RMSE %.5f (was %s on its own)",
-                        champion.version, champion_rmse, champion.tags["test_rmse"])
-
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(
-            name, description="prizeflow ALS rating predictor (bias-aware ALS on Spark MLlib).")
-    version = mlflow.register_model(candidate.model_uri, name,
-                                    tags=candidate.version_tags())
-    client.update_model_version(name, version.version, candidate.description())
-    alias = decide(candidate.test_rmse, champion_rmse)
-    client.set_registered_model_alias(name, alias, version.version)
+    if version is not None and champion is not None and champion.version == version.version:
+        alias, best_before, rescored = CHAMPION, None, False  # crowned before a crash
+    else:
+        best_before, rescored = _champion_rmse_on_candidate_test(client, config, candidate,
+                                                                 champion, name, spark)
+        alias = decide(candidate.test_rmse, best_before)
+        bias = run.data.metrics.get("baseline_rmse_bias")
+        if bias is not None and candidate.test_rmse >= bias:
+            logger.warning("train run %s has test RMSE %.5f, not better than its own bias "
+                           "baseline %.5f: registered without an alias", run.info.run_id,
+                           candidate.test_rmse, bias)
+            alias = BELOW_BASELINE
+    if version is None:
+        version = _create_version(client, name, candidate)
+    if alias in (CHAMPION, CHALLENGER):
+        client.set_registered_model_alias(name, alias, version.version)
     if alias == CHAMPION:
         # The challenger alias points at a version still waiting for its chance; a new
         # champion supersedes it.
@@ -202,11 +253,53 @@ def register(config: Config, run_id: str | None = None,
             client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException:
             logger.debug("no challenger alias to remove")
-    logger.info("registered %s v%s as %s (test RMSE %.5f vs champion %s)", name, version.version,
-                alias, candidate.test_rmse,
-                "none" if champion_rmse is None else f"{champion_rmse:.5f}")
-    return {"model_name": name, "version": int(version.version), "alias": alias,
-            "test_rmse": candidate.test_rmse, "champion_rmse_before": champion_rmse,
+    client.set_model_version_tag(name, version.version, GATE_TAG, alias)
+    logger.info("registered %s v%s as %s (test RMSE %r vs champion %s)", name, version.version,
+                alias, candidate.test_rmse, "none" if best_before is None else repr(best_before))
+    return _summary(name, version, alias, candidate, best_before, champion, rescored)
+
+
+def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candidate: Candidate,
+                                     champion, name: str, spark: SparkSession | None):
+    """(the champion's exact RMSE on the candidate's test set, whether it was re-scored)."""
+    if champion is None:
+        return None, False
+    same_test_set = champion.tags.get("split") == candidate.run.data.tags.get("prizeflow.split")
+    if same_test_set:
+        return champion_rmse(client, champion), False
+    if spark is None:
+        from prizeflow.spark import get_spark
+
+        spark = get_spark(config)
+    rmse = rescore_champion(spark, config, candidate, name)
+    logger.info("champion v%s re-scored on the new test set: RMSE %.5f (was %s on its own)",
+                champion.version, rmse, champion.tags.get("test_rmse"))
+    return rmse, True
+
+
+def _create_version(client: MlflowClient, name: str, candidate: Candidate):
+    import mlflow
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"cannot read registered model {name!r}: "
+                                f"{_first_line(exc)}") from exc
+        client.create_registered_model(
+            name, description="prizeflow ALS rating predictor (bias-aware ALS on Spark MLlib).")
+    version = mlflow.register_model(candidate.model_uri, name, tags=candidate.version_tags())
+    client.update_model_version(name, version.version, candidate.description())
+    return version
+
+
+def _summary(name: str, version, alias: str, candidate: Candidate, best_before: float | None,
+             champion, rescored: bool, already: bool = False) -> dict[str, Any]:
+    run = candidate.run
+    return {"model_name": name, "version": int(version.version),
+            "alias": alias if alias in (CHAMPION, CHALLENGER) else None, "gate": alias,
+            "already_registered": already, "test_rmse": candidate.test_rmse,
+            "champion_rmse_before": best_before,
             "champion_version_before": int(champion.version) if champion else None,
             "champion_rescored": rescored, "lift_pct": candidate.lift_pct,
             "train_run_id": run.info.run_id,

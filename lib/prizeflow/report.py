@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from prizeflow.secrets import redact_text
+
 
 def _parts(train: dict) -> str:
     if train.get("blend_weights") is None:
@@ -42,7 +44,7 @@ def render(summary: dict, tracking_uri: str) -> str:
     lines += [
         f"  registered       : {summary['model_name']} version {summary['version']} "
         f"as @{summary['alias']} ({versus})",
-        f"  MLflow UI        : mlflow ui --backend-store-uri {tracking_uri}  "
+        f"  MLflow UI        : mlflow ui --backend-store-uri {redact_text(tracking_uri)}  "
         "(then open http://127.0.0.1:5000)",
     ]
     return "\n".join(lines)

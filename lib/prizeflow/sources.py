@@ -38,11 +38,27 @@ class SourcePlan:
 
 
 def _walk(source: str) -> list[str]:
+    """Every file under ``source``, following symlinks, each folder once: a symlink to a folder
+    already listed (a loop, or a second way to the same files) is named in a warning and not
+    followed."""
     if os.path.isfile(source):
         return [source]
     found = []
+    visited = {os.path.realpath(source)}
     for folder, dirs, names in os.walk(source, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        kept = []
+        # Real folders before symlinks: a folder reached both ways is listed under its own path.
+        names_first = sorted((d for d in dirs if not d.startswith(".")),
+                             key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
+        for name in names_first:
+            target = os.path.realpath(os.path.join(folder, name))
+            if target in visited:
+                logger.warning("not following %s: %s is already listed (a symlink loop or a "
+                               "second path to it)", os.path.join(folder, name), target)
+                continue
+            visited.add(target)
+            kept.append(name)
+        dirs[:] = sorted(kept)
         found.extend(os.path.join(folder, n) for n in sorted(names) if not n.startswith("."))
     return found
 
@@ -93,7 +109,12 @@ def discover(source: str, fmt: str = "auto") -> SourcePlan:
                        ", ".join(sorted(ignored)[:10]) + (" ..." if len(ignored) > 10 else ""))
     files = []
     for path, table in by_format[chosen]:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+            with open(path, "rb") as handle:
+                handle.read(1)  # readable: Spark would fail deep in a job, naming nothing
+        except OSError as exc:
+            raise SourceError(f"cannot read source file {path}: {exc.strerror}") from None
         files.append(SourceFile(_uri(path), table, stat.st_size, stat.st_mtime))
     movie_files = [f for f in files if f.table == "movies"]
     if len(movie_files) > 1:

@@ -81,6 +81,10 @@ def get_spark(config: Config):
             # Local Python workers (mapInPandas) must run this interpreter, with its packages,
             # not whatever `python3` is first on the PATH. PySpark reads only the environment.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            # Nothing outside this machine needs to reach a local driver: bind it to loopback
+            # (spark.conf may still say otherwise).
+            builder = (builder.config("spark.driver.bindAddress", "127.0.0.1")
+                       .config("spark.driver.host", "127.0.0.1"))
     for key, value in session_settings(config, pyspark.__version__).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

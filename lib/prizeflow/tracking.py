@@ -21,7 +21,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from prizeflow.config import Config, MlflowSettings
+from prizeflow.errors import JobError
 from prizeflow.grid import PointResult
+from prizeflow.secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,32 @@ def registry_uri(settings: MlflowSettings) -> str | None:
     return settings.tracking_uri
 
 
-def configure(config: Config) -> str:
-    """Point MLflow at the configured store and return the experiment id (created if new)."""
+def check_reachable(config: Config) -> None:
+    """Fail in seconds, naming the URI (without its credentials), when an HTTP tracking or
+    registry server does not answer; and keep MLflow's own retries short. Any HTTP answer counts:
+    a 401 or a 404 still says the server is there."""
+    import requests
+
+    settings = config.mlflow
+    # MLflow retries a dead server 7 times with doubling back-off (minutes) unless told.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    checked = set()
+    for role, uri in (("tracking", settings.tracking_uri), ("registry", registry_uri(settings))):
+        if not uri or not uri.startswith(("http://", "https://")) or uri in checked:
+            continue
+        checked.add(uri)
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=settings.timeout_seconds)
+        except requests.RequestException as exc:
+            raise JobError(f"MLflow {role} server {redact_text(uri)} did not answer within "
+                           f"{settings.timeout_seconds:g} s ({type(exc).__name__}); "
+                           "is it running, and is mlflow.tracking_uri right?") from None
+
+
+def configure(config: Config, create: bool = True) -> str | None:
+    """Point MLflow at the configured store and return the experiment id: created if new, or
+    None when it does not exist and ``create`` is false."""
     settings = config.mlflow
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
@@ -58,6 +84,8 @@ def configure(config: Config) -> str:
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is not None:
         return experiment.experiment_id
+    if not create:
+        return None
     location = settings.artifact_location or default_artifact_location(uri)
     logger.info("creating MLflow experiment %s (artifacts: %s)", settings.experiment,
                 location or "server default")
@@ -76,13 +104,16 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def split_signature(config: Config, ratings_path: str, data_version: int,
-                    method: str) -> str:
-    """What decides a test set: two runs with equal signatures were scored on the same rows."""
+def split_signature(config: Config, ratings_path: str, data_version: int, method: str,
+                    probe_version: int | None = None) -> str:
+    """What decides a test set: two runs with equal signatures were scored on the same rows
+    (the ratings and, for the probe split, the probe pairs, each at its Delta version)."""
     split = config.split
     keys = ["test_fraction", "validation_fraction", "folds", "fold", "seed"]
-    parts = [f"path={ratings_path}", f"version={data_version}", f"method={method}"]
-    return ";".join(parts + [f"{k}={split[k]}" for k in keys])
+    parts = [f"path={redact_text(ratings_path)}", f"version={data_version}", f"method={method}"]
+    if method == "probe":
+        parts.append(f"probe_version={probe_version}")
+    return ";".join(parts + [f"{k}={getattr(split, k)}" for k in keys])
 
 
 def log_point(client: MlflowClient, experiment_id: str, parent_run_id: str,
@@ -193,7 +224,7 @@ def log_factor_model(factor_model, name: str = "model"):
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import Array
 
-    from prizeflow.pyfunc import ARTIFACT_KEY, HISTORY_MOVIES, HISTORY_RATINGS, FactorPyfunc
+    from prizeflow.pyfunc import ARTIFACT_KEY, HISTORY_MOVIES, HISTORY_RATINGS
 
     # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double;
     # the user's history is optional (the neighbourhood term needs it).
@@ -210,10 +241,11 @@ def log_factor_model(factor_model, name: str = "model"):
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         path = Path(tmp) / "factors.npz"
         factor_model.save(path)
+        # From code, not a pickled instance: loading runs only the package's own code.
         return mlflow.pyfunc.log_model(
-            name=name, python_model=FactorPyfunc(), artifacts={ARTIFACT_KEY: str(path)},
-            code_paths=[str(code)], signature=signature, input_example=example,
-            pip_requirements=pip_requirements())
+            name=name, python_model=str(code / "served_model.py"),
+            artifacts={ARTIFACT_KEY: str(path)}, code_paths=[str(code)], signature=signature,
+            input_example=example, pip_requirements=pip_requirements())
 
 
 def log_spark_model(pipeline, dfs_tmpdir: str, name: str = "spark-model"):

@@ -42,6 +42,7 @@ from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
 from prizeflow.rule import Rule
+from prizeflow.secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -545,7 +546,7 @@ def _dataset(source: data.TrainingData):
     schema = Schema([ColSpec(types.get(field.dataType.simpleString(), "string"), field.name)
                      for field in source.ratings.schema.fields])
     digest = hashlib.sha256(f"{source.ratings_path}@{source.version}".encode()).hexdigest()[:8]
-    return MetaDataset(DeltaDatasetSource(path=source.ratings_path,
+    return MetaDataset(DeltaDatasetSource(path=redact_text(source.ratings_path),
                                           delta_table_version=source.version),
                        name="ratings", digest=digest, schema=schema)
 
@@ -558,9 +559,10 @@ def _log_inputs(source: data.TrainingData, method: str, config: Config, points,
 
     mlflow.log_input(_dataset(source), context="training")
     mlflow.set_tags({"prizeflow.command": "train", "prizeflow.git_commit": tracking.git_commit(),
-                     "prizeflow.data_path": source.ratings_path,
-                     "prizeflow.split": tracking.split_signature(config, source.ratings_path,
-                                                                source.version, method)})
+                     "prizeflow.data_path": redact_text(source.ratings_path),
+                     "prizeflow.split": tracking.split_signature(
+                         config, source.ratings_path, source.version, method,
+                         source.probe_version)})
     mlflow.log_params({"data_version": source.version, "split_method": method,
                        "probe_version": source.probe_version, "grid_points": len(points),
                        "parallelism": p.conf.parallelism,

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import prizeflow
 from prizeflow.config import Config, ConfigError, describe, load_config
-from prizeflow.errors import JobError
+from prizeflow.errors import JobError, one_line
+from prizeflow.secrets import RedactingFilter, redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def setup_logging() -> None:
     if not any(getattr(h, "_prizeflow", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RedactingFilter())
         handler._prizeflow = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
@@ -86,13 +88,15 @@ def run_step(name: str, task: Callable[..., dict[str, Any]], *args: Any) -> dict
 
 
 def run_job(command: str, parser: argparse.ArgumentParser,
-            task: Callable[[Any, dict[str, Any], argparse.Namespace], dict[str, Any]],
+            task: Callable[[Any, Config, argparse.Namespace], dict[str, Any]],
             argv: list[str] | None, needs_spark: bool = True,
-            precheck: Callable[[dict[str, Any], argparse.Namespace], None] | None = None) -> int:
+            precheck: Callable[[Config, argparse.Namespace], None] | None = None,
+            needs_mlflow: bool = False) -> int:
     """Parse arguments, run ``task(spark, config, args)``, print its summary as JSON.
 
     ``precheck(config, args)`` runs before the SparkSession is built, so mistakes that need no
-    JVM to see (a missing source folder) fail in a second rather than after Spark's start-up."""
+    JVM to see (a missing source folder) fail in a second rather than after Spark's start-up;
+    so does the check that the MLflow servers answer (``needs_mlflow``)."""
     setup_logging()
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -103,6 +107,10 @@ def run_job(command: str, parser: argparse.ArgumentParser,
         config = resolve_config(args.conf, args.overrides)
         if precheck is not None:
             precheck(config, args)
+        if needs_mlflow:
+            from prizeflow.tracking import check_reachable
+
+            check_reachable(config)
         spark = None
         if needs_spark:
             from prizeflow.spark import get_spark
@@ -111,12 +119,11 @@ def run_job(command: str, parser: argparse.ArgumentParser,
         summary = task(spark, config, args)
     except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
         logger.debug("prizeflow %s failed", command, exc_info=True)
-        print(f"prizeflow {command}: error: {_where(exc)}{exc}", file=sys.stderr)
+        print(redact_text(f"prizeflow {command}: error: {_where(exc)}{exc}"), file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the contract is one line naming the cause
         logger.error("prizeflow %s failed unexpectedly", command, exc_info=True)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"prizeflow {command}: error: {_where(exc)}{type(exc).__name__}: {first_line}",
+        print(redact_text(f"prizeflow {command}: error: {_where(exc)}{one_line(exc)}"),
               file=sys.stderr)
         return 1
     summary = {"command": command, **summary, "seconds": round(time.monotonic() - started, 3)}

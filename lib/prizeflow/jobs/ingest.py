@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from prizeflow import ingestion
+from prizeflow import ingestion, lake
 from prizeflow.config import Config
 from prizeflow.jobs.common import add_source_arguments, make_parser, run_job
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
     ingestion.find_source(args.source, args.format)
+    lake.check_writable(config.lake.root)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:

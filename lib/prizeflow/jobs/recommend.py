@@ -34,7 +34,8 @@ def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("recommend", build_parser(), run, argv, precheck=precheck)
+    return run_job("recommend", build_parser(), run, argv, precheck=precheck,
+                   needs_mlflow=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     # Spark starts only if the champion must be re-scored on a different test set.
-    return run_job("register", build_parser(), run, argv, needs_spark=False)
+    return run_job("register", build_parser(), run, argv, needs_spark=False,
+                   needs_mlflow=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from prizeflow import ingestion
+from prizeflow import ingestion, lake
 from prizeflow.config import Config
 from prizeflow.jobs.common import add_source_arguments, make_parser, run_job, run_step
 
@@ -38,6 +38,7 @@ def pipeline(spark, config: Config, source: str, fmt: str = "auto") -> dict[str,
 def precheck(config: Config, args: argparse.Namespace) -> None:
     # A missing or unrecognisable source fails before Spark starts, as in `prizeflow ingest`.
     ingestion.find_source(args.source, args.format)
+    lake.check_writable(config.lake.root)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -45,7 +46,8 @@ def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("run", build_parser(), run, argv, precheck=precheck)
+    return run_job("run", build_parser(), run, argv, precheck=precheck,
+                   needs_mlflow=True)
 
 
 if __name__ == "__main__":

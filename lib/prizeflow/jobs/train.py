@@ -29,7 +29,8 @@ def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("train", build_parser(), run, argv)
+    return run_job("train", build_parser(), run, argv,
+                   needs_mlflow=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The champion gate on a real MLflow store (SQLite), without Spark: exact numbers, failed
+lookups, which runs may be registered, a model worse than its baseline, and a register cut
+short by a crash. The train runs are recorded as `prizeflow train` records them (tags, params,
+metrics, a logged pyfunc); two faults are injected into single registry calls."""
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from prizeflow import registry, tracking
+from prizeflow.config import load_config
+
+from test_factors import _model
+
+pytestmark = pytest.mark.integration  # MLflow: seconds, not milliseconds
+
+NAME = "gate-test"
+
+
+@pytest.fixture
+def store(tmp_path):
+    config = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                                f"lake.root={tmp_path / 'lake'}",
+                                f"mlflow.registered_model={NAME}"])
+    experiment_id = tracking.configure(config)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="model holder"):
+        model_uri = tracking.log_factor_model(_model(np.random.default_rng(2))).model_uri
+    return {"config": config, "experiment_id": experiment_id, "model_uri": model_uri,
+            "client": MlflowClient()}
+
+
+def train_run(store, test_rmse: float, bias_rmse: float = 1.0, experiment_id=None,
+              command: str = "train") -> str:
+    """A finished run shaped like `prizeflow train`'s, with the given test RMSE."""
+    with mlflow.start_run(experiment_id=experiment_id or store["experiment_id"]) as run:
+        mlflow.set_tags({"prizeflow.command": command, "prizeflow.split": "same test set",
+                         "prizeflow.model_uri": store["model_uri"]})
+        mlflow.log_params({"data_version": 0, "best_rank": 2})
+        mlflow.log_metrics({"test_rmse": test_rmse, "baseline_rmse_bias": bias_rmse,
+                            "lift_pct_bias": 100 * (bias_rmse - test_rmse) / bias_rmse})
+    return run.info.run_id
+
+
+def aliases(store) -> dict:
+    return {alias: int(version)
+            for alias, version in store["client"].get_registered_model(NAME).aliases.items()}
+
+
+def test_an_equal_rmse_is_not_a_win_and_the_gate_reads_exact_metrics(store):
+    config = store["config"]
+    first = registry.register(config, train_run(store, 0.8099855))
+    assert (first["version"], first["alias"]) == (1, "champion")
+    # Bit-identical: a rounded tag ("0.809986") would have called this better.
+    same = registry.register(config, train_run(store, 0.8099855))
+    assert (same["version"], same["alias"], same["champion_rmse_before"]) == (2, "challenger",
+                                                                                0.8099855)
+    # Better by less than the tag's rounding: still better.
+    better = registry.register(config, train_run(store, 0.8099855 - 1e-9))
+    assert (better["version"], better["alias"]) == (3, "champion")
+    assert aliases(store) == {"champion": 3}  # the new champion cleared the challenger
+    assert store["client"].get_model_version(NAME, "1").tags["test_rmse"] == repr(0.8099855)
+
+
+def test_a_failed_champion_lookup_fails_register_and_promotes_nothing(store, monkeypatch):
+    config = store["config"]
+    registry.register(config, train_run(store, 0.9))
+    candidate = train_run(store, 0.5)
+
+    def unavailable(self, name):
+        raise MlflowException("connection reset by peer", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", unavailable)
+    with pytest.raises(registry.RegistryError,
+                       match="cannot read registered model 'gate-test': connection reset"):
+        registry.register(config, candidate)
+    monkeypatch.undo()
+    assert aliases(store) == {"champion": 1}
+    assert len(store["client"].search_model_versions(f"name = '{NAME}'")) == 1
+
+
+def test_only_finished_train_runs_of_the_experiment_and_each_once(store):
+    config = store["config"]
+    other = mlflow.create_experiment("elsewhere")
+    with pytest.raises(registry.RegistryError, match="belongs to experiment .* not 'prizeflow'"):
+        registry.register(config, train_run(store, 0.8, experiment_id=other))
+    with pytest.raises(registry.RegistryError, match="is not a `prizeflow train` run"):
+        registry.register(config, train_run(store, 0.8, command="ingest"))
+    run_id = train_run(store, 0.8)
+    first = registry.register(config, run_id)
+    again = registry.register(config, run_id)
+    assert again["already_registered"] and not first["already_registered"]
+    assert (again["version"], again["alias"]) == (first["version"], "champion")
+    assert len(store["client"].search_model_versions(f"name = '{NAME}'")) == 1
+
+
+def test_register_does_not_create_the_experiment(store):
+    missing = store["config"].override("mlflow.experiment=never-trained")
+    with pytest.raises(registry.RegistryError, match="no MLflow experiment 'never-trained'"):
+        registry.register(missing)
+    assert store["client"].get_experiment_by_name("never-trained") is None
+
+
+def test_a_model_worse_than_its_bias_baseline_gets_no_alias(store, caplog):
+    config = store["config"]
+    registry.register(config, train_run(store, 0.85, bias_rmse=0.9))
+    worse = registry.register(config, train_run(store, 0.95, bias_rmse=0.9))
+    assert worse["alias"] is None and worse["gate"] == "below_baseline"
+    assert "not better than its own bias baseline" in caplog.text
+    assert aliases(store) == {"champion": 1}
+
+
+def test_a_rerun_completes_a_register_cut_short(store, monkeypatch):
+    config = store["config"]
+    run_id = train_run(store, 0.8)
+    real = MlflowClient.set_registered_model_alias
+
+    def crash(self, *args, **kwargs):
+        raise KeyboardInterrupt  # the process dies between registering and the alias
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", crash)
+    with pytest.raises(KeyboardInterrupt):
+        registry.register(config, run_id)
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
+    half = store["client"].get_model_version(NAME, "1")
+    assert registry.GATE_TAG not in half.tags and aliases(store) == {}
+    done = registry.register(config, run_id)
+    assert (done["version"], done["alias"], done["already_registered"]) == (1, "champion", False)
+    assert store["client"].get_model_version(NAME, "1").tags[registry.GATE_TAG] == "champion"
+    assert len(store["client"].search_model_versions(f"name = '{NAME}'")) == 1
