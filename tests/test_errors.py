@@ -67,6 +67,20 @@ def test_a_lake_that_cannot_be_written_is_named_before_spark_starts(tmp_path):
                     f"{blocker} is not a writable folder")
 
 
+def test_cheap_mistakes_are_caught_before_spark_starts(tmp_path):
+    empty = tmp_path / "lake"
+    result, last = _prizeflow("train", "--set", f"lake.root={empty}", cwd=tmp_path)
+    assert result.returncode == 1 and "SparkSession up" not in result.stderr
+    assert last == (f"prizeflow train: error: no ratings table at {empty / 'ratings'}: "
+                    "run `prizeflow ingest` first")
+    result, last = _prizeflow("recommend", "--top", "0", cwd=tmp_path)
+    assert result.returncode == 1 and "SparkSession up" not in result.stderr
+    assert last == "prizeflow recommend: error: --top must be at least 1, got 0"
+    bare = subprocess.run([str(BIN / "prizeflow")], env=pipeline_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert bare.returncode == 2 and bare.stdout == "" and "usage" in bare.stderr.lower()
+
+
 def test_symlink_loops_are_reported_and_not_followed(tmp_path, caplog):
     source = tmp_path / "corpus"
     (source / "sub").mkdir(parents=True)
@@ -108,3 +122,15 @@ def test_secrets_are_masked_in_the_config_dump_logs_and_errors(tmp_path):
                            "--set", f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
                            cwd=tmp_path)
     assert result.returncode == 1 and SECRET not in result.stdout + result.stderr
+
+
+def test_a_java_failure_is_told_by_its_root_cause(spark):
+    from py4j.protocol import Py4JJavaError
+
+    from prizeflow.errors import one_line
+
+    jvm = spark.sparkContext._jvm
+    with pytest.raises(Py4JJavaError) as caught:
+        jvm.java.nio.file.Files.readAllBytes(jvm.java.io.File("/no/such/ratings.txt").toPath())
+    assert "An error occurred while calling" in str(caught.value)
+    assert one_line(caught.value) == "java.nio.file.NoSuchFileException: /no/such/ratings.txt"

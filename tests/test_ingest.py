@@ -347,3 +347,45 @@ def test_real_movielens_100k(spark, tmp_path, ingest, shared_data):
     assert ratings.select("user_id").distinct().count() == 943
     assert summary["movies"] == 1_682
     assert ratings.select("movie_id").distinct().count() == 1_682
+
+
+def test_two_ingests_at_once_leave_no_duplicate_keys(spark, tmp_path):
+    """Two ingests of overlapping sources into one lake, started together in two threads of
+    one session (two processes race the same way through the Delta log). Source `a` holds
+    movies 1-3; source `b` holds movies 3-4, so movie 3's 40 ratings reach the lake twice."""
+    import threading
+
+    from prizeflow import ingestion
+
+    def movie(folder, m):
+        write(folder / "training_set" / f"mv_{m:07d}.txt",
+              f"{m}:\n" + "".join(f"{u},{u % 5 + 1},2005-01-0{u % 9 + 1}\n" for u in range(1, 41)))
+
+    for m in (1, 2, 3):
+        movie(tmp_path / "a", m)
+    for m in (3, 4):
+        movie(tmp_path / "b", m)
+    config = make_config(tmp_path, ingest={"max_quarantine_fraction": 0.5})
+    summaries, errors = {}, []
+    start = threading.Barrier(2)
+
+    def run(name):
+        try:
+            start.wait()
+            summaries[name] = ingestion.ingest(spark, config, str(tmp_path / name), "netflix")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors, errors
+    ratings = table(spark, config, "ratings")
+    assert ratings.count() == 4 * 40
+    assert ratings.groupBy("movie_id", "user_id").count().where("count > 1").count() == 0
+    quarantine = _quarantine(spark, config)
+    assert len(quarantine) == 40 and {q[2] for q in quarantine} == {"duplicate"}
+    assert {q[0] for q in quarantine} == {"mv_0000003.txt"}
+    assert summaries["a"]["quarantined"] + summaries["b"]["quarantined"] == 40

@@ -16,19 +16,25 @@ from test_factors import _model
 
 pytestmark = pytest.mark.integration  # MLflow: seconds, not milliseconds
 
-NAME = "gate-test"
-
-
-@pytest.fixture
-def store(tmp_path):
-    config = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                                f"lake.root={tmp_path / 'lake'}",
-                                f"mlflow.registered_model={NAME}"])
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One MLflow store and one logged pyfunc for the module; each test registers its own model
+    name, so no test sees another's versions."""
+    tmp = tmp_path_factory.mktemp("gate")
+    config = load_config(None, [f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                                f"lake.root={tmp / 'lake'}"])
     experiment_id = tracking.configure(config)
     with mlflow.start_run(experiment_id=experiment_id, run_name="model holder"):
         model_uri = tracking.log_factor_model(_model(np.random.default_rng(2))).model_uri
-    return {"config": config, "experiment_id": experiment_id, "model_uri": model_uri,
-            "client": MlflowClient()}
+    return {"config": config, "experiment_id": experiment_id, "model_uri": model_uri}
+
+
+@pytest.fixture
+def store(shared, request):
+    name = f"gate-{request.node.name.removeprefix('test_')[:40]}"
+    mlflow.set_tracking_uri(shared["config"].mlflow.tracking_uri)
+    return {**shared, "config": shared["config"].override(f"mlflow.registered_model={name}"),
+            "name": name, "client": MlflowClient()}
 
 
 def train_run(store, test_rmse: float, bias_rmse: float = 1.0, experiment_id=None,
@@ -44,8 +50,12 @@ def train_run(store, test_rmse: float, bias_rmse: float = 1.0, experiment_id=Non
 
 
 def aliases(store) -> dict:
-    return {alias: int(version)
-            for alias, version in store["client"].get_registered_model(NAME).aliases.items()}
+    model = store["client"].get_registered_model(store["name"])
+    return {alias: int(version) for alias, version in model.aliases.items()}
+
+
+def versions(store) -> int:
+    return len(store["client"].search_model_versions(f"name = '{store['name']}'"))
 
 
 def test_an_equal_rmse_is_not_a_win_and_the_gate_reads_exact_metrics(store):
@@ -60,7 +70,7 @@ def test_an_equal_rmse_is_not_a_win_and_the_gate_reads_exact_metrics(store):
     better = registry.register(config, train_run(store, 0.8099855 - 1e-9))
     assert (better["version"], better["alias"]) == (3, "champion")
     assert aliases(store) == {"champion": 3}  # the new champion cleared the challenger
-    assert store["client"].get_model_version(NAME, "1").tags["test_rmse"] == repr(0.8099855)
+    assert store["client"].get_model_version(store["name"], "1").tags["test_rmse"] == repr(0.8099855)
 
 
 def test_a_failed_champion_lookup_fails_register_and_promotes_nothing(store, monkeypatch):
@@ -73,16 +83,16 @@ def test_a_failed_champion_lookup_fails_register_and_promotes_nothing(store, mon
 
     monkeypatch.setattr(MlflowClient, "get_registered_model", unavailable)
     with pytest.raises(registry.RegistryError,
-                       match="cannot read registered model 'gate-test': connection reset"):
+                       match=f"cannot read registered model '{store['name']}': connection reset"):
         registry.register(config, candidate)
     monkeypatch.undo()
     assert aliases(store) == {"champion": 1}
-    assert len(store["client"].search_model_versions(f"name = '{NAME}'")) == 1
+    assert versions(store) == 1
 
 
 def test_only_finished_train_runs_of_the_experiment_and_each_once(store):
     config = store["config"]
-    other = mlflow.create_experiment("elsewhere")
+    other = mlflow.create_experiment(f"elsewhere-{store['name']}")
     with pytest.raises(registry.RegistryError, match="belongs to experiment .* not 'prizeflow'"):
         registry.register(config, train_run(store, 0.8, experiment_id=other))
     with pytest.raises(registry.RegistryError, match="is not a `prizeflow train` run"):
@@ -92,7 +102,7 @@ def test_only_finished_train_runs_of_the_experiment_and_each_once(store):
     again = registry.register(config, run_id)
     assert again["already_registered"] and not first["already_registered"]
     assert (again["version"], again["alias"]) == (first["version"], "champion")
-    assert len(store["client"].search_model_versions(f"name = '{NAME}'")) == 1
+    assert versions(store) == 1
 
 
 def test_register_does_not_create_the_experiment(store):
@@ -123,9 +133,9 @@ def test_a_rerun_completes_a_register_cut_short(store, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         registry.register(config, run_id)
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
-    half = store["client"].get_model_version(NAME, "1")
+    half = store["client"].get_model_version(store["name"], "1")
     assert registry.GATE_TAG not in half.tags and aliases(store) == {}
     done = registry.register(config, run_id)
     assert (done["version"], done["alias"], done["already_registered"]) == (1, "champion", False)
-    assert store["client"].get_model_version(NAME, "1").tags[registry.GATE_TAG] == "champion"
-    assert len(store["client"].search_model_versions(f"name = '{NAME}'")) == 1
+    assert store["client"].get_model_version(store["name"], "1").tags[registry.GATE_TAG] == "champion"
+    assert versions(store) == 1

@@ -188,13 +188,20 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
 
 def test_pinned_data_version_reproduces_split_and_metrics(spark, trained, tmp_path):
     config, first = fork_lake(trained["config"], tmp_path), trained["summary"]
-    # New ratings arrive: the table moves on to a new version.
+    # New ratings arrive, and new probe pairs among the ratings the pinned version holds: both
+    # tables move on to new versions.
     extra = tmp_path / "more"
     write(extra / "training_set" / "mv_0000999.txt",
           "999:\n" + "".join(f"{u},4,2005-06-01\n" for u in range(1, 301)))
+    probed = table(spark, config, "probe").select("movie_id", "user_id")
+    unprobed = (table(spark, config, "ratings").select("movie_id", "user_id")
+                .join(probed, ["movie_id", "user_id"], "left_anti").orderBy("movie_id", "user_id")
+                .limit(20).collect())
+    write(extra / "probe.txt", "".join(f"{r.movie_id}:\n{r.user_id}\n" for r in unprobed))
     ingestion.ingest(spark, config, str(extra), "netflix")
     latest = table(spark, config, "ratings").count()
     assert latest == trained["ingested"]["ratings"] + 300
+    assert table(spark, config, "probe").count() == trained["ingested"]["probe"] + 20
 
     pinned = config.override(f"data.version={first['data_version']}")
     again = training.train(spark, pinned).summary()

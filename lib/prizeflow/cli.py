@@ -28,9 +28,12 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(usage(), file=sys.stderr)  # a mistake, not a request: stdout stays for summaries
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(usage())
-        return 0 if argv else 2
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"prizeflow: error: unknown command {command!r}\n{usage()}", file=sys.stderr)

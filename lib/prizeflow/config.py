@@ -73,11 +73,15 @@ class MlflowSettings(Section):
 
 class IngestSettings(Section):
     max_quarantine_fraction: float = Field(0.01, ge=0)
+    # How long an ingest waits for another one into the same lake to finish.
+    lock_wait_seconds: float = Field(600.0, ge=0)
 
 
 class DataSettings(Section):
     # Which ratings to train on: the Delta version of `ratings` (null = latest).
     version: Optional[StrictInt] = Field(None, ge=0)
+    # The Delta version of `probe` (null: as it was while `ratings` stood at data.version).
+    probe_version: Optional[StrictInt] = Field(None, ge=0)
 
 
 class SplitSettings(Section):
@@ -361,6 +365,26 @@ def _check_ranges(config: Config) -> None:
     elif split.test_fraction + split.validation_fraction >= 1:
         raise ConfigError("config keys 'split.test_fraction' + 'split.validation_fraction' "
                           "must leave some ratings for training")
+
+
+def changes(config: Config) -> str:
+    """``key=value`` for every key that differs from its default, secrets masked, one line."""
+    from prizeflow.secrets import redact
+
+    def flat(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and dotted not in FREE_MAPPINGS:
+                out.update(flat(value, dotted + "."))
+            elif isinstance(value, dict):
+                out.update({f"{dotted}.{k}": v for k, v in value.items()})
+            else:
+                out[dotted] = value
+        return out
+
+    now, base = flat(redact(config.as_dict())), flat(Config().as_dict())
+    return ", ".join(f"{k}={v}" for k, v in now.items() if base.get(k, object()) != v)
 
 
 def describe(config: Config) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from prizeflow import lake, splits
 from prizeflow.config import Config
@@ -48,12 +49,35 @@ def load_training_data(spark: SparkSession, config: Config) -> TrainingData:
     low = float(props.get("prizeflow.rating_low", 1.0))
     high = float(props.get("prizeflow.rating_high", 5.0))
     probe_path = lake.table_path(root, "probe")
-    probe_version = lake.version(spark, probe_path)
+    probe_version = _probe_version(spark, config, probe_path, path, version, latest)
     probe = None
     if probe_version is not None:
-        # At the version looked up: an ingest committing meanwhile cannot change the test set.
+        # At a fixed version: an ingest committing meanwhile cannot change the test set.
         probe = lake.read(spark, probe_path, probe_version).select("user_id", "movie_id")
     return TrainingData(ratings, path, version, low, high, probe, probe_version)
+
+
+def _probe_version(spark: SparkSession, config: Config, probe_path: str, ratings_path: str,
+                   ratings_version: int, ratings_latest: int) -> int | None:
+    """``data.probe_version`` if set; else the probe as it was while ``ratings`` stood at the
+    version read (its last commit before the next ratings commit), so ``data.version=N`` gives
+    the same test set after later ingests; else the latest."""
+    latest = lake.version(spark, probe_path)
+    wanted = config.data.probe_version
+    if wanted is not None:
+        if latest is None or not 0 <= wanted <= latest:
+            raise JobError(f"data.probe_version {wanted} does not exist: probe versions are "
+                           f"{'none' if latest is None else f'0..{latest}'}")
+        return wanted
+    if latest is None or ratings_version == ratings_latest:
+        return latest
+    from delta.tables import DeltaTable
+
+    next_commit = (DeltaTable.forPath(spark, ratings_path).history()
+                   .where(f"version = {ratings_version + 1}").select("timestamp").first()[0])
+    before = (DeltaTable.forPath(spark, probe_path).history()
+              .where(F.col("timestamp") < F.lit(next_commit)).agg(F.max("version")).first()[0])
+    return None if before is None else int(before)
 
 
 def choose_split_method(config: Config, data: TrainingData) -> str:

@@ -25,6 +25,7 @@ from prizeflow import formats, lake, parse
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.lines import locate_lines
+from prizeflow.lock import ingest_lock
 from prizeflow.sources import SourceError, SourceFile, SourcePlan, discover
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,14 @@ def ingest(spark: SparkSession, config: Config, source: str,
     plan = find_source(source, fmt)
     root = config.lake.root
     lake.check_writable(root)
+    with ingest_lock(spark, root, config.ingest.lock_wait_seconds):
+        return _ingest_locked(spark, config, plan)
+
+
+def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan) -> dict[str, Any]:
+    """The ingest proper, with the lake's ingest lock held: what it de-duplicates against is
+    what the tables hold when it writes."""
+    root = config.lake.root
     paths = {t: lake.table_path(root, t) for t in lake.DATA_TABLES + ("quarantine", "ingest_files")}
     _check_format(spark, paths["ratings"], plan.format)
     todo = _files_to_ingest(spark, plan, paths["ingest_files"])

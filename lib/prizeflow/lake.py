@@ -88,6 +88,16 @@ def check_writable(root: str) -> None:
         raise JobError(f"cannot write to lake.root {root}: {existing} is not a writable folder")
 
 
+def check_ingested(root: str) -> None:
+    """For a lake on local disk: fail now if it holds no ``ratings`` table (a command that reads
+    it would learn that only after Spark's start-up). Remote roots are checked by Spark."""
+    if "://" in root or root.startswith("dbfs:"):
+        return
+    path = Path(table_path(root, "ratings").removeprefix("file:"))
+    if not (path / "_delta_log").is_dir():
+        raise JobError(f"no ratings table at {path}: run `prizeflow ingest` first")
+
+
 def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     """The table at ``path``, at Delta ``version`` (None: the latest)."""
     reader = spark.read.format("delta")

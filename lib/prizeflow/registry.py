@@ -13,6 +13,8 @@ crash, and the next ``register`` of the same run completes it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,6 +131,10 @@ def champion_rmse(client: MlflowClient, champion) -> float:
                             f"(train run {run_id}): {_first_line(exc)}") from exc
 
 
+def _int_or_none(text: str | None) -> int | None:
+    return None if text in (None, "", "None") else int(text)
+
+
 def _first_line(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -185,7 +191,9 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
         mlflow.artifacts.load_text(f"runs:/{candidate.run.info.run_id}/config.yaml"))
     scoring_config = config.model_copy(update={
         "split": SplitSettings.model_validate(run_config["split"]),
-        "data": DataSettings(version=int(candidate.run.data.params["data_version"]))})
+        "data": DataSettings(version=int(candidate.run.data.params["data_version"]),
+                             probe_version=_int_or_none(
+                                 candidate.run.data.params.get("probe_version")))})
     source = data.load_training_data(spark, scoring_config)
     method = data.choose_split_method(scoring_config, source)
     split = data.split_ratings(source, scoring_config, method)
@@ -288,7 +296,9 @@ def _create_version(client: MlflowClient, name: str, candidate: Candidate):
                                 f"{_first_line(exc)}") from exc
         client.create_registered_model(
             name, description="prizeflow ALS rating predictor (bias-aware ALS on Spark MLlib).")
-    version = mlflow.register_model(candidate.model_uri, name, tags=candidate.version_tags())
+    # register_model prints "Registered model ... already exists" for the model created above.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(candidate.model_uri, name, tags=candidate.version_tags())
     client.update_model_version(name, version.version, candidate.description())
     return version
 

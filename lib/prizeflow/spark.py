@@ -81,6 +81,8 @@ def get_spark(config: Config):
             # Local Python workers (mapInPandas) must run this interpreter, with its packages,
             # not whatever `python3` is first on the PATH. PySpark reads only the environment.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            # The JVM reads it at launch: no "hostname resolves to a loopback address" warning.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             # Nothing outside this machine needs to reach a local driver: bind it to loopback
             # (spark.conf may still say otherwise).
             builder = (builder.config("spark.driver.bindAddress", "127.0.0.1")

@@ -37,7 +37,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, grid, lake, metrics, neighbours, partitions,
-                       scoring, splits)
+                       progress, scoring, splits)
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
@@ -67,7 +67,8 @@ class Stages:
     def __call__(self, name: str):
         logger.info("%s ...", name)
         started, clock = time.time(), time.monotonic()
-        yield
+        with progress.step(name):
+            yield
         self.add(name, started, time.monotonic() - clock)
         logger.info("%s: %.1f s", name, time.monotonic() - clock)
 

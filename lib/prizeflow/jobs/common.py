@@ -13,7 +13,8 @@ import time
 from typing import Any, Callable
 
 import prizeflow
-from prizeflow.config import Config, ConfigError, describe, load_config
+from prizeflow import progress
+from prizeflow.config import Config, ConfigError, changes, describe, load_config
 from prizeflow.errors import JobError, one_line
 from prizeflow.secrets import RedactingFilter, redact_text
 
@@ -60,7 +61,11 @@ def resolve_config(conf_path: str | None, overrides: list[str]) -> Config:
     if conf_path is None and os.path.isfile(DEFAULT_CONF):
         conf_path = DEFAULT_CONF
     config = load_config(conf_path, overrides)
-    logger.info("config (%s):\n%s", conf_path or "built-in defaults", describe(config))
+    # One line of what differs from the defaults; the whole resolved config goes to the MLflow
+    # run (config.yaml) and, on request, to DEBUG.
+    logger.info("config %s%s: %s", conf_path or "(built-in defaults)",
+                f" + {len(overrides)} --set" if overrides else "", changes(config) or "defaults")
+    logger.debug("resolved config:\n%s", describe(config))
     return config
 
 
@@ -77,7 +82,8 @@ def run_step(name: str, task: Callable[..., dict[str, Any]], *args: Any) -> dict
     logger.info("step %s", name)
     started, clock = time.time(), time.monotonic()
     try:
-        summary = task(*args)
+        with progress.step(name):
+            summary = task(*args)
     except Exception as exc:
         # The innermost step is the one that failed; run_job puts its name on the error line.
         if not hasattr(exc, STEP_ATTRIBUTE):
@@ -116,7 +122,8 @@ def run_job(command: str, parser: argparse.ArgumentParser,
             from prizeflow.spark import get_spark
 
             spark = get_spark(config)
-        summary = task(spark, config, args)
+        with progress.step(command), progress.Heartbeat(spark):
+            summary = task(spark, config, args)
     except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
         logger.debug("prizeflow %s failed", command, exc_info=True)
         print(redact_text(f"prizeflow {command}: error: {_where(exc)}{exc}"), file=sys.stderr)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from prizeflow import recommending
+from prizeflow import lake, recommending
 from prizeflow.config import Config
 from prizeflow.jobs.common import make_parser, run_job
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
     recommending.check_top(args.top)
+    lake.check_ingested(config.lake.root)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:

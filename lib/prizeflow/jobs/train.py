@@ -22,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     return make_parser("train", "Train the ALS grid on the ratings table and track it in MLflow.")
 
 
+def precheck(config: Config, args: argparse.Namespace) -> None:
+    from prizeflow import lake
+
+    lake.check_ingested(config.lake.root)
+
+
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from prizeflow import training
 
@@ -29,8 +35,7 @@ def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("train", build_parser(), run, argv,
-                   needs_mlflow=True)
+    return run_job("train", build_parser(), run, argv, precheck=precheck, needs_mlflow=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,129 @@
+"""One ingest at a time per lake: a lock held in a one-row Delta table, ``<lake.root>/_ingest_lock``.
+
+Each ingest de-duplicates its rows against the tables it read, so two at once would each miss
+the other's rows and both append the same keys. Taking the lock is a conditional Delta UPDATE
+(``holder IS NULL``): of two ingests racing for it, Delta's conflict detection lets exactly one
+commit; the other sees the holder and waits (``ingest.lock_wait_seconds``), then fails naming
+it. A holder whose process is gone (same host, dead pid) is replaced; one on another host must
+be cleared by hand (the error says how). Works wherever Delta's commit is atomic (local disk,
+HDFS, ADLS, GCS, S3 with a multi-cluster log store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+from pyspark.sql import SparkSession
+
+from prizeflow import lake
+from prizeflow.errors import JobError
+
+logger = logging.getLogger(__name__)
+
+LOCK_TABLE = "_ingest_lock"
+POLL_SECONDS = 2.0
+
+
+def _conflicts() -> tuple[type[BaseException], ...]:
+    from delta.exceptions import (ConcurrentAppendException, ConcurrentDeleteDeleteException,
+                                  ConcurrentDeleteReadException, ConcurrentTransactionException,
+                                  ConcurrentWriteException, DeltaConcurrentModificationException,
+                                  MetadataChangedException, ProtocolChangedException)
+
+    return (ConcurrentAppendException, ConcurrentDeleteDeleteException,
+            ConcurrentDeleteReadException, ConcurrentTransactionException,
+            ConcurrentWriteException, DeltaConcurrentModificationException,
+            MetadataChangedException, ProtocolChangedException)
+
+
+def _ensure(spark: SparkSession, path: str) -> None:
+    if lake.is_table(spark, path):
+        return
+    try:
+        # The one row is in the table's first commit: two creators cannot make two rows.
+        spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` USING delta AS SELECT 1 AS id, "
+                  "CAST(NULL AS STRING) AS holder, CAST(NULL AS TIMESTAMP) AS since")
+    except Exception:  # noqa: BLE001 - lost the race to create it; fine if it exists now
+        if not lake.is_table(spark, path):
+            raise
+
+
+def _holder(spark: SparkSession, path: str) -> str | None:
+    row = lake.read(spark, path).select("holder").first()
+    return row.holder if row is not None else None
+
+
+def _dead_local_holder(holder: str) -> bool:
+    """True when ``holder`` names a process on this host that no longer runs."""
+    try:
+        _, host, pid = holder.rsplit(" ", 2)
+        pid_number = int(pid.removeprefix("pid="))
+    except ValueError:
+        return False
+    if host != f"host={socket.gethostname()}":
+        return False
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _try_take(spark: SparkSession, path: str, me: str) -> str | None:
+    """None when the lock is now ours; else who holds it."""
+    holder = _holder(spark, path)
+    if holder is not None and _dead_local_holder(holder):
+        logger.warning("taking over the ingest lock of %s: that process is gone", holder)
+        condition = f"holder = '{holder}'"
+    elif holder is None:
+        condition = "holder IS NULL"
+    else:
+        return holder
+    try:
+        spark.sql(f"UPDATE delta.`{path}` SET holder = '{me}', since = current_timestamp() "
+                  f"WHERE {condition}")
+    except _conflicts():
+        logger.debug("the ingest lock changed while taking it; looking again")
+    holder = _holder(spark, path)
+    return None if holder == me else (holder or "")
+
+
+@contextmanager
+def ingest_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator[str]:
+    """Hold the lake's ingest lock for the duration; yields this holder's name."""
+    path = lake.table_path(root, LOCK_TABLE)
+    me = f"ingest={uuid.uuid4().hex[:12]} host={socket.gethostname()} pid={os.getpid()}"
+    _ensure(spark, path)
+    deadline = time.monotonic() + wait_seconds
+    announced = None
+    while True:
+        holder = _try_take(spark, path, me)
+        if holder is None:
+            break
+        if time.monotonic() >= deadline:
+            raise JobError(
+                f"lake {root} is being ingested by another run ({holder}); waited "
+                f"{wait_seconds:g} s (ingest.lock_wait_seconds). If that run is dead, clear "
+                f"the lock: UPDATE delta.`{path}` SET holder = NULL")
+        if holder and holder != announced:
+            logger.info("lake %s is being ingested by %s: waiting for it", root, holder)
+            announced = holder
+        time.sleep(POLL_SECONDS)
+    try:
+        yield me
+    finally:
+        for _ in range(10):  # a conflict here is only another run polling: try again
+            try:
+                spark.sql(f"UPDATE delta.`{path}` SET holder = NULL, since = NULL "
+                          f"WHERE holder = '{me}'")
+                break
+            except _conflicts():
+                time.sleep(0.2)

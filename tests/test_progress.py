@@ -1,0 +1,34 @@
+"""No silent stretch: while Spark works and the pipeline logs nothing, a heartbeat line says which
+step runs, for how long, and Spark's own task progress."""
+
+import logging
+import time
+
+from prizeflow import progress
+
+
+def _slow(batches):
+    for batch in batches:
+        time.sleep(1.5)
+        yield batch
+
+
+def test_a_quiet_spark_job_gets_progress_lines(spark, caplog):
+    frame = spark.range(4).repartition(4)
+    with caplog.at_level(logging.INFO):
+        with progress.step("slow step"), progress.Heartbeat(spark, every=1.0):
+            assert frame.mapInPandas(_slow, frame.schema).count() == 4
+    lines = [r.getMessage() for r in caplog.records if r.name == "prizeflow.progress"]
+    assert lines, "no heartbeat in a 3-second silent job"
+    assert lines[0].startswith("slow step: running for ")
+    assert any("/4 tasks of the running stages" in line for line in lines), lines
+
+
+def test_no_heartbeat_while_the_pipeline_itself_logs(spark, caplog):
+    chatty = logging.getLogger("prizeflow.training")
+    with caplog.at_level(logging.INFO):
+        with progress.Heartbeat(spark, every=1.0):
+            for _ in range(6):
+                chatty.info("grid point done")
+                time.sleep(0.4)
+    assert not [r for r in caplog.records if r.name == "prizeflow.progress"]
