@@ -9,7 +9,7 @@ import pytest
 
 from prizeflow.config import ConfigError, describe, load_config
 from prizeflow.secrets import redact, redact_text
-from prizeflow.sources import SourceError, discover
+from prizeflow.sources import discover
 
 from processes import BIN, pipeline_env
 
@@ -95,10 +95,10 @@ def test_symlink_loops_are_reported_and_not_followed(tmp_path, caplog):
 
 def test_an_unreachable_tracking_server_fails_in_seconds_naming_it_without_credentials():
     url = f"http://alice:{SECRET}@127.0.0.1:{_closed_port()}"
-    result, last = _prizeflow("train", "--set", f"mlflow.tracking_uri={url}",
+    result, last = _prizeflow("register", "--set", f"mlflow.tracking_uri={url}",
                               "--set", "mlflow.timeout_seconds=2")
     assert result.returncode == 1 and "SparkSession up" not in result.stderr
-    assert last.startswith(f"prizeflow train: error: MLflow tracking server "
+    assert last.startswith(f"prizeflow register: error: MLflow tracking server "
                            f"http://***@127.0.0.1:{url.rsplit(':', 1)[1]} did not answer within 2 s")
     assert SECRET not in result.stdout + result.stderr
 
@@ -117,11 +117,12 @@ def test_secrets_are_masked_in_the_config_dump_logs_and_errors(tmp_path):
     assert redact_text(f"https://x.blob.core.windows.net/c?sv=1&sig={SECRET}&se=2") == \
         "https://x.blob.core.windows.net/c?sv=1&sig=***&se=2"
     # A failing command with secrets in its config: none in anything it prints.
-    result, _ = _prizeflow("train", "--set", f"mlflow.tracking_uri=http://bob:{SECRET}@127.0.0.1:"
-                           f"{_closed_port()}", "--set", "mlflow.timeout_seconds=1",
-                           "--set", f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
-                           cwd=tmp_path)
-    assert result.returncode == 1 and SECRET not in result.stdout + result.stderr
+    result, last = _prizeflow("register", "--set", f"mlflow.tracking_uri=http://bob:{SECRET}@"
+                              f"127.0.0.1:{_closed_port()}", "--set", "mlflow.timeout_seconds=1",
+                              "--set", f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}",
+                              cwd=tmp_path)
+    assert result.returncode == 1 and "MLflow tracking server http://***@127.0.0.1" in last
+    assert SECRET not in result.stdout + result.stderr
 
 
 def test_a_java_failure_is_told_by_its_root_cause(spark):

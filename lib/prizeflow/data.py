@@ -11,6 +11,7 @@ split config and data version.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -19,6 +20,8 @@ from pyspark.sql import functions as F
 from prizeflow import lake, splits
 from prizeflow.config import Config
 from prizeflow.errors import JobError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,9 +77,14 @@ def _probe_version(spark: SparkSession, config: Config, probe_path: str, ratings
     from delta.tables import DeltaTable
 
     next_commit = (DeltaTable.forPath(spark, ratings_path).history()
-                   .where(f"version = {ratings_version + 1}").select("timestamp").first()[0])
+                   .where(f"version = {ratings_version + 1}").select("timestamp").first())
+    if next_commit is None:  # that history was cleaned up: only the latest probe is knowable
+        logger.warning("ratings version %d has no recorded successor: the probe is read at its "
+                       "latest version %d (set data.probe_version to choose)", ratings_version,
+                       latest)
+        return latest
     before = (DeltaTable.forPath(spark, probe_path).history()
-              .where(F.col("timestamp") < F.lit(next_commit)).agg(F.max("version")).first()[0])
+              .where(F.col("timestamp") < F.lit(next_commit[0])).agg(F.max("version")).first()[0])
     return None if before is None else int(before)
 
 

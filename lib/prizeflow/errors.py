@@ -33,8 +33,9 @@ def one_line(exc: BaseException) -> str:
         root = _java_root(java)
         if root:
             return root
-    cause = exc
-    while cause.__cause__ is not None and cause.__cause__ is not cause:
+    cause, seen = exc, {id(exc)}
+    while cause.__cause__ is not None and id(cause.__cause__) not in seen:
         cause = cause.__cause__
+        seen.add(id(cause))
     message = _first_line(str(exc)) or _first_line(str(cause))
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

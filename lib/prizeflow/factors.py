@@ -313,10 +313,11 @@ class FactorModel:
         scores = (user_factors @ movie_factors.T).astype(np.float64)
         user_bias = take(self.user_bias, u_pos, u_found)
         nb = self.neighbourhood
-        baseline = self.mean + user_bias[:, None] + self.movie_bias[None, :]
-        scores = self.rule().without(NEIGHBOUR).raw({
-            "baseline": baseline, "factor_term": scores,
-            "has_factors": has[:, None] & self.movie_has_factors[None, :]})
+        parts = {"factor_term": scores,
+                 "has_factors": has[:, None] & self.movie_has_factors[None, :]}
+        if self.kind != "plain":
+            parts["baseline"] = self.mean + user_bias[:, None] + self.movie_bias[None, :]
+        scores = self.rule().without(NEIGHBOUR).raw(parts)
         h_pos, h_found = lookup(self.movie_ids, history_movies)
         scores[history_owner[h_found], h_pos[h_found]] = -np.inf
         size = n if nb is None else max(4 * n, n + 50)

@@ -77,23 +77,42 @@ def table_path(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
-def check_writable(root: str) -> None:
-    """For a lake on local disk: fail now, naming the folder, if it cannot be written (Spark
-    would fail later inside a job with a Java trace). Remote roots are left to their store."""
+def local_root(config) -> Path | None:
+    """``lake.root`` as a local folder when it surely is one (a ``file:`` root, or a plain path
+    with a local master and no other default filesystem); None when a cluster's default
+    filesystem (HDFS, DBFS) may resolve it."""
+    root = config.lake.root
+    if root.startswith("file:"):
+        return Path(root.removeprefix("file:")).absolute()
     if "://" in root or root.startswith("dbfs:"):
+        return None
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit chose the master
+    master = config.spark.master or ""
+    if submitted or not master.startswith("local") or "spark.hadoop.fs.defaultFS" in \
+            config.spark.conf:
+        return None
+    return Path(root).absolute()
+
+
+def check_writable(config) -> None:
+    """For a lake on local disk: fail now, naming the folder, if it cannot be written (Spark
+    would fail later inside a job with a Java trace). Other roots are left to their store."""
+    path = local_root(config)
+    if path is None:
         return
-    path = Path(root.removeprefix("file:")).absolute()
+    root = config.lake.root
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise JobError(f"cannot write to lake.root {root}: {existing} is not a writable folder")
 
 
-def check_ingested(root: str) -> None:
+def check_ingested(config) -> None:
     """For a lake on local disk: fail now if it holds no ``ratings`` table (a command that reads
-    it would learn that only after Spark's start-up). Remote roots are checked by Spark."""
-    if "://" in root or root.startswith("dbfs:"):
+    it would learn that only after Spark's start-up). Other roots are checked by Spark."""
+    root = local_root(config)
+    if root is None:
         return
-    path = Path(table_path(root, "ratings").removeprefix("file:"))
+    path = root / "ratings"
     if not (path / "_delta_log").is_dir():
         raise JobError(f"no ratings table at {path}: run `prizeflow ingest` first")
 

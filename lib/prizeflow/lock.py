@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from prizeflow import lake
 from prizeflow.errors import JobError
@@ -77,19 +78,27 @@ def _dead_local_holder(holder: str) -> bool:
     return False
 
 
+def _set_holder(spark: SparkSession, path: str, condition, value: str | None) -> None:
+    """One conditional Delta UPDATE of the lock row (values passed as columns: no quoting)."""
+    from delta.tables import DeltaTable
+
+    since = F.current_timestamp() if value is not None else F.lit(None).cast("timestamp")
+    DeltaTable.forPath(spark, path).update(
+        condition=condition, set={"holder": F.lit(value).cast("string"), "since": since})
+
+
 def _try_take(spark: SparkSession, path: str, me: str) -> str | None:
     """None when the lock is now ours; else who holds it."""
     holder = _holder(spark, path)
     if holder is not None and _dead_local_holder(holder):
         logger.warning("taking over the ingest lock of %s: that process is gone", holder)
-        condition = f"holder = '{holder}'"
+        condition = F.col("holder") == F.lit(holder)
     elif holder is None:
-        condition = "holder IS NULL"
+        condition = F.col("holder").isNull()
     else:
         return holder
     try:
-        spark.sql(f"UPDATE delta.`{path}` SET holder = '{me}', since = current_timestamp() "
-                  f"WHERE {condition}")
+        _set_holder(spark, path, condition, me)
     except _conflicts():
         logger.debug("the ingest lock changed while taking it; looking again")
     holder = _holder(spark, path)
@@ -120,10 +129,20 @@ def ingest_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator
     try:
         yield me
     finally:
-        for _ in range(10):  # a conflict here is only another run polling: try again
-            try:
-                spark.sql(f"UPDATE delta.`{path}` SET holder = NULL, since = NULL "
-                          f"WHERE holder = '{me}'")
-                break
-            except _conflicts():
-                time.sleep(0.2)
+        _release(spark, path, me)
+
+
+def _release(spark: SparkSession, path: str, me: str) -> None:
+    """Clear the lock if it is still ours. Never raises: the ingest's own outcome (or error)
+    is what the caller must see; a lock left behind is named in a warning."""
+    for _ in range(10):  # a conflict here is only another run polling: try again
+        try:
+            _set_holder(spark, path, F.col("holder") == F.lit(me), None)
+            return
+        except _conflicts():
+            time.sleep(0.2)
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.warning("could not release the ingest lock %s", path, exc_info=True)
+            return
+    logger.warning("could not release the ingest lock %s (held by %s): clear it with "
+                   "UPDATE delta.`%s` SET holder = NULL", path, me, path)

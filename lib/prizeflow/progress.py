@@ -31,7 +31,6 @@ class _Activity(logging.Handler):
 
 
 _activity = _Activity(level=logging.INFO)
-logging.getLogger("prizeflow").addHandler(_activity)
 
 
 @contextmanager
@@ -50,6 +49,15 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _submitted(tracker, stage_id: int) -> float | None:
+    """When a stage was submitted (unix seconds): the Java tracker has it, PySpark's does not."""
+    try:
+        millis = tracker._jtracker.getStageInfo(stage_id).submissionTime()
+    except Exception:  # noqa: BLE001 - a stage that just ended, or no such field
+        return None
+    return millis / 1000 if millis and millis > 0 else None
+
+
 def describe_spark(spark) -> str:
     """Tasks done of Spark's active stages, with a time-left estimate from their pace."""
     tracker = spark.sparkContext.statusTracker()
@@ -61,7 +69,7 @@ def describe_spark(spark) -> str:
             continue
         done += info.numCompletedTasks
         total += info.numTasks
-        submitted = info.submissionTime / 1000 if info.submissionTime > 0 else None
+        submitted = _submitted(tracker, stage_id)
         if submitted is not None:
             started = submitted if started is None else min(started, submitted)
     if total == 0:
@@ -85,6 +93,7 @@ class Heartbeat:
     def __enter__(self) -> "Heartbeat":
         if self.spark is not None and hasattr(self.spark, "sparkContext"):
             _state["last_line"] = time.monotonic()
+            logging.getLogger("prizeflow").addHandler(_activity)
             self._thread.start()
         return self
 
@@ -92,6 +101,7 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        logging.getLogger("prizeflow").removeHandler(_activity)
 
     def _run(self) -> None:
         while not self._stop.wait(min(1.0, self.every / 4)):

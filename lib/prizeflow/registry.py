@@ -232,10 +232,13 @@ def register(config: Config, run_id: str | None = None,
     candidate = Candidate(run)
     version = registered_version(client, name, run.info.run_id)
     if version is not None and version.tags.get(GATE_TAG):
+        # What it holds now: a later champion may have taken its alias since.
+        current = client.get_model_version(name, version.version)
+        held = [a for a in (current.aliases or []) if a in (CHAMPION, CHALLENGER)]
         logger.info("train run %s is already registered as %s v%s (%s)", run.info.run_id, name,
-                    version.version, version.tags[GATE_TAG])
-        return _summary(name, version, version.tags[GATE_TAG], candidate, None, None, False,
-                        already=True)
+                    version.version, f"@{held[0]}" if held else "no alias now")
+        return _summary(name, version, held[0] if held else None, candidate, None, None, False,
+                        already=True, gate=version.tags[GATE_TAG])
 
     champion = current_champion(client, name)
     if version is not None and champion is not None and champion.version == version.version:
@@ -303,11 +306,12 @@ def _create_version(client: MlflowClient, name: str, candidate: Candidate):
     return version
 
 
-def _summary(name: str, version, alias: str, candidate: Candidate, best_before: float | None,
-             champion, rescored: bool, already: bool = False) -> dict[str, Any]:
+def _summary(name: str, version, alias: str | None, candidate: Candidate,
+             best_before: float | None, champion, rescored: bool, already: bool = False,
+             gate: str | None = None) -> dict[str, Any]:
     run = candidate.run
     return {"model_name": name, "version": int(version.version),
-            "alias": alias if alias in (CHAMPION, CHALLENGER) else None, "gate": alias,
+            "alias": alias if alias in (CHAMPION, CHALLENGER) else None, "gate": gate or alias,
             "already_registered": already, "test_rmse": candidate.test_rmse,
             "champion_rmse_before": best_before,
             "champion_version_before": int(champion.version) if champion else None,

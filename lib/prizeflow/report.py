@@ -43,7 +43,8 @@ def render(summary: dict, tracking_uri: str) -> str:
     versus = "first version" if before is None else f"champion before: RMSE {before:.4f}"
     lines += [
         f"  registered       : {summary['model_name']} version {summary['version']} "
-        f"as @{summary['alias']} ({versus})",
+        + (f"as @{summary['alias']} ({versus})" if summary.get("alias") else
+           f"without an alias: not better than its bias baseline ({versus})"),
         f"  MLflow UI        : mlflow ui --backend-store-uri {redact_text(tracking_uri)}  "
         "(then open http://127.0.0.1:5000)",
     ]

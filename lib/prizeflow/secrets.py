@@ -52,7 +52,10 @@ class RedactingFilter(logging.Filter):
     """Masks secrets in every record a handler emits (its message and its traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call; the handler reports it, not us
+            return True
         cleaned = redact_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None

@@ -134,6 +134,6 @@ def run_job(command: str, parser: argparse.ArgumentParser,
               file=sys.stderr)
         return 1
     summary = {"command": command, **summary, "seconds": round(time.monotonic() - started, 3)}
-    sys.stdout.write(json.dumps(summary, sort_keys=False) + "\n")
+    sys.stdout.write(redact_text(json.dumps(summary, sort_keys=False)) + "\n")
     sys.stdout.flush()
     return 0

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
     ingestion.find_source(args.source, args.format)
-    lake.check_writable(config.lake.root)
+    lake.check_writable(config)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:

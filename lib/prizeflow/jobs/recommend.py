@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
     recommending.check_top(args.top)
-    lake.check_ingested(config.lake.root)
+    lake.check_ingested(config)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def pipeline(spark, config: Config, source: str, fmt: str = "auto") -> dict[str,
 def precheck(config: Config, args: argparse.Namespace) -> None:
     # A missing or unrecognisable source fails before Spark starts, as in `prizeflow ingest`.
     ingestion.find_source(args.source, args.format)
-    lake.check_writable(config.lake.root)
+    lake.check_writable(config)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 def precheck(config: Config, args: argparse.Namespace) -> None:
     from prizeflow import lake
 
-    lake.check_ingested(config.lake.root)
+    lake.check_ingested(config)
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
