@@ -389,3 +389,31 @@ def test_two_ingests_at_once_leave_no_duplicate_keys(spark, tmp_path):
     assert len(quarantine) == 40 and {q[2] for q in quarantine} == {"duplicate"}
     assert {q[0] for q in quarantine} == {"mv_0000003.txt"}
     assert summaries["a"]["quarantined"] + summaries["b"]["quarantined"] == 40
+
+
+def test_the_delta_lock_for_remote_lakes_admits_one_holder(spark, tmp_path):
+    """The lock a lake on object storage uses (a conditional Delta update), on a local path."""
+    import threading
+
+    from prizeflow import lock
+
+    root = str(tmp_path / "lake")
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with lock.delta_lock(spark, root, 0):
+            held.set()
+            release.wait(120)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(120)
+    with pytest.raises(JobError, match=r"lake .* is being ingested by another run \(ingest=\w+ "
+                                       r"host=\S+ pid=\d+\); waited 0 s .*SET holder = NULL"):
+        with lock.delta_lock(spark, root, 0):
+            pass
+    release.set()
+    thread.join(120)
+    with lock.delta_lock(spark, root, 0) as me:
+        assert lock._holder(spark, lake.table_path(root, lock.LOCK_TABLE)) == me
+    assert lock._holder(spark, lake.table_path(root, lock.LOCK_TABLE)) is None

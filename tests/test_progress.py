@@ -7,13 +7,12 @@ import time
 from prizeflow import progress
 
 
-def _slow(batches):
-    for batch in batches:
-        time.sleep(1.5)
-        yield batch
-
-
 def test_a_quiet_spark_job_gets_progress_lines(spark, caplog):
+    def _slow(batches):  # defined here: pickled by value for the Python workers
+        for batch in batches:
+            time.sleep(1.5)
+            yield batch
+
     frame = spark.range(4).repartition(4)
     with caplog.at_level(logging.INFO):
         with progress.step("slow step"), progress.Heartbeat(spark, every=1.0):

@@ -181,8 +181,7 @@ def ingest(spark: SparkSession, config: Config, source: str,
     """Ingest the corpus under ``source`` (``fmt``: one of :data:`prizeflow.formats.CHOICES`)
     into the lake at ``lake.root``; the run's summary."""
     plan = find_source(source, fmt)
-    root = config.lake.root
-    with ingest_lock(spark, root, config.ingest.lock_wait_seconds):
+    with ingest_lock(spark, config):
         return _ingest_locked(spark, config, plan)
 
 

@@ -1,12 +1,17 @@
-"""One ingest at a time per lake: a lock held in a one-row Delta table, ``<lake.root>/_ingest_lock``.
+"""One ingest at a time per lake.
 
 Each ingest de-duplicates its rows against the tables it read, so two at once would each miss
-the other's rows and both append the same keys. Taking the lock is a conditional Delta UPDATE
-(``holder IS NULL``): of two ingests racing for it, Delta's conflict detection lets exactly one
-commit; the other sees the holder and waits (``ingest.lock_wait_seconds``), then fails naming
-it. A holder whose process is gone (same host, dead pid) is replaced; one on another host must
-be cleared by hand (the error says how). Works wherever Delta's commit is atomic (local disk,
-HDFS, ADLS, GCS, S3 with a multi-cluster log store).
+the other's rows and both append the same keys. The second one waits for the first
+(``ingest.lock_wait_seconds``), then fails naming it. Two mechanisms:
+
+- a lake on local disk: an exclusive ``flock`` on ``<lake.root>/_ingest.lock`` (the kernel drops
+  it when its process dies, so a killed ingest never leaves it behind; costs nothing);
+- any other lake: a one-row Delta table ``<lake.root>/_ingest_lock``. Taking it is a conditional
+  Delta UPDATE (``holder IS NULL``): of two ingests racing for it, Delta's conflict detection
+  lets exactly one commit. A holder whose process is gone (same host, dead pid) is replaced; one
+  on another host must be cleared by hand (the error says how). Works wherever Delta's commit is
+  atomic (HDFS, ADLS, GCS, S3 with a multi-cluster log store). It costs a few Spark jobs (about
+  5 s here), which is why local lakes use the file.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from pyspark.sql import SparkSession
@@ -28,6 +34,7 @@ from prizeflow.errors import JobError
 logger = logging.getLogger(__name__)
 
 LOCK_TABLE = "_ingest_lock"
+LOCK_FILE = "_ingest.lock"
 POLL_SECONDS = 2.0
 
 
@@ -105,11 +112,71 @@ def _try_take(spark: SparkSession, path: str, me: str) -> str | None:
     return None if holder == me else (holder or "")
 
 
+def _me() -> str:
+    return f"ingest={uuid.uuid4().hex[:12]} host={socket.gethostname()} pid={os.getpid()}"
+
+
+def _give_up(root: str, holder: str, wait_seconds: float, how_to_clear: str) -> JobError:
+    return JobError(f"lake {root} is being ingested by another run ({holder}); waited "
+                    f"{wait_seconds:g} s (ingest.lock_wait_seconds). {how_to_clear}")
+
+
 @contextmanager
-def ingest_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator[str]:
+def ingest_lock(spark: SparkSession, config) -> Iterator[str]:
     """Hold the lake's ingest lock for the duration; yields this holder's name."""
+    local = lake.local_root(config)
+    wait = config.ingest.lock_wait_seconds
+    if local is not None:
+        with file_lock(local, wait) as me:
+            yield me
+    else:
+        with delta_lock(spark, config.lake.root, wait) as me:
+            yield me
+
+
+@contextmanager
+def file_lock(root: Path, wait_seconds: float) -> Iterator[str]:
+    """The local-disk lock: ``flock`` on a file in the lake folder."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_FILE
+    me = _me()
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    with open(path, "a+", encoding="utf-8") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another run"
+                if time.monotonic() >= deadline:
+                    raise _give_up(str(root), holder, wait_seconds,
+                                   "A dead process holds no flock: this one is alive.") from None
+                if not announced:
+                    logger.info("lake %s is being ingested by %s: waiting for it", root, holder)
+                    announced = True
+                time.sleep(POLL_SECONDS / 4)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(me)
+        handle.flush()
+        try:
+            yield me
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def delta_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator[str]:
+    """The lock for any store Delta commits to atomically: a conditional update of one row."""
     path = lake.table_path(root, LOCK_TABLE)
-    me = f"ingest={uuid.uuid4().hex[:12]} host={socket.gethostname()} pid={os.getpid()}"
+    me = _me()
     _ensure(spark, path)
     deadline = time.monotonic() + wait_seconds
     announced = None
@@ -118,10 +185,8 @@ def ingest_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator
         if holder is None:
             break
         if time.monotonic() >= deadline:
-            raise JobError(
-                f"lake {root} is being ingested by another run ({holder}); waited "
-                f"{wait_seconds:g} s (ingest.lock_wait_seconds). If that run is dead, clear "
-                f"the lock: UPDATE delta.`{path}` SET holder = NULL")
+            raise _give_up(root, holder, wait_seconds, "If that run is dead, clear the lock: "
+                           f"UPDATE delta.`{path}` SET holder = NULL")
         if holder and holder != announced:
             logger.info("lake %s is being ingested by %s: waiting for it", root, holder)
             announced = holder
