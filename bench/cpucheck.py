@@ -4,7 +4,7 @@ Python loop and numpy matmul with one BLAS thread each. Reference for bench_para
 
     .venv/bin/python bench/cpucheck.py
 """
-import multiprocessing as mp, os, time, sys
+import multiprocessing as mp, os, time
 os.environ["OPENBLAS_NUM_THREADS"] = "1"; os.environ["OMP_NUM_THREADS"] = "1"
 
 def loop(n):
