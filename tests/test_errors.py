@@ -42,10 +42,15 @@ def test_a_config_file_that_is_not_yaml_names_the_file_and_the_line(tmp_path):
                     "(byte 0x89 at offset 0): is it a YAML file?")
 
 
-def test_an_unreadable_source_file_is_named_before_spark_starts(tmp_path):
+def _one_movie_corpus(tmp_path):
     source = tmp_path / "corpus"
     (source / "training_set").mkdir(parents=True)
     (source / "training_set" / "mv_0000001.txt").write_text("1:\n1,3,2005-01-01\n")
+    return source
+
+
+def test_an_unreadable_source_file_is_named_before_spark_starts(tmp_path):
+    source = _one_movie_corpus(tmp_path)
     os.symlink(tmp_path / "gone.txt", source / "training_set" / "mv_0000002.txt")
     result, last = _prizeflow("ingest", "--source", source, "--set",
                               f"lake.root={tmp_path / 'lake'}")
@@ -55,9 +60,7 @@ def test_an_unreadable_source_file_is_named_before_spark_starts(tmp_path):
 
 
 def test_a_lake_that_cannot_be_written_is_named_before_spark_starts(tmp_path):
-    source = tmp_path / "corpus"
-    (source / "training_set").mkdir(parents=True)
-    (source / "training_set" / "mv_0000001.txt").write_text("1:\n1,3,2005-01-01\n")
+    source = _one_movie_corpus(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result, last = _prizeflow("ingest", "--source", source, "--set",

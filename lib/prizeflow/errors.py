@@ -8,7 +8,7 @@ class JobError(RuntimeError):
     """A job failed for a reason the user can act on; the message says which."""
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     text = (text or "").strip()
     return text.splitlines()[0] if text else ""
 
@@ -20,7 +20,7 @@ def _java_root(java_exception) -> str | None:
         while root.getCause() is not None and seen < 50:  # a cycle of causes is possible
             root, seen = root.getCause(), seen + 1
         name = root.getClass().getName()
-        return f"{name}: {_first_line(root.getMessage() or '')}".rstrip(": ")
+        return f"{name}: {first_line(root.getMessage() or '')}".rstrip(": ")
     except Exception:  # noqa: BLE001 - the JVM may be gone; fall back to the Python text
         return None
 
@@ -37,5 +37,5 @@ def one_line(exc: BaseException) -> str:
     while cause.__cause__ is not None and id(cause.__cause__) not in seen:
         cause = cause.__cause__
         seen.add(id(cause))
-    message = _first_line(str(exc)) or _first_line(str(cause))
+    message = first_line(str(exc)) or first_line(str(cause))
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from prizeflow.config import Config
-from prizeflow.errors import JobError
+from prizeflow.errors import JobError, first_line
 
 if TYPE_CHECKING:  # the served pyfunc imports this module; it needs no Spark
     from pyspark.sql import SparkSession
@@ -136,8 +136,8 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    """An MLflow error's own message (``exc.message``), first line."""
+    return first_line(getattr(exc, "message", None) or str(exc)) or type(exc).__name__
 
 
 def decide(new_rmse: float, champion_rmse: float | None) -> str:

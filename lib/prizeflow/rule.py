@@ -84,6 +84,8 @@ class Rule:
         """The clipped prediction over a frame with the parts as columns."""
         from pyspark.sql import functions as F
 
+        from prizeflow.baselines import clip
+
         if self.plain_mean is not None:
             raw = F.when(F.col(HAS_FACTORS).cast("boolean"), F.col(FACTOR)).otherwise(
                 F.lit(self.plain_mean))
@@ -91,7 +93,7 @@ class Rule:
             raw = F.lit(self.intercept)
             for name, weight in self.terms:
                 raw = raw + F.lit(weight) * F.col(name)
-        return F.least(F.greatest(raw.cast("double"), F.lit(self.low)), F.lit(self.high))
+        return clip(raw.cast("double"), self.low, self.high)
 
     def sql(self, parts: Mapping[str, str]) -> str:
         """The clipped prediction as Spark SQL, ``parts`` naming each part's expression."""
