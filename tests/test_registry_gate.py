@@ -139,3 +139,67 @@ def test_a_rerun_completes_a_register_cut_short(store, monkeypatch):
     assert (done["version"], done["alias"], done["already_registered"]) == (1, "champion", False)
     assert store["client"].get_model_version(store["name"], "1").tags[registry.GATE_TAG] == "champion"
     assert versions(store) == 1
+
+
+def test_registers_started_together_gate_one_after_the_other(store):
+    """Four registers at once on one SQLite store: each gates against the champion the one
+    before it left (versions are numbered in that order), and the best model ends as champion."""
+    import threading
+
+    config = store["config"]
+    rmses = [0.84, 0.80, 0.86, 0.82]
+    runs = {train_run(store, rmse): rmse for rmse in rmses}
+    start = threading.Barrier(len(runs))
+    results, errors = [], []
+
+    def register(run_id):
+        start.wait()
+        try:
+            results.append(registry.register(config, run_id))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(run_id,)) for run_id in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == [] and len(results) == 4
+    assert versions(store) == 4
+    by_version = sorted(results, key=lambda r: r["version"])
+    assert [r["version"] for r in by_version] == [1, 2, 3, 4]
+    best_before = None
+    for result in by_version:  # what a serial gate in version order decides
+        rmse = runs[result["train_run_id"]]
+        expected = "champion" if best_before is None or rmse < best_before else "challenger"
+        assert result["gate"] == expected, by_version
+        assert result["champion_rmse_before"] == best_before
+        best_before = rmse if best_before is None else min(best_before, rmse)
+    champion = aliases(store)["champion"]
+    assert runs[by_version[champion - 1]["train_run_id"]] == min(rmses)
+
+
+def test_a_champion_moved_by_another_register_stops_this_one(store, monkeypatch):
+    """Where no lock is taken (a tracking server), a champion that moved between the gate's
+    read and the alias write stops the register; a re-run gates against the new champion."""
+    config = store["config"]
+    slower, faster = train_run(store, 0.82), train_run(store, 0.80)
+    client = store["client"]
+    real_create = registry._create_version
+
+    def another_register_meanwhile(client_, name, candidate):
+        monkeypatch.setattr(registry, "_create_version", real_create)
+        crowned = registry._gate_and_register(client, config, name, client.get_run(faster), None)
+        assert crowned["alias"] == "champion"
+        return real_create(client_, name, candidate)
+
+    monkeypatch.setattr(registry, "_create_version", another_register_meanwhile)
+    with pytest.raises(registry.RegistryError, match=(
+            f"the champion of '{store['name']}' moved from no champion to v1 while this "
+            "register ran .* run `prizeflow register` again")):
+        registry.register(config, slower)
+    assert aliases(store) == {"champion": 1}
+    again = registry.register(config, slower)
+    assert (again["version"], again["alias"], again["champion_rmse_before"]) == (2, "challenger",
+                                                                                 0.80)
+    assert aliases(store) == {"champion": 1, "challenger": 2}

@@ -69,6 +69,8 @@ class MlflowSettings(Section):
     dfs_tmpdir: Optional[StrictStr] = None
     # How long a tracking or registry server may take to answer the start-up check.
     timeout_seconds: float = Field(10.0, gt=0)
+    # How long a register waits for another one on the same local store (SQLite, folder).
+    lock_wait_seconds: float = Field(600.0, ge=0)
 
 
 class IngestSettings(Section):

@@ -53,13 +53,34 @@ def _local(uri: str) -> str:
     return unquote(uri)
 
 
-def _files_to_ingest(spark: SparkSession, plan: SourcePlan, manifest_path: str) -> list[SourceFile]:
+def _read_manifest(spark: SparkSession, manifest_path: str) -> dict[str, Any]:
+    """The manifest, one row per source file ever ingested (a few thousand at most), by file."""
     if not lake.is_table(spark, manifest_path):
-        return plan.files
-    seen = {_local(r.source_file): (r.size, r.modified) for r in
-            lake.read(spark, manifest_path)
-            .select("source_file", "size", "modified").collect()}
-    return [f for f in plan.files if seen.get(_local(f.path)) != (f.size, f.modified)]
+        return {}
+    return {_local(r.source_file): r for r in lake.read(spark, manifest_path)
+            .select("source_file", "target", "size", "modified", "rows").collect()}
+
+
+def _files_to_ingest(plan: SourcePlan, manifest: dict[str, Any]) -> list[SourceFile]:
+    def unchanged(f: SourceFile) -> bool:
+        seen = manifest.get(_local(f.path))
+        return seen is not None and (seen.size, seen.modified) == (f.size, f.modified)
+
+    return [f for f in plan.files if not unchanged(f)]
+
+
+def _table_counts(manifest: dict[str, Any], tally: dict[str, dict[str, Any]],
+                  replaced: list[str]) -> dict[str, int]:
+    """Rows per data table after this run, from the manifest (the rows each file put there),
+    without scanning a table: the files this run did not touch, plus what it wrote."""
+    counts = dict.fromkeys(lake.DATA_TABLES, 0)
+    gone = {_local(f) for f in replaced}
+    for name, row in manifest.items():
+        if name not in gone and row.target in counts:
+            counts[row.target] += int(row.rows)
+    for entry in tally.values():
+        counts[entry["target"]] += entry["rows"]
+    return counts
 
 
 def _check_format(spark: SparkSession, ratings_path: str, fmt: str) -> None:
@@ -150,16 +171,12 @@ def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
 
 
 def _summary(spark: SparkSession, root: str, tally: dict[str, dict[str, Any]],
-             plan: SourcePlan, todo: list[SourceFile]) -> dict[str, Any]:
+             plan: SourcePlan, todo: list[SourceFile], manifest: dict[str, Any]) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for entry in tally.values():
         for reason, count in entry["reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
-    counts = {}
-    for table in lake.DATA_TABLES:
-        path = lake.table_path(root, table)
-        counts[table] = (lake.read(spark, path).count()
-                         if lake.is_table(spark, path) else 0)
+    counts = _table_counts(manifest, tally, sorted(set(tally) | {f.path for f in todo}))
     tables = lake.DATA_TABLES + ("quarantine", "ingest_files")
     return {
         "format": plan.format,
@@ -191,10 +208,11 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan) -> dic
     root = config.lake.root
     paths = {t: lake.table_path(root, t) for t in lake.DATA_TABLES + ("quarantine", "ingest_files")}
     _check_format(spark, paths["ratings"], plan.format)
-    todo = _files_to_ingest(spark, plan, paths["ingest_files"])
+    manifest = _read_manifest(spark, paths["ingest_files"])
+    todo = _files_to_ingest(plan, manifest)
     logger.info("%s source: %d file(s), %d new or changed", plan.format, len(plan.files), len(todo))
     if not todo:
-        return _summary(spark, root, {}, plan, todo)
+        return _summary(spark, root, {}, plan, todo, manifest)
 
     parsed: dict[str, DataFrame] = {}
     cached: list[DataFrame] = []
@@ -210,7 +228,7 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan) -> dic
     finally:
         for df in cached:
             df.unpersist()
-    return _summary(spark, root, tally, plan, todo)
+    return _summary(spark, root, tally, plan, todo, manifest)
 
 
 def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: list[SourceFile],

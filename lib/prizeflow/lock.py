@@ -1,4 +1,5 @@
-"""One ingest at a time per lake.
+"""One ingest at a time per lake (and the file lock that serialises registers on a local MLflow
+store: see ``registry``).
 
 Each ingest de-duplicates its rows against the tables it read, so two at once would each miss
 the other's rows and both append the same keys. The second one waits for the first
@@ -112,8 +113,8 @@ def _try_take(spark: SparkSession, path: str, me: str) -> str | None:
     return None if holder == me else (holder or "")
 
 
-def _me() -> str:
-    return f"ingest={uuid.uuid4().hex[:12]} host={socket.gethostname()} pid={os.getpid()}"
+def _me(job: str = "ingest") -> str:
+    return f"{job}={uuid.uuid4().hex[:12]} host={socket.gethostname()} pid={os.getpid()}"
 
 
 def _give_up(root: str, holder: str, wait_seconds: float, how_to_clear: str) -> JobError:
@@ -127,7 +128,9 @@ def ingest_lock(spark: SparkSession, config) -> Iterator[str]:
     local = lake.local_root(config)
     wait = config.ingest.lock_wait_seconds
     if local is not None:
-        with file_lock(local, wait) as me:
+        local.mkdir(parents=True, exist_ok=True)
+        with file_lock(local / LOCK_FILE, wait, f"lake {local} is being ingested",
+                       "ingest.lock_wait_seconds") as me:
             yield me
     else:
         with delta_lock(spark, config.lake.root, wait) as me:
@@ -135,13 +138,14 @@ def ingest_lock(spark: SparkSession, config) -> Iterator[str]:
 
 
 @contextmanager
-def file_lock(root: Path, wait_seconds: float) -> Iterator[str]:
-    """The local-disk lock: ``flock`` on a file in the lake folder."""
+def file_lock(path: Path, wait_seconds: float, busy: str, setting: str,
+              job: str = "ingest") -> Iterator[str]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the duration, waiting up to
+    ``wait_seconds`` for another holder; ``busy`` says what the holder is doing, ``setting``
+    names the wait's config key. The file holds the holder's name, for the messages."""
     import fcntl
 
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / LOCK_FILE
-    me = _me()
+    me = _me(job)
     deadline = time.monotonic() + wait_seconds
     announced = False
     with open(path, "a+", encoding="utf-8") as handle:
@@ -153,10 +157,11 @@ def file_lock(root: Path, wait_seconds: float) -> Iterator[str]:
                 handle.seek(0)
                 holder = handle.read().strip() or "another run"
                 if time.monotonic() >= deadline:
-                    raise _give_up(str(root), holder, wait_seconds,
-                                   "A dead process holds no flock: this one is alive.") from None
+                    raise JobError(f"{busy} by another run ({holder}); waited {wait_seconds:g} s "
+                                   f"({setting}). A dead process holds no flock: this one is "
+                                   "alive.") from None
                 if not announced:
-                    logger.info("lake %s is being ingested by %s: waiting for it", root, holder)
+                    logger.info("%s by %s: waiting for it", busy, holder)
                     announced = True
                 time.sleep(POLL_SECONDS / 4)
         handle.seek(0)

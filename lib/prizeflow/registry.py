@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from pathlib import Path
+from urllib.parse import urlparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +231,46 @@ def register(config: Config, run_id: str | None = None,
     if run.info.experiment_id != experiment_id:
         raise RegistryError(f"run {run.info.run_id} belongs to experiment "
                             f"{run.info.experiment_id}, not {experiment!r} ({experiment_id})")
+    with _store_lock(config):
+        return _gate_and_register(client, config, name, run, spark)
+
+
+def local_store_file(uri: str | None) -> Path | None:
+    """The SQLite file or the folder of a local MLflow store, None for a server."""
+    if not uri:
+        return None
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).absolute()
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path).absolute()
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).absolute()
+    return None
+
+
+@contextlib.contextmanager
+def _store_lock(config: Config):
+    """One register at a time per local MLflow store: an exclusive flock beside the store,
+    taken before the champion is read and held until the aliases are set, so two registers
+    started together gate one after the other. A server has no lock to take; there the alias
+    is checked again just before it moves (see :func:`_gate_and_register`)."""
+    from prizeflow import tracking
+    from prizeflow.lock import file_lock
+
+    store = local_store_file(tracking.registry_uri(config.mlflow) or config.mlflow.tracking_uri)
+    if store is None:
+        yield None
+        return
+    store.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = store.with_name(store.name + ".register.lock")
+    with file_lock(lock_path, config.mlflow.lock_wait_seconds,
+                   f"MLflow store {store} is being registered to",
+                   "mlflow.lock_wait_seconds", job="register") as me:
+        yield me
+
+
+def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run,
+                       spark: SparkSession | None) -> dict[str, Any]:
     candidate = Candidate(run)
     version = registered_version(client, name, run.info.run_id)
     if version is not None and version.tags.get(GATE_TAG):
@@ -255,6 +297,8 @@ def register(config: Config, run_id: str | None = None,
             alias = BELOW_BASELINE
     if version is None:
         version = _create_version(client, name, candidate)
+    if alias == CHAMPION:
+        _check_champion_unchanged(client, name, champion)
     if alias in (CHAMPION, CHALLENGER):
         client.set_registered_model_alias(name, alias, version.version)
     if alias == CHAMPION:
@@ -268,6 +312,22 @@ def register(config: Config, run_id: str | None = None,
     logger.info("registered %s v%s as %s (test RMSE %r vs champion %s)", name, version.version,
                 alias, candidate.test_rmse, "none" if best_before is None else repr(best_before))
     return _summary(name, version, alias, candidate, best_before, champion, rescored)
+
+
+def _check_champion_unchanged(client: MlflowClient, name: str, champion) -> None:
+    """Before the champion alias moves: it must still be where the gate read it. Another
+    register (on a server, where no lock is taken) that moved it meanwhile was gated against
+    an older champion; this one stops instead of crowning a model it never compared with the
+    new one. A re-run completes the registration (the version exists, its gate tag not yet)."""
+    def named(version) -> str:
+        return "no champion" if version is None else f"v{version.version}"
+
+    now = current_champion(client, name)
+    if named(now) != named(champion):
+        raise RegistryError(f"the champion of {name!r} moved from {named(champion)} to "
+                            f"{named(now)} "
+                            "while this register ran (another register at the same time): run "
+                            "`prizeflow register` again to gate against the new champion")
 
 
 def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candidate: Candidate,
