@@ -8,7 +8,7 @@ DEMO_RATINGS ?= 200000
 DIST    ?= dist
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install demo test test-fast test-deploy dist airflow bench clean
+.PHONY: install demo test test-fast test-deploy dist airflow bench clean ui serve
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,20 @@ demo: install
 	$(BIN)/prizeflow run --source $(or $(SOURCE),demo/corpus) | tee demo/run.log
 	@echo
 	@$(BIN)/python -m prizeflow.report demo/run.log --tracking-uri sqlite:///mlflow.db
+
+# The demo's MLflow store in the browser, and the champion behind HTTP (POST /invocations).
+# MLflow's server runs `uvicorn` by name: the venv's bin goes on PATH here, not in your shell.
+TRACKING_URI ?= sqlite:///mlflow.db
+MODEL        ?= models:/prizeflow-als@champion
+UI_PORT      ?= 5000
+SERVE_PORT   ?= 5001
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+serve: install
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
+	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 test: install
 	$(BIN)/pytest

@@ -1,7 +1,7 @@
 """Does one config use the cores it is given? The ALS fit and the neighbourhood stage on
 ``local[1]`` against ``local[2]``, with the default config (no block or partition counts set).
 
-    .venv/bin/python bench/bench_parallelism.py [--ratings 10000000] [--runs 3]
+    .venv/bin/python bench/bench_parallelism.py [--ratings 10000000] [--runs 3] [--set key=value ...]
 
 A corpus of the Netflix Prize's shape (``prizeflow generate --ratings N --users N*480189/100480507
 --movies 17770 --layout combined_data --seed 42``) is ingested once. Then each run is a fresh
@@ -32,14 +32,15 @@ OUT = HERE / "out"
 sys.path.insert(0, str(HERE))
 
 
-def stage_times(lake: str, master: str) -> dict:
+def stage_times(lake: str, master: str, overrides: list[str]) -> dict:
     """In this process: a session on ``master``, then the two timed stages."""
     from prizeflow import als, data, neighbours, partitions, splits, training
     from prizeflow.config import load_config
     from prizeflow.spark import get_spark
 
     os.chdir(PROJECT)
-    config = load_config("conf/local.yaml", [f"lake.root={lake}", f"spark.master={master}"])
+    config = load_config("conf/local.yaml",
+                         [f"lake.root={lake}", f"spark.master={master}", *overrides])
     spark = get_spark(config)
     spark.sparkContext.setCheckpointDir(str(Path(lake) / "_checkpoints"))
     source = data.load_training_data(spark, config)
@@ -73,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratings", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--corpora", type=Path, default=OUT / "corpora")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="dotted.key=value", help="config override for both masters")
     parser.add_argument("--child", nargs=2, metavar=("LAKE", "MASTER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(stage_times(*args.child)))
+        print(json.dumps(stage_times(*args.child, args.overrides)))
         return 0
     from bench_scale import PRIZEFLOW, corpus
 
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for index in range(args.runs):
         for master in ("local[1]", "local[2]"):
-            out = subprocess.run([sys.executable, __file__, "--child", str(lake), master],
+            sets = [a for o in args.overrides for a in ("--set", o)]
+            out = subprocess.run([sys.executable, __file__, "--child", str(lake), master, *sets],
                                  check=True, cwd=PROJECT, capture_output=True, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs.append(result)
@@ -110,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "platform": platform.platform()}
     OUT.mkdir(exist_ok=True)
-    (OUT / "parallelism.json").write_text(json.dumps(
-        {"command": command, "machine": machine, "runs": runs, "medians": medians,
-         "speedup": speedup}, indent=2))
+    name = "parallelism-with-overrides.json" if args.overrides else "parallelism.json"
+    (OUT / name).write_text(json.dumps(
+        {"command": command, "overrides": args.overrides, "machine": machine, "runs": runs,
+         "medians": medians, "speedup": speedup}, indent=2))
     print(f"command: {command}\nmachine: {machine}")
     return 0
 

@@ -64,3 +64,14 @@ def wait_until(ready: Callable[[], bool], what: str, processes: list[subprocess.
             tails = "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
             raise AssertionError(f"{what}: {'a process exited' if dead else 'timed out'}\n{tails}")
         time.sleep(1)
+
+
+def answers(url: str) -> bool:
+    """True when a GET of ``url`` returns 200 (a server's health or ping endpoint)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

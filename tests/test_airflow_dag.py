@@ -103,6 +103,10 @@ def test_airflow_dags_test_runs_the_whole_pipeline(airflow, spark, tmp_path):
                       json.dumps(run_conf)], timeout=1700)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
+    # A first attempt that failed would pass after a retry (2 minutes later, then 4): no task
+    # may need one.
+    retried = [line for line in output.splitlines() if "up_for_retry" in line.lower()]
+    assert not retried, "\n".join(retried[:5]) + "\n" + output[-5000:]
     # Each job's last stdout line (its JSON summary) is streamed into the task log.
     summaries = {}
     for match in re.finditer(r'(\{"command": "(\w+)".*\})', output):

@@ -43,6 +43,21 @@ def test_missing_source_fails_before_spark_starts(tmp_path):
     assert "SparkSession up" not in result.stderr
 
 
+def test_quiet_and_verbose_change_what_is_logged(tmp_path):
+    absent = ["--source", str(tmp_path / "absent")]
+    quiet = _run([BIN / "prizeflow", "ingest", *absent, "-q"])
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines() == [
+        f"prizeflow ingest: error: source not found: {tmp_path / 'absent'}"]
+    normal = _run([BIN / "prizeflow", "ingest", *absent])
+    assert " INFO prizeflow.jobs.common: config " in normal.stderr
+    assert "resolved config:" not in normal.stderr
+    verbose = _run([BIN / "prizeflow", "ingest", *absent, "--verbose"])
+    assert " DEBUG prizeflow.jobs.common: resolved config:" in verbose.stderr
+    both = _run([BIN / "prizeflow", "ingest", *absent, "-q", "-v"])
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_generate_prints_its_summary(tmp_path):
     summary = _summary(_run([BIN / "prizeflow", "generate", "--out", str(tmp_path / "c"),
                              "--ratings", "5000", "--seed", "4"]))

@@ -31,3 +31,25 @@ def test_no_heartbeat_while_the_pipeline_itself_logs(spark, caplog):
                 chatty.info("grid point done")
                 time.sleep(0.4)
     assert not [r for r in caplog.records if r.name == "prizeflow.progress"]
+
+
+def test_the_grid_pools_are_declared_so_spark_does_not_warn(spark, tmp_path):
+    """Each grid slot's FAIR pool comes from the allocation file prizeflow writes at start."""
+    import xml.etree.ElementTree as ElementTree
+
+    from prizeflow.config import load_config
+    from prizeflow.spark import GRID_POOL_PREFIX, pool_file, session_settings
+
+    config = load_config(None, ["train.parallelism=3"])
+    path = session_settings(config, "4.2.0")["spark.scheduler.allocation.file"]
+    assert path == pool_file(3)
+    pools = ElementTree.parse(path).getroot().findall("pool")
+    assert [p.get("name") for p in pools] == [f"{GRID_POOL_PREFIX}{i}" for i in range(3)]
+    assert {p.findtext("weight") for p in pools} == {"1"}
+    own = config.override(f"spark.conf.spark.scheduler.allocation.file={tmp_path / 'mine.xml'}")
+    assert session_settings(own, "4.2.0")["spark.scheduler.allocation.file"] == str(
+        tmp_path / "mine.xml")
+    # The test session (train.parallelism 2) started with its pools declared.
+    scheduler = spark.sparkContext._jsc.sc()
+    assert scheduler.getPoolForName(f"{GRID_POOL_PREFIX}1").isDefined()
+    assert not scheduler.getPoolForName(f"{GRID_POOL_PREFIX}2").isDefined()

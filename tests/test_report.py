@@ -25,7 +25,8 @@ def test_report_names_every_figure():
             "alone 0.8800)") in text
     assert "baseline bias    : RMSE 0.8995, lift +5.50%" in text
     assert "version 2 as @champion (champion before: RMSE 0.9000)" in text
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in text
+    assert "make ui TRACKING_URI=sqlite:///mlflow.db" in text
+    assert "make serve TRACKING_URI=sqlite:///mlflow.db" in text
 
 
 def test_report_reads_the_last_line_and_rejects_other_summaries(tmp_path, capsys):

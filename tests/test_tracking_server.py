@@ -3,7 +3,6 @@ artifacts), then load the champion back through the server."""
 
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -14,7 +13,7 @@ import pytest
 from prizeflow import registry, training
 
 from conftest import copy_lake
-from processes import free_port, start_daemon, stop_daemon, wait_until
+from processes import answers, free_port, start_daemon, stop_daemon, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +31,8 @@ def mlflow_server(tmp_path):
          "--artifacts-destination", tmp_path / "server-artifacts"], log, env)
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(healthy, "mlflow server", [server], [log])
+        wait_until(lambda: answers(f"{url}/health"), "mlflow server", [server], [log])
         yield url, tmp_path
     finally:
         stop_daemon(server)

@@ -45,8 +45,10 @@ def render(summary: dict, tracking_uri: str) -> str:
         f"  registered       : {summary['model_name']} version {summary['version']} "
         + (f"as @{summary['alias']} ({versus})" if summary.get("alias") else
            f"without an alias: not better than its bias baseline ({versus})"),
-        f"  MLflow UI        : mlflow ui --backend-store-uri {redact_text(tracking_uri)}  "
+        f"  MLflow UI        : make ui TRACKING_URI={redact_text(tracking_uri)}  "
         "(then open http://127.0.0.1:5000)",
+        "  serve champion   : make serve TRACKING_URI="
+        f"{redact_text(tracking_uri)}  (POST http://127.0.0.1:5001/invocations)",
     ]
     return "\n".join(lines)
 

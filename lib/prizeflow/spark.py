@@ -23,6 +23,9 @@ SCALA_VERSION = "2.13"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 SHUFFLE_PARTITIONS_PER_CORE = 4
+# The training grid's FAIR pools, one per grid slot (``train.parallelism``): declared in an
+# allocation file at start, so Spark does not warn that each is "not configured".
+GRID_POOL_PREFIX = "prizeflow-grid-"
 
 
 def delta_package(spark_version: str) -> str:
@@ -42,6 +45,8 @@ def session_settings(config: Config, spark_version: str) -> dict[str, str]:
         "spark.scheduler.mode": "FAIR",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
+    if "spark.scheduler.allocation.file" not in spark_conf.conf:
+        settings["spark.scheduler.allocation.file"] = pool_file(config.train.parallelism)
     source = spark_conf.delta_source
     if source != "builtin":
         settings["spark.sql.extensions"] = DELTA_EXTENSION
@@ -58,6 +63,26 @@ def session_settings(config: Config, spark_version: str) -> dict[str, str]:
         settings["spark.jars"] = ",".join(jars)
     settings.update({str(k): str(v) for k, v in spark_conf.conf.items()})
     return settings
+
+
+def pool_file(slots: int) -> str:
+    """An allocation file declaring the grid's pools (equal weight, FIFO within each), written
+    once per content in the temp folder; the driver reads it at start."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    pools = "".join(f'  <pool name="{GRID_POOL_PREFIX}{slot}"><schedulingMode>FIFO'
+                    "</schedulingMode><weight>1</weight><minShare>0</minShare></pool>\n"
+                    for slot in range(slots))
+    text = f'<?xml version="1.0"?>\n<allocations>\n{pools}</allocations>\n'
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"prizeflow-pools-{digest}.xml"
+    if not path.exists():
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)  # atomic: a concurrent start never reads half a file
+    return str(path)
 
 
 def get_spark(config: Config):

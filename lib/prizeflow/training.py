@@ -43,10 +43,10 @@ from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
 from prizeflow.rule import Rule
 from prizeflow.secrets import redact_text
+from prizeflow.spark import GRID_POOL_PREFIX
 
 logger = logging.getLogger(__name__)
 
-GRID_POOL_PREFIX = "prizeflow-grid-"
 VALIDATION_TAG, TEST_TAG = 1, 2
 
 

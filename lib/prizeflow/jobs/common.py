@@ -25,8 +25,9 @@ __all__ = ["JobError", "add_source_arguments", "make_parser", "resolve_config", 
            "run_step"]
 
 
-def setup_logging() -> None:
-    level = os.environ.get("PRIZEFLOW_LOG_LEVEL", "INFO").upper()
+def setup_logging(level: str | None = None) -> None:
+    """Log to stderr at ``level`` (else ``PRIZEFLOW_LOG_LEVEL``, else INFO), secrets masked."""
+    level = (level or os.environ.get("PRIZEFLOW_LOG_LEVEL", "INFO")).upper()
     root = logging.getLogger()
     if not any(getattr(h, "_prizeflow", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -45,6 +46,11 @@ def make_parser(command: str, description: str) -> argparse.ArgumentParser:
                         help=f"YAML config file (default: {DEFAULT_CONF} when present)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="dotted.key=value", help="override a config key (repeatable)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", dest="log_level", action="store_const",
+                          const="DEBUG", help="log more (DEBUG: the resolved config, each step)")
+    loudness.add_argument("-q", "--quiet", dest="log_level", action="store_const",
+                          const="WARNING", help="log only warnings and errors")
     return parser
 
 
@@ -105,6 +111,8 @@ def run_job(command: str, parser: argparse.ArgumentParser,
     so does the check that the MLflow servers answer (``needs_mlflow``)."""
     setup_logging()
     args = parser.parse_args(argv)
+    if getattr(args, "log_level", None):
+        setup_logging(args.log_level)
     started = time.monotonic()
     # Which copy of the code runs matters on clusters (an installed wheel, a --py-files zip).
     logger.info("prizeflow %s %s from %s", prizeflow.__version__, command,
