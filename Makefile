@@ -81,4 +81,4 @@ bench: install
 	$(BIN)/python bench/bench_train.py iterations
 
 clean:
-	rm -rf lake demo dist build airflow-home mlflow.db mlartifacts spark-warehouse .pytest_cache
+	rm -rf lake demo dist build airflow-home mlflow.db mlflow.db.register.lock mlartifacts spark-warehouse .pytest_cache
