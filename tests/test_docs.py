@@ -64,3 +64,19 @@ def test_the_readme_shows_the_schema_defaults():
             assert shown == default(key), f"README says {key} defaults to {value}"
             checked += 1
     assert checked >= 30
+
+
+def test_the_readme_example_report_is_what_the_code_prints():
+    """The report block under `make demo` is render() of a real `make demo` run's JSON summary
+    (tests/data/demo-run-summary.json, the last line of that run's demo/run.log)."""
+    import json
+
+    from prizeflow.report import render
+
+    text = README.read_text(encoding="utf-8")
+    block = text.split("\nprizeflow demo\n", 1)[1].split("\n```", 1)[0]
+    summary = json.loads((Path(__file__).parent / "data" / "demo-run-summary.json").read_text())
+    assert "prizeflow demo\n" + block == render(summary, "sqlite:///mlflow.db")
+    seconds = {step: round(summary[step]["seconds"]) for step in ("ingest", "train")}
+    assert (f"`prizeflow run`\ntook {round(summary['seconds'])} s, of which ingest "
+            f"{seconds['ingest']} s and train {seconds['train']} s") in text

@@ -9,7 +9,8 @@ from prizeflow.report import main, render
 SUMMARY = {
     "command": "run", "model_name": "prizeflow-als", "version": 2, "alias": "champion",
     "test_rmse": 0.85, "champion_rmse_before": 0.9, "lift_pct": {"global_mean": 20.0, "bias": 5.5},
-    "ingest": {"ratings": 200000, "quarantined": 0, "files_unchanged": 0},
+    "ingest": {"ratings": 200000, "quarantined": 0, "files_unchanged": 7, "files_ingested": 0,
+               "lines_read": 0},
     "train": {"best_params": {"kind": "residual", "rank": 50}, "grid_points": 4,
               "split_method": "probe", "split_counts": {"test": 10, "train": 80, "validation": 10},
               "baselines": {"global_mean": 1.0625, "bias": 0.8995},
@@ -20,7 +21,9 @@ SUMMARY = {
 
 def test_report_names_every_figure():
     text = render(SUMMARY, "sqlite:///mlflow.db")
-    assert "200,000" in text and "rank=50" in text
+    assert ("ratings in lake  : 200,000 (this run read 0 file(s), 0 lines, 0 quarantined; "
+            "7 file(s) unchanged)") in text
+    assert "rank=50" in text
     assert ("test RMSE        : 0.8500 (with each user's history; without one 0.8700, ALS part "
             "alone 0.8800)") in text
     assert "baseline bias    : RMSE 0.8995, lift +5.50%" in text

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from urllib.parse import urlparse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -104,15 +104,25 @@ class Candidate:
                 f"test RMSE {self.test_rmse:.4f}; lift {lift}. Train run {self.run.info.run_id}.")
 
 
-def current_champion(client: MlflowClient, name: str):
-    """The version holding the champion alias, or None when the model or the alias does not
-    exist. Any other failure is an error: a lookup that failed must not crown a model."""
+def _unless_missing(lookup: Callable[[], Any], what: str):
+    """``lookup()``, or None when MLflow answers that the object does not exist. Any other
+    failure is a RegistryError naming ``what``: a lookup that failed must not pass for an
+    empty registry (and crown a model)."""
     try:
-        model = client.get_registered_model(name)
+        return lookup()
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        raise RegistryError(f"cannot read registered model {name!r}: {_first_line(exc)}") from exc
+        raise RegistryError(f"cannot read {what}: {_first_line(exc)}") from exc
+
+
+def current_champion(client: MlflowClient, name: str):
+    """The version holding the champion alias, or None when the model or the alias does not
+    exist."""
+    model = _unless_missing(lambda: client.get_registered_model(name),
+                            f"registered model {name!r}")
+    if model is None:
+        return None
     version = (model.aliases or {}).get(CHAMPION)
     if version is None:
         return None
@@ -152,12 +162,8 @@ def decide(new_rmse: float, champion_rmse: float | None) -> str:
 
 def registered_version(client: MlflowClient, name: str, run_id: str):
     """The version already registered from train run ``run_id``, or None."""
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise RegistryError(f"cannot list the versions of {name!r}: {_first_line(exc)}") from exc
+    versions = _unless_missing(lambda: client.search_model_versions(f"name = '{name}'"),
+                               f"the versions of {name!r}") or []
     for version in versions:
         if version.tags.get("train_run_id") == run_id:
             return version
@@ -351,12 +357,8 @@ def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candi
 def _create_version(client: MlflowClient, name: str, candidate: Candidate):
     import mlflow
 
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise RegistryError(f"cannot read registered model {name!r}: "
-                                f"{_first_line(exc)}") from exc
+    if _unless_missing(lambda: client.get_registered_model(name),
+                       f"registered model {name!r}") is None:
         client.create_registered_model(
             name, description="prizeflow ALS rating predictor (bias-aware ALS on Spark MLlib).")
     # register_model prints "Registered model ... already exists" for the model created above.

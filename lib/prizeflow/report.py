@@ -30,7 +30,9 @@ def render(summary: dict, tracking_uri: str) -> str:
     best = ", ".join(f"{k}={v}" for k, v in train["best_params"].items())
     lines = [
         "prizeflow demo",
-        f"  ratings ingested : {ingest['ratings']:,} ({ingest['quarantined']:,} quarantined, "
+        # What the lake holds, then what this run read: a re-run of unchanged files reads none.
+        f"  ratings in lake  : {ingest['ratings']:,} (this run read {ingest['files_ingested']} "
+        f"file(s), {ingest['lines_read']:,} lines, {ingest['quarantined']:,} quarantined; "
         f"{ingest['files_unchanged']} file(s) unchanged)",
         f"  split            : {train['split_method']} "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(train["split_counts"].items())),
