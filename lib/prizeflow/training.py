@@ -509,7 +509,8 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
         **{f"lift_pct_{k}": v for k, v in lift.items()}})
     for kind in sorted({r.point.kind for r in search.results}):
         mlflow.log_figure(tracking.grid_heatmap(search.results, kind), f"plots/grid_{kind}.png")
-    mlflow.log_figure(tracking.model_vs_baselines(model_errors.rmse, baseline_rmse),
+    model_name = "blend\n(ALS + neighbours)" if final.use_blend else f"{chosen.point.kind} ALS"
+    mlflow.log_figure(tracking.model_vs_baselines(model_errors.rmse, baseline_rmse, model_name),
                       "plots/model_vs_baselines.png")
     model_info = tracking.log_factor_model(final.model)
     mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
