@@ -96,3 +96,23 @@ def test_delta_settings_per_source(tmp_path):
     missing = load_config(None, ["spark.delta_source=jars", "spark.delta_jars=[/nope.jar]"])
     with pytest.raises(FileNotFoundError, match="/nope.jar"):
         session_settings(missing, "4.2.0")
+
+
+def test_resolved_jars_are_remembered_per_package_set(tmp_path, monkeypatch):
+    from prizeflow.spark import cached_jars, jar_cache_file, remember_jars
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    jars = [tmp_path / "io.delta_delta-spark.jar", tmp_path / "io.delta_delta-storage.jar"]
+    for jar in jars:
+        jar.write_bytes(b"PK")
+    own = tmp_path / "mine.jar"
+    settings = {"spark.jars.packages": "io.delta:delta-spark_4.2_2.13:4.4.0",
+                "spark.jars": str(own)}
+    assert cached_jars(settings) is None  # never resolved here: Ivy resolves
+    remember_jars(settings, ",".join([str(own), *(f"file://{j}" for j in jars)]))
+    assert jar_cache_file(settings).parent == tmp_path / "cache" / "prizeflow"
+    assert cached_jars(settings) == [f"file://{j}" for j in jars]  # the config's own jar is not
+    other = {**settings, "spark.jars.repositories": "https://repo.example/maven"}
+    assert jar_cache_file(other) != jar_cache_file(settings) and cached_jars(other) is None
+    jars[1].unlink()
+    assert cached_jars(settings) is None  # a jar is gone: resolve again

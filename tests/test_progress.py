@@ -53,3 +53,25 @@ def test_the_grid_pools_are_declared_so_spark_does_not_warn(spark, tmp_path):
     scheduler = spark.sparkContext._jsc.sc()
     assert scheduler.getPoolForName(f"{GRID_POOL_PREFIX}1").isDefined()
     assert not scheduler.getPoolForName(f"{GRID_POOL_PREFIX}2").isDefined()
+
+
+def test_the_session_started_from_remembered_jars_with_delta_on_them(spark):
+    """The first start resolves spark.jars.packages and remembers the jar files; later starts
+    use them and skip Ivy (and its resolution report on stderr)."""
+    import os
+    from urllib.parse import urlparse
+
+    from prizeflow.spark import cached_jars
+
+    settings = {"spark.jars.packages": spark.sparkContext.getConf().get("spark.jars.packages", "")}
+    if not settings["spark.jars.packages"]:  # started from the remembered jars
+        from prizeflow.config import load_config
+        from prizeflow.spark import session_settings
+        import pyspark
+
+        settings = session_settings(load_config(None, []), pyspark.__version__)
+    remembered = cached_jars(settings)
+    assert remembered and all(os.path.isfile(urlparse(j).path) for j in remembered)
+    assert any("delta-spark" in j for j in remembered)
+    on_session = spark.sparkContext.getConf().get("spark.jars").split(",")
+    assert set(remembered) <= set(on_session)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from prizeflow.config import Config
 
 logger = logging.getLogger(__name__)
@@ -65,12 +66,55 @@ def session_settings(config: Config, spark_version: str) -> dict[str, str]:
     return settings
 
 
+def jar_cache_file(settings: dict[str, str]) -> Path:
+    """Where the jar files that ``spark.jars.packages`` resolved to are remembered: one file per
+    packages + repositories + Ivy settings, under ``$XDG_CACHE_HOME/prizeflow`` (~/.cache)."""
+    import hashlib
+
+    key = "\n".join(settings.get(k, "") for k in (
+        "spark.jars.packages", "spark.jars.repositories", "spark.jars.ivySettings",
+        "spark.jars.ivy", "spark.jars.excludes"))
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prizeflow"
+    return root / f"jars-{hashlib.sha256(key.encode()).hexdigest()[:16]}.txt"
+
+
+def cached_jars(settings: dict[str, str]) -> list[str] | None:
+    """The remembered jar files of these packages, or None (never resolved here, or a file is
+    gone: Ivy resolves again)."""
+    from urllib.parse import urlparse
+
+    path = jar_cache_file(settings)
+    try:
+        jars = path.read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    if not jars or not all(os.path.isfile(urlparse(j).path or j) for j in jars):
+        return None
+    return jars
+
+
+def remember_jars(settings: dict[str, str], jars: str) -> None:
+    """Write the jar files Spark resolved the packages to (``spark.jars`` of the session
+    started with them), minus any jar the config listed itself."""
+    own = set(filter(None, settings.get("spark.jars", "").split(",")))
+    resolved = [j for j in jars.split(",") if j and j not in own]
+    if not resolved:
+        return
+    path = jar_cache_file(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text("\n".join(resolved) + "\n", encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:  # a read-only home only costs the next start a resolution
+        logger.debug("could not remember the resolved jars in %s: %s", path, exc)
+
+
 def pool_file(slots: int) -> str:
     """An allocation file declaring the grid's pools (equal weight, FIFO within each), written
     once per content in the temp folder; the driver reads it at start."""
     import hashlib
     import tempfile
-    from pathlib import Path
 
     pools = "".join(f'  <pool name="{GRID_POOL_PREFIX}{slot}"><schedulingMode>FIFO'
                     "</schedulingMode><weight>1</weight><minShare>0</minShare></pool>\n"
@@ -112,9 +156,19 @@ def get_spark(config: Config):
             # (spark.conf may still say otherwise).
             builder = (builder.config("spark.driver.bindAddress", "127.0.0.1")
                        .config("spark.driver.host", "127.0.0.1"))
-    for key, value in session_settings(config, pyspark.__version__).items():
+    settings = session_settings(config, pyspark.__version__)
+    packages = settings.get("spark.jars.packages") if not submitted else None
+    resolved = cached_jars(settings) if packages else None
+    if resolved:
+        # Resolved before: start from the jar files, without Ivy's resolution (and its report).
+        del settings["spark.jars.packages"]
+        settings["spark.jars"] = ",".join([settings["spark.jars"], *resolved]
+                                          if settings.get("spark.jars") else resolved)
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if packages and not resolved:
+        remember_jars(settings, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("WARN")
     if "spark.sql.shuffle.partitions" not in config.spark.conf:
         # Spark's fixed default (200) is far too many tasks for a laptop and too few for a big
