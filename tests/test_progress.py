@@ -75,3 +75,48 @@ def test_the_session_started_from_remembered_jars_with_delta_on_them(spark):
     assert any("delta-spark" in j for j in remembered)
     on_session = spark.sparkContext.getConf().get("spark.jars").split(",")
     assert set(remembered) <= set(on_session)
+
+
+def test_on_a_terminal_a_bar_moves_in_place_and_makes_way_for_log_lines(spark):
+    import os
+    import pty
+
+    def _slow(batches):
+        for batch in batches:
+            time.sleep(1.0)
+            yield batch
+
+    controller, terminal = pty.openpty()
+    stream = os.fdopen(terminal, "w")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    chatty = logging.getLogger("prizeflow.training")
+    root = logging.getLogger()
+    root.addHandler(handler)  # where the CLI's stderr handler sits
+    frame = spark.range(6).repartition(6)
+    try:
+        with progress.step("slow step"), progress.Heartbeat(spark, every=60.0, stream=stream):
+            assert frame.mapInPandas(_slow, frame.schema).count() == 6
+            chatty.warning("grid point done")
+            time.sleep(1.5)
+    finally:
+        root.removeHandler(handler)
+        stream.close()
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    text = shown.decode()
+    bars = [part for part in text.split("\r\x1b[K") if part.startswith("slow step [")]
+    assert bars, text
+    assert any("/6 tasks" in bar for bar in bars), bars
+    # The log line starts on a wiped line, never after a bar's text.
+    assert "\r\x1b[KLOG grid point done" in text, text
+    assert text.endswith("\r\x1b[K") or text.endswith("\n"), text[-80:]
+    assert all(bar.split("]")[0].count("#") + bar.split("]")[0].count("-") == 24 for bar in bars)

@@ -6,28 +6,48 @@ points, iterations). In between, a daemon thread watches the log: when nothing w
 that long, it logs what is running from Spark's own progress (the step, how long it has run,
 tasks done of the active stages, and a time-left estimate for those stages from the tasks'
 pace). It reads Spark's status tracker, so it runs in classic mode only.
+
+When stderr is a terminal, the same figures are also drawn as one bar updated in place every
+second (``step [#####-----] 45% 123/270 tasks, 1m20s left``), wiped before any log line so the
+log stays readable; where stderr is a file or a pipe (a log, Airflow), only the plain lines.
+``PRIZEFLOW_PROGRESS_BAR=0`` turns the bar off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, TextIO
 
 logger = logging.getLogger(__name__)
 
-_state = {"step": None, "since": time.monotonic(), "last_line": time.monotonic()}
+_state = {"step": None, "since": time.monotonic(), "last_line": time.monotonic(), "bar": None}
+BAR_WIDTH = 24
+_WIPE = "\r\x1b[K"  # carriage return, erase to the end of the line
 
 
 class _Activity(logging.Handler):
-    """Notes when prizeflow last logged anything (the heartbeat's own lines excluded)."""
+    """Notes when anything was last logged (the heartbeat's own lines excluded), and wipes the
+    terminal bar first: it is the root's first handler, before the one that writes stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        _wipe_bar()
         if record.name != __name__:
             _state["last_line"] = time.monotonic()
+
+
+def _wipe_bar() -> None:
+    stream = _state["bar"]
+    if stream is not None:
+        try:
+            stream.write(_WIPE)
+            stream.flush()
+        except (OSError, ValueError):  # closed under us: nothing left to wipe
+            pass
 
 
 _activity = _Activity(level=logging.INFO)
@@ -58,8 +78,8 @@ def _submitted(tracker, stage_id: int) -> float | None:
     return millis / 1000 if millis and millis > 0 else None
 
 
-def describe_spark(spark) -> str:
-    """Tasks done of Spark's active stages, with a time-left estimate from their pace."""
+def spark_progress(spark) -> tuple[int, int, float | None]:
+    """(tasks done, tasks, seconds left or None) of Spark's active stages."""
     tracker = spark.sparkContext.statusTracker()
     done = total = 0
     started = None
@@ -72,28 +92,53 @@ def describe_spark(spark) -> str:
         submitted = _submitted(tracker, stage_id)
         if submitted is not None:
             started = submitted if started is None else min(started, submitted)
+    left = None
+    if done and total and started is not None:
+        left = (time.time() - started) * (total - done) / done
+    return done, total, left
+
+
+def describe_spark(spark) -> str:
+    """Tasks done of Spark's active stages, with a time-left estimate from their pace."""
+    done, total, left = spark_progress(spark)
     if total == 0:
         return "Spark: no stage running (driver work)"
     text = f"Spark: {done}/{total} tasks of the running stages"
-    if done and started is not None:
-        elapsed = time.time() - started
-        text += f", about {_clock(elapsed * (total - done) / done)} left for them"
+    if left is not None:
+        text += f", about {_clock(left)} left for them"
     return text
+
+
+def bar_line(step_name: str, running: float, done: int, total: int,
+             left: float | None) -> str:
+    """One terminal line: the step, a bar of the running stages' tasks, and the time left."""
+    if total == 0:
+        return f"{step_name} {_clock(running)} (driver work)"
+    filled = BAR_WIDTH * done // total
+    text = (f"{step_name} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] "
+            f"{100 * done // total}% {done}/{total} tasks")
+    return text + (f", {_clock(left)} left" if left is not None else "")
 
 
 class Heartbeat:
     """The watching thread; ``with Heartbeat(spark):`` around a job."""
 
-    def __init__(self, spark, every: float | None = None) -> None:
+    def __init__(self, spark, every: float | None = None, stream: TextIO | None = None) -> None:
         self.spark = spark
         self.every = every or float(os.environ.get("PRIZEFLOW_PROGRESS_SECONDS", "15"))
+        stream = stream or sys.stderr
+        wanted = os.environ.get("PRIZEFLOW_PROGRESS_BAR", "1") != "0"
+        self.bar_stream = stream if wanted and _is_terminal(stream) else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prizeflow-progress", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
         if self.spark is not None and hasattr(self.spark, "sparkContext"):
             _state["last_line"] = time.monotonic()
-            logging.getLogger("prizeflow").addHandler(_activity)
+            # First among the root's handlers: the bar is wiped before any logger's line.
+            root = logging.getLogger()
+            if _activity not in root.handlers:
+                root.handlers.insert(0, _activity)
             self._thread.start()
         return self
 
@@ -101,10 +146,28 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        logging.getLogger("prizeflow").removeHandler(_activity)
+        _wipe_bar()
+        _state["bar"] = None
+        logging.getLogger().removeHandler(_activity)
+
+    def _draw(self) -> None:
+        try:
+            done, total, left = spark_progress(self.spark)
+        except Exception:  # noqa: BLE001 - the session may be stopping
+            return
+        line = bar_line(_state["step"] or "working", time.monotonic() - _state["since"], done,
+                        total, left)
+        try:
+            self.bar_stream.write(_WIPE + line)
+            self.bar_stream.flush()
+            _state["bar"] = self.bar_stream
+        except (OSError, ValueError):
+            self.bar_stream = None
 
     def _run(self) -> None:
         while not self._stop.wait(min(1.0, self.every / 4)):
+            if self.bar_stream is not None:
+                self._draw()
             quiet = time.monotonic() - _state["last_line"]
             if quiet < self.every:
                 continue
@@ -117,3 +180,10 @@ class Heartbeat:
             logger.info("%s: running for %s; %s", step_name,
                         _clock(time.monotonic() - _state["since"]), spark_text)
             _state["last_line"] = time.monotonic()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
