@@ -125,7 +125,7 @@ def _python_parse(corpus: Path) -> list[tuple]:
 
 def test_split_combined_data_keeps_every_row_on_its_movie(spark, tmp_path, ingest):
     corpus = tmp_path / "combined"
-    generate_corpus(make_spec(corpus, 12_000, movies=120, seed=3, layout="combined_data"))
+    generate_corpus(make_spec(corpus, 30_000, movies=120, seed=3, layout="combined_data"))
     config = make_config(tmp_path)
     spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")
     spark.conf.set("spark.sql.files.openCostInBytes", "0")
