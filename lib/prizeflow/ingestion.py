@@ -69,6 +69,12 @@ def _files_to_ingest(plan: SourcePlan, manifest: dict[str, Any]) -> list[SourceF
     return [f for f in plan.files if not unchanged(f)]
 
 
+def _replaced_files(tally: dict[str, dict[str, Any]], todo: list[SourceFile]) -> list[str]:
+    """Every file whose rows this run replaces: those it read lines from, and those it was
+    given (an emptied file has no lines but still replaces its earlier rows)."""
+    return sorted(set(tally) | {f.path for f in todo})
+
+
 def _table_counts(manifest: dict[str, Any], tally: dict[str, dict[str, Any]],
                   replaced: list[str]) -> dict[str, int]:
     """Rows per data table after this run, from the manifest (the rows each file put there),
@@ -176,7 +182,7 @@ def _summary(spark: SparkSession, root: str, tally: dict[str, dict[str, Any]],
     for entry in tally.values():
         for reason, count in entry["reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
-    counts = _table_counts(manifest, tally, sorted(set(tally) | {f.path for f in todo}))
+    counts = _table_counts(manifest, tally, _replaced_files(tally, todo))
     tables = lake.DATA_TABLES + ("quarantine", "ingest_files")
     return {
         "format": plan.format,
@@ -258,7 +264,7 @@ def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: l
                                 .select(F.lit(table).alias("target"), "source_file", "line_no",
                                         "line", "reason", *run_columns))
         logger.info("wrote %s", table)
-    every_file = sorted(set(tally) | {f.path for f in todo})
+    every_file = _replaced_files(tally, todo)
     created = lake.ensure_table(spark, paths["quarantine"], lake.QUARANTINE)
     quarantine = quarantine_parts[0]
     for part in quarantine_parts[1:]:

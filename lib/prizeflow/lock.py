@@ -117,9 +117,10 @@ def _me(job: str = "ingest") -> str:
     return f"{job}={uuid.uuid4().hex[:12]} host={socket.gethostname()} pid={os.getpid()}"
 
 
-def _give_up(root: str, holder: str, wait_seconds: float, how_to_clear: str) -> JobError:
-    return JobError(f"lake {root} is being ingested by another run ({holder}); waited "
-                    f"{wait_seconds:g} s (ingest.lock_wait_seconds). {how_to_clear}")
+def _give_up(busy: str, holder: str, wait_seconds: float, setting: str,
+             how_to_clear: str) -> JobError:
+    return JobError(f"{busy} by another run ({holder}); waited {wait_seconds:g} s ({setting}). "
+                    f"{how_to_clear}")
 
 
 @contextmanager
@@ -157,9 +158,8 @@ def file_lock(path: Path, wait_seconds: float, busy: str, setting: str,
                 handle.seek(0)
                 holder = handle.read().strip() or "another run"
                 if time.monotonic() >= deadline:
-                    raise JobError(f"{busy} by another run ({holder}); waited {wait_seconds:g} s "
-                                   f"({setting}). A dead process holds no flock: this one is "
-                                   "alive.") from None
+                    raise _give_up(busy, holder, wait_seconds, setting,
+                                   "A dead process holds no flock: this one is alive.") from None
                 if not announced:
                     logger.info("%s by %s: waiting for it", busy, holder)
                     announced = True
@@ -190,7 +190,8 @@ def delta_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator[
         if holder is None:
             break
         if time.monotonic() >= deadline:
-            raise _give_up(root, holder, wait_seconds, "If that run is dead, clear the lock: "
+            raise _give_up(f"lake {root} is being ingested", holder, wait_seconds,
+                           "ingest.lock_wait_seconds", "If that run is dead, clear the lock: "
                            f"UPDATE delta.`{path}` SET holder = NULL")
         if holder and holder != announced:
             logger.info("lake %s is being ingested by %s: waiting for it", root, holder)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from pathlib import Path
-from urllib.parse import urlparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -241,19 +239,6 @@ def register(config: Config, run_id: str | None = None,
         return _gate_and_register(client, config, name, run, spark)
 
 
-def local_store_file(uri: str | None) -> Path | None:
-    """The SQLite file or the folder of a local MLflow store, None for a server."""
-    if not uri:
-        return None
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).absolute()
-    if uri.startswith("file:"):
-        return Path(urlparse(uri).path).absolute()
-    if "://" not in uri and not uri.startswith("databricks"):
-        return Path(uri).absolute()
-    return None
-
-
 @contextlib.contextmanager
 def _store_lock(config: Config):
     """One register at a time per local MLflow store: an exclusive flock beside the store,
@@ -263,7 +248,8 @@ def _store_lock(config: Config):
     from prizeflow import tracking
     from prizeflow.lock import file_lock
 
-    store = local_store_file(tracking.registry_uri(config.mlflow) or config.mlflow.tracking_uri)
+    store = tracking.local_store_file(tracking.registry_uri(config.mlflow)
+                                     or config.mlflow.tracking_uri)
     if store is None:
         yield None
         return

@@ -103,9 +103,7 @@ def remember_jars(settings: dict[str, str], jars: str) -> None:
     path = jar_cache_file(settings)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}")
-        partial.write_text("\n".join(resolved) + "\n", encoding="utf-8")
-        partial.replace(path)
+        _write_whole(path, "\n".join(resolved) + "\n")
     except OSError as exc:  # a read-only home only costs the next start a resolution
         logger.debug("could not remember the resolved jars in %s: %s", path, exc)
 
@@ -123,10 +121,16 @@ def pool_file(slots: int) -> str:
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"prizeflow-pools-{digest}.xml"
     if not path.exists():
-        partial = path.with_name(f"{path.name}.{os.getpid()}")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)  # atomic: a concurrent start never reads half a file
+        _write_whole(path, text)
     return str(path)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write through a private temporary name and rename: a concurrent start never reads half
+    a file."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def get_spark(config: Config):

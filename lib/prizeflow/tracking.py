@@ -15,6 +15,7 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -32,12 +33,24 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PUBLISHED_BASELINES = frozenset({"cinematch"})
 
 
+def local_store_file(uri: str | None) -> Path | None:
+    """The SQLite file or the folder of a local MLflow store, None for a server."""
+    if not uri:
+        return None
+    if uri.startswith("sqlite:///"):
+        # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
+        return Path(uri[len("sqlite:///"):]).absolute()
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path).absolute()
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).absolute()
+    return None
+
+
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Artifacts beside a local SQLite store (``<dir>/mlartifacts``) rather than in the CWD."""
     if tracking_uri.startswith("sqlite:///"):
-        # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
-        db_path = Path(tracking_uri[len("sqlite:///"):])
-        return (db_path.resolve().parent / "mlartifacts").as_uri()
+        return (local_store_file(tracking_uri).resolve().parent / "mlartifacts").as_uri()
     return None
 
 
