@@ -8,7 +8,7 @@ DEMO_RATINGS ?= 200000
 DIST    ?= dist
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install demo test test-fast test-deploy dist airflow bench clean ui serve
+.PHONY: install demo test test-fast test-deploy dist airflow bench clean ui serve s3-server
 
 install: $(VENV)/.installed
 
@@ -50,9 +50,18 @@ test: install
 test-fast: install
 	$(BIN)/pytest -m "not integration and not deploy"
 
-# spark-submit on a standalone cluster, the notebooks, and the Airflow DAG (its own venv).
-test-deploy: install airflow
+# spark-submit on a standalone cluster, Spark Connect, an S3 server, the notebooks, and the
+# Airflow DAG (its own venv).
+test-deploy: install airflow s3-server
 	$(BIN)/pytest -m deploy
+
+# A real S3 server for the object-storage test: versitygw, built from the Go module proxy
+# (about 4 minutes the first time, seconds once Go's caches hold it).
+S3_SERVER := .tools/bin/versitygw
+s3-server: $(S3_SERVER)
+
+$(S3_SERVER):
+	GOBIN=$(abspath .tools/bin) go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
 # What a cluster needs: the wheel (pip install on the nodes, or a Databricks library), the same
 # archive as a .zip for spark-submit --py-files, the thin job files, and the conf profiles.

@@ -2,7 +2,8 @@
 
 from setuptools import find_packages, setup
 
-SPARK = ["pyspark==4.2.0", "delta-spark==4.4.0"]
+# [connect]: the Spark Connect client (grpcio, ...), for `spark.remote`.
+SPARK = ["pyspark[connect]==4.2.0", "delta-spark==4.4.0"]
 MLFLOW = ["mlflow==3.17.2", "pandas>=2.2,<3", "matplotlib>=3.8"]
 DEV = ["pytest>=8", "pytest-timeout>=2.3"]
 

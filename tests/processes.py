@@ -75,3 +75,13 @@ def answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def generate_corpus(out: Path, ratings: int, users: int, movies: int, seed: int,
+                    *options: str) -> None:
+    """A generated corpus written by `prizeflow generate`, as a user would make one."""
+    result = subprocess.run([str(BIN / "prizeflow"), "generate", "--out", str(out), "--ratings",
+                             str(ratings), "--users", str(users), "--movies", str(movies),
+                             "--seed", str(seed), *options],
+                            capture_output=True, text=True, timeout=300, env=pipeline_env())
+    assert result.returncode == 0, result.stderr

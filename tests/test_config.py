@@ -87,12 +87,20 @@ def test_delta_settings_per_source(tmp_path):
     settings = session_settings(config, "4.2.0")
     assert settings["spark.jars.packages"] == "io.delta:delta-spark_4.2_2.13:4.4.0"
     assert delta_package("4.2.0") == settings["spark.jars.packages"]
+    s3a = load_config(None, ['spark.packages=["org.apache.hadoop:hadoop-aws:3.5.0"]'])
+    assert session_settings(s3a, "4.2.0")["spark.jars.packages"] == \
+        "io.delta:delta-spark_4.2_2.13:4.4.0,org.apache.hadoop:hadoop-aws:3.5.0"
     builtin = load_config(None, ["spark.delta_source=builtin"])
     assert "spark.sql.extensions" not in session_settings(builtin, "4.2.0")
     jar = tmp_path / "delta.jar"
     jar.write_bytes(b"")
     jars = load_config(None, ["spark.delta_source=jars", f"spark.delta_jars=[{jar}]"])
     assert session_settings(jars, "4.2.0")["spark.jars"] == str(jar)
+    jars_and_s3a = load_config(None, ["spark.delta_source=jars", f"spark.delta_jars=[{jar}]",
+                                      'spark.packages=["org.apache.hadoop:hadoop-aws:3.5.0"]'])
+    settings = session_settings(jars_and_s3a, "4.2.0")
+    assert settings["spark.jars"] == str(jar)
+    assert settings["spark.jars.packages"] == "org.apache.hadoop:hadoop-aws:3.5.0"
     missing = load_config(None, ["spark.delta_source=jars", "spark.delta_jars=[/nope.jar]"])
     with pytest.raises(FileNotFoundError, match="/nope.jar"):
         session_settings(missing, "4.2.0")
@@ -116,3 +124,15 @@ def test_resolved_jars_are_remembered_per_package_set(tmp_path, monkeypatch):
     assert jar_cache_file(other) != jar_cache_file(settings) and cached_jars(other) is None
     jars[1].unlink()
     assert cached_jars(settings) is None  # a jar is gone: resolve again
+
+
+def test_over_spark_connect_the_lake_is_on_the_servers_filesystem(tmp_path, monkeypatch):
+    from prizeflow import lake
+
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    local = load_config(None, [f"lake.root={tmp_path}", "spark.master=local[2]"])
+    assert lake.local_root(local) == tmp_path
+    remote = load_config(None, [f"lake.root={tmp_path}", "spark.remote=sc://127.0.0.1:15002"])
+    assert lake.local_root(remote) is None
+    monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:15002")
+    assert lake.local_root(local) is None

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from processes import BIN, free_port, pipeline_env, start_daemon, stop_daemon, wait_until
+from processes import (BIN, free_port, generate_corpus, pipeline_env, start_daemon,
+                       stop_daemon, wait_until)
 
 pytestmark = pytest.mark.deploy
 
@@ -89,10 +90,7 @@ def _submit(cluster_url: str, dist: Path, job: str, args: list[str], cwd: Path):
 def test_ingest_train_register_on_a_standalone_cluster(cluster, dist, tmp_path):
     master_url, webui, work_dirs = cluster
     corpus = tmp_path / "corpus"
-    generated = subprocess.run([BIN / "prizeflow", "generate", "--out", corpus, "--ratings",
-                                "30000", "--users", "600", "--movies", "150", "--seed", "11"],
-                               capture_output=True, text=True, timeout=300, env=pipeline_env())
-    assert generated.returncode == 0, generated.stderr
+    generate_corpus(corpus, 30000, 600, 150, 11)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     paths = ["--set", f"lake.root={tmp_path / 'lake'}",
              "--set", f"mlflow.tracking_uri={tracking_uri}",

@@ -117,6 +117,8 @@ def test_secrets_are_masked_in_the_config_dump_logs_and_errors(tmp_path):
     assert SECRET not in dumped
     assert "https://***@mlflow.example.com" in dumped and "s3a://***@bucket/lake" in dumped
     assert redact({"password": "", "token": None}) == {"password": "", "token": None}
+    assert redact_text(f"sc://host:443/;token={SECRET};user_id=me") == \
+        "sc://host:443/;token=***;user_id=me"
     assert redact_text(f"https://x.blob.core.windows.net/c?sv=1&sig={SECRET}&se=2") == \
         "https://x.blob.core.windows.net/c?sv=1&sig=***&se=2"
     # A failing command with secrets in its config: none in anything it prints.

@@ -3,7 +3,7 @@
 import pytest
 from conftest import write
 
-from prizeflow.sources import SourceError, discover
+from prizeflow.sources import SourceError, discover, listed_by_spark
 
 
 def test_netflix_layout_and_ignored_files(tmp_path):
@@ -39,3 +39,30 @@ def test_errors(tmp_path):
     write(tmp_path / "b" / "combined_data_1.txt", "x\n")
     with pytest.raises(SourceError, match="several formats"):
         discover(str(tmp_path / "b"))
+
+
+def test_listing_through_spark_gives_what_the_local_walk_gives(spark, tmp_path):
+    """The Hadoop lister (object stores, cluster filesystems, Spark Connect) on a local folder:
+    the same files, sizes and times as the local walk, with a space in a name unescaped."""
+    write(tmp_path / "with space" / "mv_0000001.txt", "1:\n1,3,2005-01-01\n")
+    write(tmp_path / "movie_titles.txt", "1,2000,A\n")
+    write(tmp_path / "README", "hi\n")
+    local = discover(str(tmp_path))
+    listed = discover(f"file:{tmp_path}", spark=spark)
+    assert listed.format == local.format == "netflix"
+    assert [(f.path, f.table, f.size) for f in listed.files] == \
+        [(f.path, f.table, f.size) for f in local.files]
+    assert "file:" + str(tmp_path / "with space" / "mv_0000001.txt") in [f.path for f in listed.files]
+    for by_spark, by_walk in zip(listed.files, local.files):
+        assert by_spark.modified == pytest.approx(by_walk.modified, abs=1e-3)
+    assert [p.rsplit("/", 1)[1] for p in listed.ignored] == ["README"]
+    with pytest.raises(SourceError, match=f"^source not found: file:{tmp_path}/missing$"):
+        discover(f"file:{tmp_path}/missing", spark=spark)
+
+
+@pytest.mark.parametrize("source, connect, by_spark", [
+    ("/data/netflix", False, False), ("file:/data/netflix", False, False),
+    ("s3a://bucket/netflix", False, True), ("abfss://c@acct.dfs.core.windows.net/n", False, True),
+    ("dbfs:/netflix", False, True), ("/data/netflix", True, True)])
+def test_which_sources_spark_lists(source, connect, by_spark):
+    assert listed_by_spark(source, connect) is by_spark

@@ -43,11 +43,16 @@ class Section(BaseModel):
 class SparkSettings(Section):
     # Used only when nothing (spark-submit, a notebook) set a master already.
     master: Optional[StrictStr] = "local[*]"
+    # A Spark Connect endpoint (sc://host:port/;token=...); SPARK_REMOTE in the environment
+    # does the same. Set: no local JVM, the server's own settings and jars apply.
+    remote: Optional[StrictStr] = None
     app_name: StrictStr = "prizeflow"
     # packages: resolve Delta from Maven Central; jars: local jar paths (air-gapped);
     # builtin: the runtime already has Delta (Databricks).
     delta_source: Literal["packages", "jars", "builtin"] = "packages"
     delta_jars: list[StrictStr] = []
+    # More Maven coordinates for spark.jars.packages, beside Delta's (e.g. hadoop-aws for s3a://).
+    packages: list[StrictStr] = []
     conf: dict[str, Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = {}
 
 

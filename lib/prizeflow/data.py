@@ -74,16 +74,14 @@ def _probe_version(spark: SparkSession, config: Config, probe_path: str, ratings
         return wanted
     if latest is None or ratings_version == ratings_latest:
         return latest
-    from delta.tables import DeltaTable
-
-    next_commit = (DeltaTable.forPath(spark, ratings_path).history()
+    next_commit = (lake.history(spark, ratings_path)
                    .where(f"version = {ratings_version + 1}").select("timestamp").first())
     if next_commit is None:  # that history was cleaned up: only the latest probe is knowable
         logger.warning("ratings version %d has no recorded successor: the probe is read at its "
                        "latest version %d (set data.probe_version to choose)", ratings_version,
                        latest)
         return latest
-    before = (DeltaTable.forPath(spark, probe_path).history()
+    before = (lake.history(spark, probe_path)
               .where(F.col("timestamp") < F.lit(next_commit[0])).agg(F.max("version")).first()[0])
     return None if before is None else int(before)
 

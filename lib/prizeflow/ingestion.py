@@ -26,17 +26,26 @@ from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.lines import locate_lines
 from prizeflow.lock import ingest_lock
-from prizeflow.sources import SourceError, SourceFile, SourcePlan, discover
+from prizeflow.sources import SourceError, SourceFile, SourcePlan, discover, listed_by_spark
+from prizeflow.spark import is_connect, remote_url
 
 logger = logging.getLogger(__name__)
 
 
-def find_source(source: str, fmt: str = "auto") -> SourcePlan:
-    """The files to ingest under ``source``; a JobError that says why when there are none."""
+def find_source(source: str, fmt: str = "auto", spark: SparkSession | None = None) -> SourcePlan:
+    """The files to ingest under ``source``, listed by ``spark`` (None: on this machine's disk);
+    a JobError that says why when there are none."""
     try:
-        return discover(source, fmt)
+        return discover(source, fmt, spark)
     except SourceError as exc:
         raise JobError(str(exc)) from exc
+
+
+def check_source(config: Config, source: str, fmt: str = "auto") -> None:
+    """Before Spark starts: a source on this machine's disk must hold a corpus (others are
+    listed once Spark is up)."""
+    if not listed_by_spark(source, remote_url(config) is not None):
+        find_source(source, fmt)
 
 
 def read_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
@@ -203,7 +212,8 @@ def ingest(spark: SparkSession, config: Config, source: str,
            fmt: str = "auto") -> dict[str, Any]:
     """Ingest the corpus under ``source`` (``fmt``: one of :data:`prizeflow.formats.CHOICES`)
     into the lake at ``lake.root``; the run's summary."""
-    plan = find_source(source, fmt)
+    plan = find_source(source, fmt,
+                       spark if listed_by_spark(source, is_connect(spark)) else None)
     with ingest_lock(spark, config):
         return _ingest_locked(spark, config, plan)
 

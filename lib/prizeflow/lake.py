@@ -82,6 +82,8 @@ def local_root(config) -> Path | None:
     with a local master and no other default filesystem); None when a cluster's default
     filesystem (HDFS, DBFS) may resolve it."""
     root = config.lake.root
+    if config.spark.remote or os.environ.get("SPARK_REMOTE"):
+        return None  # the Connect server resolves it, on its own filesystem
     if root.startswith("file:"):
         return Path(root.removeprefix("file:")).absolute()
     if "://" in root or root.startswith("dbfs:"):
@@ -125,25 +127,59 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
     return reader.load(path)
 
 
-def is_table(spark: SparkSession, path: str) -> bool:
-    from delta.tables import DeltaTable
+# Delta's table metadata through SQL, not the DeltaTable API: the same statements run on
+# classic Spark and over Spark Connect (whose DeltaTable needs a server plugin).
+def ident(path: str) -> str:
+    """The SQL identifier of the Delta table at ``path``."""
+    return "delta.`" + path.replace("`", "``") + "`"
 
-    return DeltaTable.isDeltaTable(spark, path)
+
+_NO_TABLE = ("DELTA_MISSING_DELTA_TABLE", "PATH_NOT_FOUND", "DELTA_PATH_DOES_NOT_EXIST",
+             "DELTA_TABLE_NOT_FOUND", "DELTA_TABLE_ONLY_OPERATION")
+
+
+def _first_or_none(spark: SparkSession, statement: str):
+    """The first row of a DESCRIBE on a Delta table; None when no table is there."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.sql(statement).first()
+    except AnalysisException as exc:
+        if exc.getCondition() in _NO_TABLE:
+            return None
+        raise
+
+
+def is_table(spark: SparkSession, path: str) -> bool:
+    detail = _first_or_none(spark, f"DESCRIBE DETAIL {ident(path)}")
+    return detail is not None and detail["format"] == "delta"
+
+
+def history(spark: SparkSession, path: str) -> DataFrame:
+    """The table's commits (``version``, ``timestamp``, ``operation``, ...), newest first."""
+    return spark.sql(f"DESCRIBE HISTORY {ident(path)}")
 
 
 def version(spark: SparkSession, path: str) -> int | None:
-    from delta.tables import DeltaTable
-
-    if not is_table(spark, path):
-        return None
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    latest = _first_or_none(spark, f"DESCRIBE HISTORY {ident(path)} LIMIT 1")
+    return None if latest is None else int(latest["version"])
 
 
 def properties(spark: SparkSession, path: str) -> dict[str, str]:
-    from delta.tables import DeltaTable
-
-    detail = DeltaTable.forPath(spark, path).detail().select("properties").first()
+    detail = spark.sql(f"DESCRIBE DETAIL {ident(path)}").select("properties").first()
     return dict(detail[0] or {})
+
+
+def update(spark: SparkSession, path: str, assignments: dict[str, str], condition: str) -> int:
+    """One Delta UPDATE of the rows matching ``condition``; how many rows it changed."""
+    rendered = ", ".join(f"{column} = {value}" for column, value in assignments.items())
+    row = spark.sql(f"UPDATE {ident(path)} SET {rendered} WHERE {condition}").first()
+    return int(row[0]) if row is not None else 0
+
+
+def sql_string(value: str | None) -> str:
+    """A SQL literal of ``value`` (NULL for None)."""
+    return "NULL" if value is None else f"'{_sql_text(value)}'"
 
 
 def ensure_table(spark: SparkSession, path: str, spec: TableSpec,
@@ -160,7 +196,7 @@ def ensure_table(spark: SparkSession, path: str, spec: TableSpec,
     props = {f"delta.constraints.{name}": expr for name, expr in spec.checks.items()}
     props.update(table_properties or {})
     rendered = ", ".join(f"'{k}' = '{_sql_text(v)}'" for k, v in props.items())
-    spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({columns}) USING delta"
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {ident(path)} ({columns}) USING delta"
               + (f" TBLPROPERTIES ({rendered})" if rendered else ""))
     logger.info("created Delta table %s", path)
     return True

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Iterator
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from prizeflow import lake
 from prizeflow.errors import JobError
@@ -39,16 +38,28 @@ LOCK_FILE = "_ingest.lock"
 POLL_SECONDS = 2.0
 
 
-def _conflicts() -> tuple[type[BaseException], ...]:
-    from delta.exceptions import (ConcurrentAppendException, ConcurrentDeleteDeleteException,
-                                  ConcurrentDeleteReadException, ConcurrentTransactionException,
-                                  ConcurrentWriteException, DeltaConcurrentModificationException,
-                                  MetadataChangedException, ProtocolChangedException)
+class _Conflict(Exception):
+    """Another writer committed to the lock table first (Delta's optimistic concurrency)."""
 
-    return (ConcurrentAppendException, ConcurrentDeleteDeleteException,
-            ConcurrentDeleteReadException, ConcurrentTransactionException,
-            ConcurrentWriteException, DeltaConcurrentModificationException,
-            MetadataChangedException, ProtocolChangedException)
+
+def _conflict_guard(action):
+    """Run ``action``; a Delta concurrent-modification failure becomes :class:`_Conflict`.
+    Classic Spark raises delta-spark's exception types, Spark Connect the server's error
+    condition: both name it ``DELTA_CONCURRENT_*`` / ``DELTA_*_CHANGED``."""
+    from pyspark.errors import PySparkException
+
+    try:
+        return action()
+    except PySparkException as exc:
+        condition = exc.getCondition() or ""
+        if condition.startswith("DELTA_CONCURRENT") or condition in (
+                "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED"):
+            raise _Conflict(condition) from exc
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("delta.exceptions"):
+            raise _Conflict(type(exc).__name__) from exc
+        raise
 
 
 def _ensure(spark: SparkSession, path: str) -> None:
@@ -56,7 +67,7 @@ def _ensure(spark: SparkSession, path: str) -> None:
         return
     try:
         # The one row is in the table's first commit: two creators cannot make two rows.
-        spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` USING delta AS SELECT 1 AS id, "
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {lake.ident(path)} USING delta AS SELECT 1 AS id, "
                   "CAST(NULL AS STRING) AS holder, CAST(NULL AS TIMESTAMP) AS since")
     except Exception:  # noqa: BLE001 - lost the race to create it; fine if it exists now
         if not lake.is_table(spark, path):
@@ -86,13 +97,11 @@ def _dead_local_holder(holder: str) -> bool:
     return False
 
 
-def _set_holder(spark: SparkSession, path: str, condition, value: str | None) -> None:
-    """One conditional Delta UPDATE of the lock row (values passed as columns: no quoting)."""
-    from delta.tables import DeltaTable
-
-    since = F.current_timestamp() if value is not None else F.lit(None).cast("timestamp")
-    DeltaTable.forPath(spark, path).update(
-        condition=condition, set={"holder": F.lit(value).cast("string"), "since": since})
+def _set_holder(spark: SparkSession, path: str, condition: str, value: str | None) -> None:
+    """One conditional Delta UPDATE of the lock row."""
+    since = "current_timestamp()" if value is not None else "CAST(NULL AS TIMESTAMP)"
+    _conflict_guard(lambda: lake.update(
+        spark, path, {"holder": lake.sql_string(value), "since": since}, condition))
 
 
 def _try_take(spark: SparkSession, path: str, me: str) -> str | None:
@@ -100,14 +109,14 @@ def _try_take(spark: SparkSession, path: str, me: str) -> str | None:
     holder = _holder(spark, path)
     if holder is not None and _dead_local_holder(holder):
         logger.warning("taking over the ingest lock of %s: that process is gone", holder)
-        condition = F.col("holder") == F.lit(holder)
+        condition = f"holder = {lake.sql_string(holder)}"
     elif holder is None:
-        condition = F.col("holder").isNull()
+        condition = "holder IS NULL"
     else:
         return holder
     try:
         _set_holder(spark, path, condition, me)
-    except _conflicts():
+    except _Conflict:
         logger.debug("the ingest lock changed while taking it; looking again")
     holder = _holder(spark, path)
     return None if holder == me else (holder or "")
@@ -208,9 +217,9 @@ def _release(spark: SparkSession, path: str, me: str) -> None:
     is what the caller must see; a lock left behind is named in a warning."""
     for _ in range(10):  # a conflict here is only another run polling: try again
         try:
-            _set_holder(spark, path, F.col("holder") == F.lit(me), None)
+            _set_holder(spark, path, f"holder = {lake.sql_string(me)}", None)
             return
-        except _conflicts():
+        except _Conflict:
             time.sleep(0.2)
         except Exception:  # noqa: BLE001 - see the docstring
             logger.warning("could not release the ingest lock %s", path, exc_info=True)

@@ -16,9 +16,22 @@ TASK = "_pf_task"
 _KEY = "_pf_key"
 
 
+_CONNECT_PARALLELISM: dict[str, int] = {}
+
+
 def parallelism(spark: SparkSession) -> int:
-    """Cores the session's executors offer (classic Spark's default parallelism)."""
-    return max(1, int(spark.sparkContext.defaultParallelism))
+    """Cores the session's executors offer (Spark's default parallelism). Over Spark Connect,
+    where the client has no ``sparkContext``, the server tells it through the number of
+    partitions a range gets by default (one small job, once per session)."""
+    from prizeflow.spark import is_connect
+
+    if not is_connect(spark):
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    if spark.session_id not in _CONNECT_PARALLELISM:
+        last = (spark.range(0, 1 << 20).select(F.spark_partition_id().alias("part"))
+                .agg(F.max("part")).first()[0])
+        _CONNECT_PARALLELISM[spark.session_id] = int(last) + 1
+    return _CONNECT_PARALLELISM[spark.session_id]
 
 
 def _keys(spark: SparkSession, count: int) -> DataFrame:

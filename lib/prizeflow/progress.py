@@ -78,8 +78,44 @@ def _submitted(tracker, stage_id: int) -> float | None:
     return millis / 1000 if millis and millis > 0 else None
 
 
+class ConnectStages:
+    """What a Spark Connect client knows of the running stages (it has no status tracker): the
+    server's progress reports of each operation in flight, registered as a progress handler."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._operations: dict[str, tuple[float, list]] = {}
+
+    def __call__(self, stages, inflight_tasks, operation_id, done, **_) -> None:
+        with self._lock:
+            if done:
+                self._operations.pop(operation_id, None)
+                return
+            started = self._operations.get(operation_id, (time.time(), []))[0]
+            self._operations[operation_id] = (started, [s for s in stages or () if not s.done])
+
+    def progress(self) -> tuple[int, int, float | None]:
+        with self._lock:
+            operations = list(self._operations.values())
+        done = sum(s.num_completed_tasks for _, stages in operations for s in stages)
+        total = sum(s.num_tasks for _, stages in operations for s in stages)
+        left = None
+        if done and total and operations:
+            started = min(started for started, _ in operations)
+            left = (time.time() - started) * (total - done) / done
+        return done, total, left
+
+
+_connect_stages: dict[str, ConnectStages] = {}
+
+
 def spark_progress(spark) -> tuple[int, int, float | None]:
     """(tasks done, tasks, seconds left or None) of Spark's active stages."""
+    from prizeflow.spark import is_connect
+
+    if is_connect(spark):
+        stages = _connect_stages.get(spark.session_id)
+        return stages.progress() if stages is not None else (0, 0, None)
     tracker = spark.sparkContext.statusTracker()
     done = total = 0
     started = None
@@ -133,7 +169,12 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="prizeflow-progress", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
-        if self.spark is not None and hasattr(self.spark, "sparkContext"):
+        from prizeflow.spark import is_connect
+
+        if self.spark is not None:
+            if is_connect(self.spark) and self.spark.session_id not in _connect_stages:
+                _connect_stages[self.spark.session_id] = ConnectStages()
+                self.spark.registerProgressHandler(_connect_stages[self.spark.session_id])
             _state["last_line"] = time.monotonic()
             # First among the root's handlers: the bar is wiped before any logger's line.
             root = logging.getLogger()

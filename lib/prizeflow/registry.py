@@ -330,11 +330,15 @@ def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candi
     same_test_set = champion.tags.get("split") == candidate.run.data.tags.get("prizeflow.split")
     if same_test_set:
         return champion_rmse(client, champion), False
-    if spark is None:
-        from prizeflow.spark import get_spark
+    from prizeflow.spark import get_spark, release
 
-        spark = get_spark(config)
-    rmse = rescore_champion(spark, config, candidate, name)
+    own = spark is None
+    spark = get_spark(config) if own else spark
+    try:
+        rmse = rescore_champion(spark, config, candidate, name)
+    finally:
+        if own:
+            release(spark)
     logger.info("champion v%s re-scored on the new test set: RMSE %.5f (was %s on its own)",
                 champion.version, rmse, champion.tags.get("test_rmse"))
     return rmse, True

@@ -3,7 +3,7 @@ everything prizeflow writes out (logs, error lines, the config artifact, MLflow 
 the report).
 
 Two kinds: credentials in a URI (``https://user:token@host``, ``s3a://KEY:SECRET@bucket``,
-``?sig=...`` or ``?token=...`` query values) and the values of settings whose name says secret
+``?sig=...`` or ``?token=...`` query values, ``sc://host/;token=...``) and the values of settings whose name says secret
 (``*secret*``, ``*password*``, ``*token*``, ``*credential*``, ``*.key`` such as
 ``spark.hadoop.fs.s3a.secret.key`` or ``fs.azure.account.key.<account>``).
 """
@@ -19,8 +19,9 @@ SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|(^|[._-])key$
                          r"access[._-]?key|account\.key", re.IGNORECASE)
 # scheme://user[:password]@host -> scheme://***@host
 URI_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
-QUERY_SECRET = re.compile(r"(?P<name>[?&](?:sig|token|access_token|secret|password|"
-                          r"x-amz-signature|x-amz-security-token)=)(?P<value>[^&\s'\"]+)",
+# ... and Spark Connect's ``sc://host:port/;token=...`` parameters.
+QUERY_SECRET = re.compile(r"(?P<name>[?&;](?:sig|token|access_token|secret|password|"
+                          r"x-amz-signature|x-amz-security-token)=)(?P<value>[^&;\s'\"]+)",
                           re.IGNORECASE)
 
 

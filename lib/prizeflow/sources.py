@@ -2,13 +2,24 @@
 
 The file names each format holds are declared in :mod:`prizeflow.formats`. Anything else
 (READMEs, checksums, MovieLens' extra files) is ignored and named in a warning.
+
+Two listers, one result (path, size, modification time per file):
+- a folder on this machine's disk is walked here, before Spark starts (symlink loops are named
+  and cut, an unreadable file fails now, naming it);
+- any other source (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``, ``dbfs:/``, a path on the
+  cluster's default filesystem, or any path over Spark Connect, which lives on the server) is
+  listed by Spark through the Hadoop filesystem that holds it: the ``binaryFile`` source with
+  only its path, length and modification time selected, so no content is read. Hadoop hides
+  names starting with ``_`` or ``.`` there; no corpus file is named so.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from prizeflow import formats
 
@@ -67,16 +78,72 @@ def _uri(path: str) -> str:
     return "file:" + os.path.abspath(path)
 
 
-def discover(source: str, fmt: str = "auto") -> SourcePlan:
-    """List the corpus files under ``source``; ``fmt`` is ``auto``, ``netflix`` or ``movielens``
-    (or one of the exact MovieLens variants)."""
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def listed_by_spark(source: str, connect: bool) -> bool:
+    """True when Spark must list ``source``: a filesystem URI other than ``file:``, or any
+    source over Spark Connect (paths name the server's filesystems, not this machine's)."""
+    return connect or (bool(_SCHEME.match(source)) and not source.startswith("file:"))
+
+
+def _local_files(source: str) -> list[tuple[str, int, float]]:
     if source.startswith("file:"):
         source = source[len("file:"):]
     if not os.path.exists(source):
         raise SourceError(f"source not found: {source}")
+    files = []
+    for path in _walk(source):
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise SourceError(f"cannot read source file {path}: {exc.strerror}") from None
+        files.append((_uri(path), stat.st_size, stat.st_mtime))
+    return files
+
+
+def _check_readable(uri: str) -> None:
+    """A local file that cannot be opened fails now, naming it (Spark would fail deep in a job,
+    naming nothing)."""
+    path = uri.removeprefix("file:")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise SourceError(f"cannot read source file {path}: {exc.strerror}") from None
+
+
+def _spark_files(spark, source: str) -> list[tuple[str, int, float]]:
+    """Every file under ``source`` as the Hadoop filesystem behind it lists it."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    from prizeflow.secrets import redact_text
+
+    try:
+        # Classic Spark resolves the path in load(), Spark Connect only when rows are asked for.
+        rows = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(source)
+                .select("path", "length",
+                        (F.unix_micros("modificationTime") / 1e6).alias("modified"))).collect()
+    except AnalysisException as exc:
+        if exc.getCondition() == "PATH_NOT_FOUND":
+            raise SourceError(f"source not found: {redact_text(source)}") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"cannot list source {redact_text(source)}: "
+                          f"{redact_text(first_line)}") from None
+    # Spark gives URIs with %-escapes; Hadoop's Path would take them literally when read back.
+    return sorted((unquote(row.path), int(row.length), float(row.modified)) for row in rows)
+
+
+def discover(source: str, fmt: str = "auto", spark=None) -> SourcePlan:
+    """List the corpus files under ``source``; ``fmt`` is ``auto``, ``netflix`` or ``movielens``
+    (or one of the exact MovieLens variants). ``spark``: the session that lists a source this
+    machine cannot (see :func:`listed_by_spark`); None lists the local disk."""
+    listed = _local_files(source) if spark is None else _spark_files(spark, source)
+    stats = {path: (size, modified) for path, size, modified in listed}
     by_format: dict[str, list[tuple[str, str]]] = {}
     unmatched = []
-    for path in _walk(source):
+    for path in stats:
         kind = formats.classify(os.path.basename(path))
         if kind is None:
             unmatched.append(path)
@@ -107,15 +174,10 @@ def discover(source: str, fmt: str = "auto") -> SourcePlan:
     if ignored:
         logger.warning("ignoring %d file(s) that are not %s ratings data: %s", len(ignored), chosen,
                        ", ".join(sorted(ignored)[:10]) + (" ..." if len(ignored) > 10 else ""))
-    files = []
-    for path, table in by_format[chosen]:
-        try:
-            stat = os.stat(path)
-            with open(path, "rb") as handle:
-                handle.read(1)  # readable: Spark would fail deep in a job, naming nothing
-        except OSError as exc:
-            raise SourceError(f"cannot read source file {path}: {exc.strerror}") from None
-        files.append(SourceFile(_uri(path), table, stat.st_size, stat.st_mtime))
+    files = [SourceFile(path, table, *stats[path]) for path, table in by_format[chosen]]
+    if spark is None:
+        for source_file in files:
+            _check_readable(source_file.path)
     movie_files = [f for f in files if f.table == "movies"]
     if len(movie_files) > 1:
         raise SourceError(f"several movie files under {source}: "

@@ -5,8 +5,16 @@ Three ways to get Delta on the classpath (``spark.delta_source``):
 - ``jars``: local jar files listed in ``spark.delta_jars`` (air-gapped clusters);
 - ``builtin``: the runtime already ships Delta (Databricks); nothing is added.
 
+``spark.packages`` adds Maven coordinates beside Delta's (a filesystem connector such as
+``hadoop-aws`` for ``s3a://`` on a machine that lacks it).
+
 A session that already exists (spark-submit, Databricks, a notebook) is reused: a master given to
 spark-submit always wins over ``spark.master`` in conf.
+
+With ``spark.remote`` (or ``SPARK_REMOTE``) the session is a Spark Connect client: no local JVM,
+no ``sparkContext``; the server brings Delta and its own static settings, and only the runtime
+settings of ``spark.conf`` are applied. :func:`is_connect` tells the two kinds apart wherever a
+job needs something only classic Spark has.
 """
 
 from __future__ import annotations
@@ -52,9 +60,11 @@ def session_settings(config: Config, spark_version: str) -> dict[str, str]:
     if source != "builtin":
         settings["spark.sql.extensions"] = DELTA_EXTENSION
         settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
-    if source == "packages":
-        settings["spark.jars.packages"] = delta_package(spark_version)
-    elif source == "jars":
+    packages = [delta_package(spark_version)] if source == "packages" else []
+    packages += spark_conf.packages
+    if packages:
+        settings["spark.jars.packages"] = ",".join(packages)
+    if source == "jars":
         jars = spark_conf.delta_jars
         if not jars:
             raise ValueError("spark.delta_source is 'jars' but spark.delta_jars is empty")
@@ -133,16 +143,37 @@ def _write_whole(path: Path, text: str) -> None:
     partial.replace(path)
 
 
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session (no ``sparkContext``, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def remote_url(config: Config) -> str | None:
+    """The Spark Connect endpoint asked for: ``spark.remote``, else ``SPARK_REMOTE``."""
+    return config.spark.remote or os.environ.get("SPARK_REMOTE") or None
+
+
+def describe(spark) -> str:
+    if is_connect(spark):
+        return "Spark Connect"
+    return f"master {spark.sparkContext.master}"
+
+
 def get_spark(config: Config):
     """Return the active SparkSession or build one from config."""
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
     import pyspark
 
+    from prizeflow import partitions
+
     active = SparkSession.getActiveSession()
     if active is not None:
-        logger.info("reusing the active SparkSession (master %s)", active.sparkContext.master)
+        logger.info("reusing the active SparkSession (%s)", describe(active))
         return active
+    remote = remote_url(config)
+    if remote:
+        return _connect(config, remote)
 
     builder = SparkSession.builder
     # Under spark-submit the JVM is already up with the submitted master; the Python process
@@ -177,7 +208,103 @@ def get_spark(config: Config):
     if "spark.sql.shuffle.partitions" not in config.spark.conf:
         # Spark's fixed default (200) is far too many tasks for a laptop and too few for a big
         # cluster: follow the cores instead (AQE still coalesces small shuffles).
-        partitions = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
-        spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
-    logger.info("SparkSession up: master %s, Spark %s", spark.sparkContext.master, spark.version)
+        spark.conf.set("spark.sql.shuffle.partitions",
+                       str(SHUFFLE_PARTITIONS_PER_CORE * partitions.parallelism(spark)))
+    logger.info("SparkSession up: %s, Spark %s", describe(spark), spark.version)
     return spark
+
+
+_OWN_CONNECT_SESSIONS: set[str] = set()
+
+
+def release(spark) -> None:
+    """End a Spark Connect session this process opened (the server frees its cached models and
+    frames). Classic sessions and sessions found already open are left as they are."""
+    if spark is None or not is_connect(spark) or spark.session_id not in _OWN_CONNECT_SESSIONS:
+        return
+    from prizeflow import als
+
+    _OWN_CONNECT_SESSIONS.discard(spark.session_id)
+    spark.stop()
+    als.release_connect_models()
+
+
+# Settings prizeflow asks of a Connect session: the runtime ones only (the server owns the rest).
+CONNECT_SETTINGS = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
+
+
+def _connect(config: Config, remote: str):
+    """A Spark Connect session on ``remote``, with this prizeflow shipped to its Python workers
+    and the runtime settings of ``spark.conf`` applied; static ones are named and skipped."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import SparkSession
+
+    from prizeflow import partitions
+    from prizeflow.secrets import redact_text
+
+    check_reachable(remote)
+    spark = SparkSession.builder.remote(remote).getOrCreate()
+    _OWN_CONNECT_SESSIONS.add(spark.session_id)
+    settings = {**CONNECT_SETTINGS, **{str(k): str(v) for k, v in config.spark.conf.items()}}
+    skipped = []
+    for key, value in settings.items():
+        try:
+            spark.conf.set(key, value)
+        except AnalysisException:  # CANNOT_MODIFY_CONFIG: static, or the server forbids it
+            skipped.append(key)
+    if skipped:
+        logger.warning("Spark Connect: not applied (the server's own settings decide): %s",
+                       ", ".join(sorted(skipped)))
+    _ship_package(spark)
+    if "spark.sql.shuffle.partitions" not in config.spark.conf:
+        spark.conf.set("spark.sql.shuffle.partitions",
+                       str(SHUFFLE_PARTITIONS_PER_CORE * partitions.parallelism(spark)))
+    logger.info("SparkSession up: Spark Connect at %s, Spark %s", redact_text(remote),
+                spark.version)
+    return spark
+
+
+def check_reachable(remote: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, naming the endpoint, when nothing listens there (pyspark's client
+    would retry for minutes before saying so)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from prizeflow.errors import JobError
+    from prizeflow.secrets import redact_text
+
+    parsed = urlparse(remote.split(";", 1)[0].rstrip("/"))
+    if parsed.scheme != "sc" or not parsed.hostname:
+        raise JobError(f"spark.remote {redact_text(remote)!r} is not a Spark Connect URL "
+                       "(sc://host:port)")
+    port = parsed.port or 15002
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise JobError(f"cannot reach the Spark Connect server at sc://{parsed.hostname}:{port}: "
+                       f"{exc.strerror or type(exc).__name__}") from None
+
+
+def _ship_package(spark) -> None:
+    """Send this prizeflow as a zip to the server's Python workers (the mapInPandas stages run
+    there), so they run the client's code whatever the server has installed."""
+    import tempfile
+    import zipfile
+
+    import prizeflow
+
+    package = Path(prizeflow.__file__).parent
+    folder = Path(tempfile.mkdtemp(prefix="prizeflow-connect-"))
+    archive = folder / "prizeflow.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for source in sorted(package.rglob("*.py")):
+            zipped.write(source, Path("prizeflow") / source.relative_to(package))
+    try:
+        spark.addArtifacts(str(archive), pyfile=True)
+    except Exception as exc:  # noqa: BLE001 - servers may refuse artifacts; installed code runs
+        logger.warning("Spark Connect: could not ship prizeflow to the server's Python workers "
+                       "(%s); they use the prizeflow installed there", type(exc).__name__)
+    finally:
+        archive.unlink(missing_ok=True)
+        folder.rmdir()

@@ -43,7 +43,7 @@ from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
 from prizeflow.rule import Rule
 from prizeflow.secrets import redact_text
-from prizeflow.spark import GRID_POOL_PREFIX
+from prizeflow.spark import GRID_POOL_PREFIX, is_connect
 
 logger = logging.getLogger(__name__)
 
@@ -231,13 +231,18 @@ class Pipeline:
     def run_grid(self, points, fit_data: FitData, validation: DataFrame, low: float,
                  high: float, on_result):
         """Every grid point scored on validation; returns (results, the best full fit seen)."""
-        sc = self.spark.sparkContext
+        # Over Spark Connect there are no local properties: the server schedules the grid's
+        # concurrent fits in its own pools.
+        set_pool = (None if is_connect(self.spark) else
+                    lambda slot: self.spark.sparkContext.setLocalProperty(
+                        "spark.scheduler.pool", f"{GRID_POOL_PREFIX}{slot}"))
         best_seen: dict[str, Any] = {"rmse": float("inf"), "model": None}
         lock = threading.Lock()
         full_points = set(points)
 
         def evaluate(point: als.GridPoint, slot: int) -> tuple[float, float]:
-            sc.setLocalProperty("spark.scheduler.pool", f"{GRID_POOL_PREFIX}{slot}")
+            if set_pool is not None:
+                set_pool(slot)
             started, clock = time.time(), time.monotonic()
             model = fit_point(point, fit_data, self.settings, low, high)
             rmse = metrics.errors(als.predict(model, validation)).rmse
@@ -249,8 +254,15 @@ class Pipeline:
                     best_seen.update(rmse=rmse, model=model)
             return rmse, seconds
 
-        results = grid.run(points, evaluate, self.conf.parallelism, on_result,
-                           self.conf.halving)
+        parallelism = self.conf.parallelism
+        if is_connect(self.spark) and parallelism > 1:
+            # pyspark's ML client finds its session per thread, and frees server-side models
+            # with RPCs that can hang against another thread's: one fit at a time (each fit
+            # still uses every core of the server's cluster).
+            logger.info("Spark Connect: grid points are fitted one at a time "
+                        "(train.parallelism %d applies to classic Spark only)", parallelism)
+            parallelism = 1
+        results = grid.run(points, evaluate, parallelism, on_result, self.conf.halving)
         return results, best_seen["model"]
 
     def neighbour_arrays(self, residuals: DataFrame, rows: int, movie_ids):
@@ -322,14 +334,24 @@ def train(spark: SparkSession, config: Config) -> TrainResult:
         pipeline.cache.release()
 
 
+def _set_checkpoint_dir(p: Pipeline) -> None:
+    """Where ALS cuts its lineage every ``checkpointInterval`` iterations. A Spark Connect
+    client cannot set it: the server's ``spark.checkpoint.dir`` applies."""
+    if is_connect(p.spark):
+        logger.info("Spark Connect: ALS checkpoints go to the server's spark.checkpoint.dir "
+                    "(train.checkpoint_dir applies to classic Spark only)")
+        return
+    p.spark.sparkContext.setCheckpointDir(p.conf.checkpoint_dir
+                                          or lake_path(p.config, "_checkpoints"))
+
+
 def _train(p: Pipeline) -> TrainResult:
     import mlflow
 
     from prizeflow import tracking
 
     source, method, split, counts = p.split()
-    p.spark.sparkContext.setCheckpointDir(p.conf.checkpoint_dir
-                                          or lake_path(p.config, "_checkpoints"))
+    _set_checkpoint_dir(p)
     points = grid.expand(p.conf.grid)
     experiment_id = tracking.configure(p.config)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
@@ -515,7 +537,10 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
     model_info = tracking.log_factor_model(final.model)
     mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
     spark_model_uri = None
-    if p.conf.log_spark_model:
+    if p.conf.log_spark_model and is_connect(p.spark):
+        logger.warning("Spark Connect: the Spark ML form of the model is not logged (it is built "
+                       "through the JVM); the pyfunc model is logged as always")
+    elif p.conf.log_spark_model:
         # A PipelineModel cannot join each user's ratings for the neighbourhood term:
         # the Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.
         mlflow.set_tag("prizeflow.spark_model_terms", "baseline + ALS factors")

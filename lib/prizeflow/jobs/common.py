@@ -130,8 +130,13 @@ def run_job(command: str, parser: argparse.ArgumentParser,
             from prizeflow.spark import get_spark
 
             spark = get_spark(config)
-        with progress.step(command), progress.Heartbeat(spark):
-            summary = task(spark, config, args)
+        try:
+            with progress.step(command), progress.Heartbeat(spark):
+                summary = task(spark, config, args)
+        finally:
+            from prizeflow.spark import release
+
+            release(spark)
     except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
         logger.debug("prizeflow %s failed", command, exc_info=True)
         print(redact_text(f"prizeflow {command}: error: {_where(exc)}{exc}"), file=sys.stderr)

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
-    ingestion.find_source(args.source, args.format)
+    ingestion.check_source(config, args.source, args.format)
     lake.check_writable(config)
 
 

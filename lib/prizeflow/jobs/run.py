@@ -37,7 +37,7 @@ def pipeline(spark, config: Config, source: str, fmt: str = "auto") -> dict[str,
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
     # A missing or unrecognisable source fails before Spark starts, as in `prizeflow ingest`.
-    ingestion.find_source(args.source, args.format)
+    ingestion.check_source(config, args.source, args.format)
     lake.check_writable(config)
 
 
