@@ -12,8 +12,10 @@ AIRFLOW_VENV := .venv-airflow
 
 install: $(VENV)/.installed
 
+# An existing venv is updated in place, never re-created: `python3 -m venv` over it with another
+# interpreter on the PATH would point it at that interpreter's standard library.
 $(VENV)/.installed: setup.py constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all]"
 	touch $@
@@ -78,7 +80,7 @@ dist: install
 airflow: $(AIRFLOW_VENV)/.installed
 
 $(AIRFLOW_VENV)/.installed: dags/requirements-airflow.txt dags/airflow-constraints.txt
-	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
 	$(AIRFLOW_VENV)/bin/pip install --quiet -c dags/airflow-constraints.txt -r dags/requirements-airflow.txt
 	touch $@
