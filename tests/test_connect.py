@@ -75,13 +75,12 @@ def _pipeline(corpus: Path, base: Path, extra: list[str], env: dict[str, str]):
     tracking_uri = f"sqlite:///{base / 'mlflow.db'}"
     paths = ["--set", f"lake.root={base / 'lake'}", "--set", f"mlflow.tracking_uri={tracking_uri}",
              *SMALL_GRID, *extra]
-    ingested, ingest_log = _prizeflow("ingest", ["--source", corpus, *paths], base, env)
-    trained, train_log = _prizeflow("train", paths, base, env)
-    registered, _ = _prizeflow("register", paths, base, env)
-    recommended, _ = _prizeflow("recommend", ["--top", "5", *paths], base, env)
-    return {"ingest": ingested, "train": trained, "register": registered,
-            "recommend": recommended, "logs": ingest_log + train_log,
-            "tracking_uri": tracking_uri}
+    summaries, logs = {}, []
+    for command, args in (("ingest", ["--source", corpus]), ("train", []), ("register", []),
+                          ("recommend", ["--top", "5"])):
+        summaries[command], log = _prizeflow(command, [*args, *paths], base, env)
+        logs.append(log + json.dumps(summaries[command]))
+    return {**summaries, "logs": "\n".join(logs), "tracking_uri": tracking_uri, "base": base}
 
 
 def test_the_jobs_over_spark_connect_match_classic_spark(connect_server, tmp_path):
@@ -90,13 +89,20 @@ def test_the_jobs_over_spark_connect_match_classic_spark(connect_server, tmp_pat
     generate_corpus(corpus, 30000, 600, 150, 11)
     # The token must never reach a log or the tracking store.
     remote = f"{url}/;token={TOKEN}"
+    env = {k: v for k, v in pipeline_env().items() if k != "SPARK_REMOTE"}
     over_connect = _pipeline(corpus, tmp_path / "connect", ["--set", f"spark.remote={remote}"],
-                             pipeline_env())
-    classic = _pipeline(corpus, tmp_path / "classic", [], pipeline_env())
+                             env)
+    classic = _pipeline(corpus, tmp_path / "classic", [], env)
+    assert "SparkSession up: master local[2]" in classic["logs"]
 
     logs = over_connect["logs"]
     assert f"SparkSession up: Spark Connect at {url}/;token=***" in logs
-    assert TOKEN not in logs
+    assert TOKEN not in logs  # every command's stderr and summary
+    # ... nor anywhere in the tracking store or the run's artifacts (the config among them).
+    assert TOKEN.encode() not in (tmp_path / "connect" / "mlflow.db").read_bytes()
+    for artifact in (tmp_path / "connect").rglob("*"):
+        if artifact.is_file() and artifact.suffix in {".yaml", ".json", ".txt", ".yml"}:
+            assert TOKEN not in artifact.read_text(errors="replace"), artifact
     assert "ALS checkpoints go to the server's spark.checkpoint.dir" in logs
     assert "Spark ML form of the model is not logged" in logs
     # The work ran in the server: its log shows the Delta commits, the client started no JVM.

@@ -391,6 +391,38 @@ def test_two_ingests_at_once_leave_no_duplicate_keys(spark, tmp_path):
     assert summaries["a"]["quarantined"] + summaries["b"]["quarantined"] == 40
 
 
+def test_runs_racing_for_the_delta_lock_get_one_winner_and_no_error(spark, tmp_path):
+    """Threads taking the lock row at the same instant: Delta's conflict detection lets one
+    UPDATE win; the others see a conflict (a Delta exception type on classic Spark) or the
+    winner, and report the winner as the holder instead of failing."""
+    import threading
+
+    from prizeflow import lock
+
+    path = lake.table_path(str(tmp_path / "lake"), lock.LOCK_TABLE)
+    lock._ensure(spark, path)
+    barrier = threading.Barrier(4)
+    outcomes: dict[str, object] = {}
+
+    def contender(name: str) -> None:
+        barrier.wait(60)
+        try:
+            outcomes[name] = lock._try_take(spark, path, name)
+        except Exception as exc:  # noqa: BLE001 - the failure this test looks for
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=contender, args=(f"run-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    winners = [name for name, outcome in outcomes.items() if outcome is None]
+    assert len(winners) == 1, outcomes
+    assert all(outcome == winners[0] for name, outcome in outcomes.items()
+               if name != winners[0]), outcomes
+    assert lock._holder(spark, path) == winners[0]
+
+
 def test_the_delta_lock_for_remote_lakes_admits_one_holder(spark, tmp_path):
     """The lock a lake on object storage uses (a conditional Delta update), on a local path."""
     import threading

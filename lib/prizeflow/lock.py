@@ -44,21 +44,28 @@ class _Conflict(Exception):
 
 def _conflict_guard(action):
     """Run ``action``; a Delta concurrent-modification failure becomes :class:`_Conflict`.
-    Classic Spark raises delta-spark's exception types, Spark Connect the server's error
-    condition: both name it ``DELTA_CONCURRENT_*`` / ``DELTA_*_CHANGED``."""
+    On classic Spark, importing ``delta.exceptions`` makes py4j raise delta-spark's conflict
+    types (which carry no error condition); Spark Connect raises the server's error with its
+    condition, ``DELTA_CONCURRENT_*`` or ``DELTA_*_CHANGED``."""
+    import delta.exceptions as delta_conflicts
     from pyspark.errors import PySparkException
 
     try:
         return action()
     except PySparkException as exc:
+        if isinstance(exc, (delta_conflicts.DeltaConcurrentModificationException,
+                            delta_conflicts.ConcurrentWriteException,
+                            delta_conflicts.MetadataChangedException,
+                            delta_conflicts.ProtocolChangedException,
+                            delta_conflicts.ConcurrentAppendException,
+                            delta_conflicts.ConcurrentDeleteReadException,
+                            delta_conflicts.ConcurrentDeleteDeleteException,
+                            delta_conflicts.ConcurrentTransactionException)):
+            raise _Conflict(type(exc).__name__) from exc
         condition = exc.getCondition() or ""
         if condition.startswith("DELTA_CONCURRENT") or condition in (
                 "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED"):
             raise _Conflict(condition) from exc
-        raise
-    except Exception as exc:
-        if type(exc).__module__.startswith("delta.exceptions"):
-            raise _Conflict(type(exc).__name__) from exc
         raise
 
 
@@ -201,7 +208,7 @@ def delta_lock(spark: SparkSession, root: str, wait_seconds: float) -> Iterator[
         if time.monotonic() >= deadline:
             raise _give_up(f"lake {root} is being ingested", holder, wait_seconds,
                            "ingest.lock_wait_seconds", "If that run is dead, clear the lock: "
-                           f"UPDATE delta.`{path}` SET holder = NULL")
+                           f"UPDATE {lake.ident(path)} SET holder = NULL")
         if holder and holder != announced:
             logger.info("lake %s is being ingested by %s: waiting for it", root, holder)
             announced = holder
@@ -225,4 +232,4 @@ def _release(spark: SparkSession, path: str, me: str) -> None:
             logger.warning("could not release the ingest lock %s", path, exc_info=True)
             return
     logger.warning("could not release the ingest lock %s (held by %s): clear it with "
-                   "UPDATE delta.`%s` SET holder = NULL", path, me, path)
+                   "UPDATE %s SET holder = NULL", path, me, lake.ident(path))

@@ -330,10 +330,13 @@ def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candi
     same_test_set = champion.tags.get("split") == candidate.run.data.tags.get("prizeflow.split")
     if same_test_set:
         return champion_rmse(client, champion), False
+    from pyspark.sql import SparkSession
+
     from prizeflow.spark import get_spark, release
 
-    own = spark is None
-    spark = get_spark(config) if own else spark
+    # Opened here (not given, none active): ended here, so a Connect session does not linger.
+    own = spark is None and SparkSession.getActiveSession() is None
+    spark = get_spark(config) if spark is None else spark
     try:
         rmse = rescore_champion(spark, config, candidate, name)
     finally:

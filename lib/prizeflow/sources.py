@@ -6,9 +6,8 @@ The file names each format holds are declared in :mod:`prizeflow.formats`. Anyth
 Two listers, one result (path, size, modification time per file):
 - a folder on this machine's disk is walked here, before Spark starts (symlink loops are named
   and cut, an unreadable file fails now, naming it);
-- any other source (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``, ``dbfs:/``, a path on the
-  cluster's default filesystem, or any path over Spark Connect, which lives on the server) is
-  listed by Spark through the Hadoop filesystem that holds it: the ``binaryFile`` source with
+- any other source (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``, ``dbfs:/``: a URI; or any
+  path over Spark Connect, where paths name the server's filesystems) is listed by Spark through the Hadoop filesystem that holds it: the ``binaryFile`` source with
   only its path, length and modification time selected, so no content is read. Hadoop hides
   names starting with ``_`` or ``.`` there; no corpus file is named so.
 """

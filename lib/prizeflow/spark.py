@@ -273,6 +273,8 @@ def check_reachable(remote: str, timeout: float = 10.0) -> None:
     from prizeflow.errors import JobError
     from prizeflow.secrets import redact_text
 
+    if remote.startswith("local"):
+        return  # pyspark starts a local Connect server itself
     parsed = urlparse(remote.split(";", 1)[0].rstrip("/"))
     if parsed.scheme != "sc" or not parsed.hostname:
         raise JobError(f"spark.remote {redact_text(remote)!r} is not a Spark Connect URL "

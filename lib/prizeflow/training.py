@@ -338,8 +338,8 @@ def _set_checkpoint_dir(p: Pipeline) -> None:
     """Where ALS cuts its lineage every ``checkpointInterval`` iterations. A Spark Connect
     client cannot set it: the server's ``spark.checkpoint.dir`` applies."""
     if is_connect(p.spark):
-        logger.info("Spark Connect: ALS checkpoints go to the server's spark.checkpoint.dir "
-                    "(train.checkpoint_dir applies to classic Spark only)")
+        logger.info("Spark Connect: ALS checkpoints go to the server's spark.checkpoint.dir, "
+                    "if it sets one (train.checkpoint_dir applies to classic Spark only)")
         return
     p.spark.sparkContext.setCheckpointDir(p.conf.checkpoint_dir
                                           or lake_path(p.config, "_checkpoints"))
