@@ -78,9 +78,8 @@ def _settings(endpoint: str, lake_root: str, tracking_uri: str) -> list[str]:
 
 
 def _ingest(source: str, settings: list[str], env: dict[str, str], cwd: Path):
-    result = subprocess.run([str(BIN / "prizeflow"), "ingest", "--source", source, *settings],
-                            cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
-    return result
+    return subprocess.run([str(BIN / "prizeflow"), "ingest", "--source", source, *settings],
+                          cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def _put(endpoint: str, key: str, body: bytes, credentials: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from prizeflow.errors import JobError
 from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
+from prizeflow.spark import remote_url
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def local_root(config) -> Path | None:
     with a local master and no other default filesystem); None when a cluster's default
     filesystem (HDFS, DBFS) may resolve it."""
     root = config.lake.root
-    if config.spark.remote or os.environ.get("SPARK_REMOTE"):
+    if remote_url(config) is not None:
         return None  # the Connect server resolves it, on its own filesystem
     if root.startswith("file:"):
         return Path(root.removeprefix("file:")).absolute()

@@ -127,7 +127,7 @@ def _spark_files(spark, source: str) -> list[tuple[str, int, float]]:
     except AnalysisException as exc:
         if exc.getCondition() == "PATH_NOT_FOUND":
             raise SourceError(f"source not found: {redact_text(source)}") from None
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SourceError(f"cannot list source {redact_text(source)}: "
                           f"{redact_text(first_line)}") from None
     # Spark gives URIs with %-escapes; Hadoop's Path would take them literally when read back.

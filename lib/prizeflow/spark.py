@@ -165,8 +165,6 @@ def get_spark(config: Config):
     from pyspark.sql import SparkSession
     import pyspark
 
-    from prizeflow import partitions
-
     active = SparkSession.getActiveSession()
     if active is not None:
         logger.info("reusing the active SparkSession (%s)", describe(active))
@@ -205,13 +203,20 @@ def get_spark(config: Config):
     if packages and not resolved:
         remember_jars(settings, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("WARN")
-    if "spark.sql.shuffle.partitions" not in config.spark.conf:
-        # Spark's fixed default (200) is far too many tasks for a laptop and too few for a big
-        # cluster: follow the cores instead (AQE still coalesces small shuffles).
-        spark.conf.set("spark.sql.shuffle.partitions",
-                       str(SHUFFLE_PARTITIONS_PER_CORE * partitions.parallelism(spark)))
+    _follow_cores(spark, config)
     logger.info("SparkSession up: %s, Spark %s", describe(spark), spark.version)
     return spark
+
+
+def _follow_cores(spark, config: Config) -> None:
+    """Spark's fixed default of 200 shuffle partitions is far too many tasks for a laptop and too
+    few for a big cluster: unless ``spark.conf`` sets it, follow the cores (AQE still coalesces
+    small shuffles)."""
+    from prizeflow import partitions
+
+    if "spark.sql.shuffle.partitions" not in config.spark.conf:
+        spark.conf.set("spark.sql.shuffle.partitions",
+                       str(SHUFFLE_PARTITIONS_PER_CORE * partitions.parallelism(spark)))
 
 
 _OWN_CONNECT_SESSIONS: set[str] = set()
@@ -239,7 +244,6 @@ def _connect(config: Config, remote: str):
     from pyspark.errors import AnalysisException
     from pyspark.sql import SparkSession
 
-    from prizeflow import partitions
     from prizeflow.secrets import redact_text
 
     check_reachable(remote)
@@ -256,9 +260,7 @@ def _connect(config: Config, remote: str):
         logger.warning("Spark Connect: not applied (the server's own settings decide): %s",
                        ", ".join(sorted(skipped)))
     _ship_package(spark)
-    if "spark.sql.shuffle.partitions" not in config.spark.conf:
-        spark.conf.set("spark.sql.shuffle.partitions",
-                       str(SHUFFLE_PARTITIONS_PER_CORE * partitions.parallelism(spark)))
+    _follow_cores(spark, config)
     logger.info("SparkSession up: Spark Connect at %s, Spark %s", redact_text(remote),
                 spark.version)
     return spark

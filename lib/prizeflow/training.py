@@ -231,18 +231,23 @@ class Pipeline:
     def run_grid(self, points, fit_data: FitData, validation: DataFrame, low: float,
                  high: float, on_result):
         """Every grid point scored on validation; returns (results, the best full fit seen)."""
-        # Over Spark Connect there are no local properties: the server schedules the grid's
-        # concurrent fits in its own pools.
-        set_pool = (None if is_connect(self.spark) else
-                    lambda slot: self.spark.sparkContext.setLocalProperty(
-                        "spark.scheduler.pool", f"{GRID_POOL_PREFIX}{slot}"))
+        connect = is_connect(self.spark)
+        parallelism = self.conf.parallelism
+        if connect and parallelism > 1:
+            # pyspark's ML client finds its session per thread, and frees server-side models
+            # with RPCs that can hang against another thread's: one fit at a time (each fit
+            # still uses every core of the server's cluster).
+            logger.info("Spark Connect: grid points are fitted one at a time "
+                        "(train.parallelism %d applies to classic Spark only)", parallelism)
+            parallelism = 1
         best_seen: dict[str, Any] = {"rmse": float("inf"), "model": None}
         lock = threading.Lock()
         full_points = set(points)
 
         def evaluate(point: als.GridPoint, slot: int) -> tuple[float, float]:
-            if set_pool is not None:
-                set_pool(slot)
+            if not connect:  # no local properties over Connect (and no concurrent fits)
+                self.spark.sparkContext.setLocalProperty("spark.scheduler.pool",
+                                                         f"{GRID_POOL_PREFIX}{slot}")
             started, clock = time.time(), time.monotonic()
             model = fit_point(point, fit_data, self.settings, low, high)
             rmse = metrics.errors(als.predict(model, validation)).rmse
@@ -254,14 +259,6 @@ class Pipeline:
                     best_seen.update(rmse=rmse, model=model)
             return rmse, seconds
 
-        parallelism = self.conf.parallelism
-        if is_connect(self.spark) and parallelism > 1:
-            # pyspark's ML client finds its session per thread, and frees server-side models
-            # with RPCs that can hang against another thread's: one fit at a time (each fit
-            # still uses every core of the server's cluster).
-            logger.info("Spark Connect: grid points are fitted one at a time "
-                        "(train.parallelism %d applies to classic Spark only)", parallelism)
-            parallelism = 1
         results = grid.run(points, evaluate, parallelism, on_result, self.conf.halving)
         return results, best_seen["model"]
 
