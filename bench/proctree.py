@@ -59,6 +59,46 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / TICK
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by the live processes under ``root`` (root included), with the
+    time of children they reaped; a process that ends while this reads is skipped."""
+    total = 0.0
+    for pid in tree(root):
+        try:
+            total += _cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+# JVM thread names as Linux keeps them (15 characters), by what the thread does.
+JVM_THREAD_KINDS = (("Executor task", "tasks"), ("GC Thread", "gc"), ("G1 ", "gc"),
+                    ("C2 Compiler", "jit"), ("C1 Compiler", "jit"))
+
+
+def jvm_threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of one JVM's live threads by kind (tasks, gc, jit, other), plus
+    ``exited``: the process's total minus its live threads (threads that ended)."""
+    kinds = {"tasks": 0.0, "gc": 0.0, "jit": 0.0, "other": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as handle:
+                name = handle.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / TICK
+        kind = next((k for prefix, k in JVM_THREAD_KINDS if name.startswith(prefix)), "other")
+        kinds[kind] += seconds
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        stat = handle.read()
+    fields = stat[stat.rfind(b")") + 2:].split()
+    kinds["exited"] = (int(fields[11]) + int(fields[12])) / TICK - sum(kinds.values())
+    return kinds
+
+
 def _memory(pid: int) -> tuple[int, int]:
     """(rss, pss) in bytes."""
     rss = pss = 0

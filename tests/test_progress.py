@@ -55,6 +55,49 @@ def test_the_grid_pools_are_declared_so_spark_does_not_warn(spark, tmp_path):
     assert not scheduler.getPoolForName(f"{GRID_POOL_PREFIX}2").isDefined()
 
 
+def test_the_plan_truncation_warning_is_kept_out_of_the_terminal(spark):
+    """Every train run's wide plans are truncated in debug strings; Spark warns about it at WARN.
+    The session keeps that one logger to errors, and only that one."""
+    from prizeflow.spark import QUIET_LOGGERS
+
+    jvm = spark.sparkContext._jvm
+    manager = jvm.org.apache.logging.log4j.LogManager
+    assert QUIET_LOGGERS == ("org.apache.spark.util.SparkStringUtils",)
+    jvm.java.lang.Class.forName(QUIET_LOGGERS[0])  # the class that warns exists under that name
+    quiet = manager.getLogger(QUIET_LOGGERS[0])
+    assert not quiet.isWarnEnabled() and quiet.isErrorEnabled()
+    assert manager.getLogger("org.apache.spark.ml.recommendation.ALS").isWarnEnabled()
+    assert manager.getLogger("org.apache.spark.util.Utils").isWarnEnabled()
+
+
+def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
+    """The driver JVM prizeflow launches reads prizeflow's log4j config: no note about Spark's
+    default profile, no Hadoop native-library note; a Spark warning still reaches stderr."""
+    import subprocess
+    import sys
+
+    from processes import pipeline_env
+    from prizeflow.spark import LOG4J_PROPERTY, log4j_file
+
+    # The test session was launched that way too (after the suite's own JVM options).
+    jvm = spark.sparkContext._jvm
+    assert jvm.java.lang.System.getProperty(LOG4J_PROPERTY) == log4j_file().as_uri()
+    code = (
+        "from prizeflow.config import load_config\n"
+        "from prizeflow.spark import get_spark\n"
+        "spark = get_spark(load_config('conf/local.yaml', ['spark.master=local[1]']))\n"
+        "assert spark.range(3).count() == 3\n"
+        "spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getLogger("
+        "'org.apache.spark.SparkContext').warn('a real warning')\n"
+        "spark.stop()\n")
+    result = subprocess.run([sys.executable, "-c", code], env=pipeline_env(), text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert " WARN SparkContext: a real warning" in result.stderr
+    assert "log4j profile" not in result.stderr and "Setting default log level" not in result.stderr
+    assert "NativeCodeLoader" not in result.stderr
+
+
 def test_the_session_started_from_remembered_jars_with_delta_on_them(spark):
     """The first start resolves spark.jars.packages and remembers the jar files; later starts
     use them and skip Ivy (and its resolution report on stderr)."""

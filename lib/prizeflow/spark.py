@@ -35,6 +35,10 @@ SHUFFLE_PARTITIONS_PER_CORE = 4
 # The training grid's FAIR pools, one per grid slot (``train.parallelism``): declared in an
 # allocation file at start, so Spark does not warn that each is "not configured".
 GRID_POOL_PREFIX = "prizeflow-grid-"
+# Loggers whose warnings a user cannot act on, kept to errors in the driver's JVM (where a local
+# master's executors run too). SparkStringUtils says a plan's debug string was truncated: MLlib's
+# wide plans do that in every train run, and nothing is lost but a log line's length.
+QUIET_LOGGERS = ("org.apache.spark.util.SparkStringUtils",)
 
 
 def delta_package(spark_version: str) -> str:
@@ -73,6 +77,12 @@ def session_settings(config: Config, spark_version: str) -> dict[str, str]:
             raise FileNotFoundError(f"spark.delta_jars: jar not found: {missing[0]}")
         settings["spark.jars"] = ",".join(jars)
     settings.update({str(k): str(v) for k, v in spark_conf.conf.items()})
+    # Read only by a driver JVM that prizeflow launches (a running one keeps its config); the
+    # user's own options come first, and a log4j config of theirs wins.
+    options = settings.get("spark.driver.extraJavaOptions", "")
+    if LOG4J_PROPERTY not in options:
+        settings["spark.driver.extraJavaOptions"] = (
+            f"{options} -D{LOG4J_PROPERTY}={log4j_file().as_uri()}".strip())
     return settings
 
 
@@ -121,18 +131,57 @@ def remember_jars(settings: dict[str, str], jars: str) -> None:
 def pool_file(slots: int) -> str:
     """An allocation file declaring the grid's pools (equal weight, FIFO within each), written
     once per content in the temp folder; the driver reads it at start."""
-    import hashlib
-    import tempfile
-
     pools = "".join(f'  <pool name="{GRID_POOL_PREFIX}{slot}"><schedulingMode>FIFO'
                     "</schedulingMode><weight>1</weight><minShare>0</minShare></pool>\n"
                     for slot in range(slots))
-    text = f'<?xml version="1.0"?>\n<allocations>\n{pools}</allocations>\n'
+    return str(_content_file("prizeflow-pools", ".xml",
+                             f'<?xml version="1.0"?>\n<allocations>\n{pools}</allocations>\n'))
+
+
+# The driver JVM's log4j 2 config when prizeflow launches it: Spark's own defaults (stderr, the same
+# pattern, its quiet third-party loggers) at WARN from the start, so Spark does not print its
+# three-line note about the default profile, and Hadoop's start-up note that it has no native
+# library (it uses its Java code, as everywhere prizeflow runs) is kept to errors.
+LOG4J_CONFIG = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+logger.jetty2.name = org.sparkproject.jetty.util.component.AbstractLifeCycle
+logger.jetty2.level = error
+logger.metastore.name = org.apache.hadoop.hive.metastore.RetryingHMSHandler
+logger.metastore.level = fatal
+logger.metastore2.name = org.apache.hadoop.hive.metastore.ObjectStore
+logger.metastore2.level = error
+logger.parquet.name = org.apache.parquet.CorruptStatistics
+logger.parquet.level = error
+logger.parquet2.name = parquet.CorruptStatistics
+logger.parquet2.level = error
+logger.hadoopnative.name = org.apache.hadoop.util.NativeCodeLoader
+logger.hadoopnative.level = error
+"""
+LOG4J_PROPERTY = "log4j2.configurationFile"
+
+
+def log4j_file() -> Path:
+    return _content_file("prizeflow-log4j2", ".properties", LOG4J_CONFIG)
+
+
+def _content_file(prefix: str, suffix: str, text: str) -> Path:
+    """A file named by its content's hash in the temp folder, written once."""
+    import hashlib
+    import tempfile
+
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"prizeflow-pools-{digest}.xml"
+    path = Path(tempfile.gettempdir()) / f"{prefix}-{digest}{suffix}"
     if not path.exists():
         _write_whole(path, text)
-    return str(path)
+    return path
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -203,9 +252,19 @@ def get_spark(config: Config):
     if packages and not resolved:
         remember_jars(settings, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("WARN")
+    _quiet_known_warnings(spark)
     _follow_cores(spark, config)
     logger.info("SparkSession up: %s, Spark %s", describe(spark), spark.version)
     return spark
+
+
+def _quiet_known_warnings(spark) -> None:
+    """Keep :data:`QUIET_LOGGERS` to errors; the JVM's logging config is left as it is
+    otherwise."""
+    jvm = spark.sparkContext._jvm
+    error = jvm.org.apache.logging.log4j.Level.ERROR
+    for name in QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
 
 
 def _follow_cores(spark, config: Config) -> None:
