@@ -104,11 +104,16 @@ def _minus(after: dict[str, float], before: dict[str, float]) -> dict[str, float
     return {kind: round(after[kind] - before[kind], 2) for kind in after}
 
 
-def _child(lake: Path, cpu: int, overrides: list[str]) -> subprocess.Popen:
+def _child_command(lake: Path, master: str, overrides: list[str], cpu: int | None) -> list[str]:
+    """One timed run in a fresh process; on one CPU (``taskset``) when ``cpu`` is given."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     sets = [a for o in overrides for a in ("--set", o)]
-    return subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, __file__, "--child",
-                             str(lake), "local[1]", *sets], cwd=PROJECT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return [*pin, sys.executable, __file__, "--child", str(lake), master, *sets]
+
+
+def _child(lake: Path, cpu: int, overrides: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(_child_command(lake, "local[1]", overrides, cpu), cwd=PROJECT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
 def _result(process: subprocess.Popen) -> dict:
@@ -177,10 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for index in range(args.runs):
         for master in ("local[1]", "local[2]"):
-            sets = [a for o in args.overrides for a in ("--set", o)]
-            pin = ["taskset", "-c", "0"] if args.pin and master == "local[1]" else []
-            out = subprocess.run([*pin, sys.executable, __file__, "--child", str(lake), master,
-                                  *sets], check=True, cwd=PROJECT, capture_output=True, text=True)
+            cpu = 0 if args.pin and master == "local[1]" else None
+            out = subprocess.run(_child_command(lake, master, args.overrides, cpu), check=True,
+                                 cwd=PROJECT, capture_output=True, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs.append(result)
             print(f"run {index + 1} {master} on CPUs {result['affinity']}: "

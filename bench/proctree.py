@@ -25,18 +25,23 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(path: str) -> list[bytes]:
+    """The fields of a /proc .../stat file after the command name, from the state field on."""
+    with open(path, "rb") as handle:
+        stat = handle.read()
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    return stat[stat.rfind(b")") + 2:].split()
+
+
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
+            fields = _stat_fields(f"/proc/{name}/stat")
         except OSError:
             continue
-        # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rfind(b")") + 2:].split()
         children.setdefault(int(fields[1]), []).append(int(name))
     return children
 
@@ -52,9 +57,7 @@ def tree(root: int) -> list[int]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as handle:
-        stat = handle.read()
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = _stat_fields(f"/proc/{pid}/stat")
     # utime, stime, cutime, cstime are fields 14-17 of stat (11-14 after the state field).
     return sum(int(x) for x in fields[11:15]) / TICK
 
@@ -84,19 +87,19 @@ def jvm_threads_cpu(pid: int) -> dict[str, float]:
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as handle:
                 name = handle.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as handle:
-                stat = handle.read()
+            seconds = _own_seconds(f"/proc/{pid}/task/{tid}/stat")
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        seconds = (int(fields[11]) + int(fields[12])) / TICK
         kind = next((k for prefix, k in JVM_THREAD_KINDS if name.startswith(prefix)), "other")
         kinds[kind] += seconds
-    with open(f"/proc/{pid}/stat", "rb") as handle:
-        stat = handle.read()
-    fields = stat[stat.rfind(b")") + 2:].split()
-    kinds["exited"] = (int(fields[11]) + int(fields[12])) / TICK - sum(kinds.values())
+    kinds["exited"] = _own_seconds(f"/proc/{pid}/stat") - sum(kinds.values())
     return kinds
+
+
+def _own_seconds(path: str) -> float:
+    """utime + stime of one stat file (a thread's, or a process's without its children)."""
+    fields = _stat_fields(path)
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _memory(pid: int) -> tuple[int, int]:
