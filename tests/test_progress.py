@@ -72,7 +72,9 @@ def test_the_plan_truncation_warning_is_kept_out_of_the_terminal(spark):
 
 def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
     """The driver JVM prizeflow launches reads prizeflow's log4j config: no note about Spark's
-    default profile, no Hadoop native-library note; a Spark warning still reaches stderr."""
+    default profile, no Hadoop native-library note; a Spark warning still reaches stderr. Its
+    stderr passes through prizeflow: the JVM's incubator-module warning and netlib's native-BLAS
+    note are kept to DEBUG, any other line passes as it is."""
     import subprocess
     import sys
 
@@ -85,10 +87,17 @@ def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
     code = (
         "from prizeflow.config import load_config\n"
         "from prizeflow.spark import get_spark\n"
+        "import logging\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "logging.getLogger('prizeflow.driver_stderr').setLevel(logging.DEBUG)\n"
         "spark = get_spark(load_config('conf/local.yaml', ['spark.master=local[1]']))\n"
         "assert spark.range(3).count() == 3\n"
-        "spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getLogger("
+        "jvm = spark.sparkContext._jvm\n"
+        "jvm.org.apache.logging.log4j.LogManager.getLogger("
         "'org.apache.spark.SparkContext').warn('a real warning')\n"
+        # What MLlib's native BLAS loader prints on a machine without one (C code, not a logger).
+        "jvm.java.lang.System.err.println('netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed')\n"
+        "jvm.java.lang.System.err.println('a line of the JVM nobody filters')\n"
         "spark.stop()\n")
     result = subprocess.run([sys.executable, "-c", code], env=pipeline_env(), text=True,
                             capture_output=True, timeout=300)
@@ -96,6 +105,14 @@ def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
     assert " WARN SparkContext: a real warning" in result.stderr
     assert "log4j profile" not in result.stderr and "Setting default log level" not in result.stderr
     assert "NativeCodeLoader" not in result.stderr
+    # The JVM's own lines outside any logger: the known ones only at DEBUG, the rest as they are.
+    lines = result.stderr.splitlines()
+    assert "a line of the JVM nobody filters" in lines
+    assert ("DEBUG:prizeflow.driver_stderr:JVM: WARNING: Using incubator modules: "
+            "jdk.incubator.vector") in lines
+    assert ("DEBUG:prizeflow.driver_stderr:JVM: netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) "
+            "failed") in lines
+    assert not [line for line in lines if line.startswith(("WARNING: Using incubator", "netlib-"))]
 
 
 def test_the_session_started_from_remembered_jars_with_delta_on_them(spark):

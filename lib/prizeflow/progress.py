@@ -53,6 +53,13 @@ def _wipe_bar() -> None:
 _activity = _Activity(level=logging.INFO)
 
 
+def make_way() -> None:
+    """Something else is about to write to the terminal (the driver JVM's stderr): wipe the bar,
+    and count it as a line, as a log line would."""
+    _wipe_bar()
+    _state["last_line"] = time.monotonic()
+
+
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """Name what runs now (shown by the heartbeat)."""

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from prizeflow import driver_stderr
 from prizeflow.config import Config
 
 logger = logging.getLogger(__name__)
@@ -222,12 +223,12 @@ def get_spark(config: Config):
     if remote:
         return _connect(config, remote)
 
-    builder = SparkSession.builder
+    options: dict[str, str] = {}
     # Under spark-submit the JVM is already up with the submitted master; the Python process
     # only connects to it (PySpark finds it through PYSPARK_GATEWAY_PORT).
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
     if not submitted and config.spark.master:
-        builder = builder.master(config.spark.master)
+        options["spark.master"] = config.spark.master
         if config.spark.master.startswith("local"):
             # Local Python workers (mapInPandas) must run this interpreter, with its packages,
             # not whatever `python3` is first on the PATH. PySpark reads only the environment.
@@ -236,8 +237,8 @@ def get_spark(config: Config):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             # Nothing outside this machine needs to reach a local driver: bind it to loopback
             # (spark.conf may still say otherwise).
-            builder = (builder.config("spark.driver.bindAddress", "127.0.0.1")
-                       .config("spark.driver.host", "127.0.0.1"))
+            options.update({"spark.driver.bindAddress": "127.0.0.1",
+                            "spark.driver.host": "127.0.0.1"})
     settings = session_settings(config, pyspark.__version__)
     packages = settings.get("spark.jars.packages") if not submitted else None
     resolved = cached_jars(settings) if packages else None
@@ -246,9 +247,10 @@ def get_spark(config: Config):
         del settings["spark.jars.packages"]
         settings["spark.jars"] = ",".join([settings["spark.jars"], *resolved]
                                           if settings.get("spark.jars") else resolved)
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    options.update(settings)
+    if not submitted:
+        _launch_driver(options)
+    spark = SparkSession.builder.config(map=options).getOrCreate()
     if packages and not resolved:
         remember_jars(settings, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel("WARN")
@@ -256,6 +258,17 @@ def get_spark(config: Config):
     _follow_cores(spark, config)
     logger.info("SparkSession up: %s, Spark %s", describe(spark), spark.version)
     return spark
+
+
+def _launch_driver(options: dict[str, str]) -> None:
+    """Start the driver JVM for ``options`` with its stderr filtered (:mod:`driver_stderr`),
+    unless this process already has one (a stopped session keeps its JVM for the next)."""
+    from pyspark import SparkConf, SparkContext
+
+    if SparkContext._gateway is not None:
+        return
+    conf = SparkConf().setAll(options.items())
+    SparkContext(conf=conf, gateway=driver_stderr.launch_gateway(conf))
 
 
 def _quiet_known_warnings(spark) -> None:

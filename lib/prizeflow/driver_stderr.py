@@ -1,0 +1,90 @@
+"""The stderr of a driver JVM that prizeflow launches, passed on without the lines nobody can act on.
+
+Three lines reach the terminal outside any logger, so no log4j config can filter them:
+
+- ``WARNING: Using incubator modules: jdk.incubator.vector``: the JVM itself, at start, because
+  Spark adds that module for its vectorised BLAS;
+- ``netlib-blas: JNI_OnLoad: dlopen(...) failed`` and its ``netlib-lapack`` twin: MLlib's native
+  BLAS loader (C code) at the first ALS fit on a machine without a system BLAS; MLlib then runs
+  its Java BLAS, as it says in its own log at DEBUG.
+
+So the JVM's stderr goes to a pipe, and a daemon thread passes every other byte on to this
+process's stderr (file descriptor 2, where the JVM would have written), line by line and in
+order, after wiping a progress bar on the terminal as a log line does; the known lines go to
+this module's logger at DEBUG (``-v`` shows them). The thread reads from before the JVM starts
+until the JVM and the Python workers it starts have all closed the pipe, so the JVM never waits
+on a full pipe. Under ``spark-submit`` (and on Databricks) the JVM is not prizeflow's to launch
+and its stderr is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+KNOWN_LINES = (
+    re.compile(rb"WARNING: Using incubator modules: jdk\.incubator\.vector\s*"),
+    re.compile(rb"netlib-(blas|lapack|arpack): JNI_OnLoad: dlopen\(.*\) failed\s*"),
+)
+# A line longer than this is passed on before its end arrives (nothing known is that long).
+LONGEST_HELD_LINE = 1 << 16
+
+
+def is_known(line: bytes) -> bool:
+    return any(pattern.fullmatch(line) for pattern in KNOWN_LINES)
+
+
+def launch_gateway(conf):
+    """PySpark's own ``launch_gateway`` for ``conf``, with the JVM's stderr filtered."""
+    from pyspark.java_gateway import launch_gateway as pyspark_launch
+
+    read_end, write_end = os.pipe()
+    from prizeflow import progress
+
+    threading.Thread(target=pass_on, args=(read_end, 2, progress.make_way),
+                     name="prizeflow-jvm-stderr", daemon=True).start()
+    try:
+        return pyspark_launch(conf, popen_kwargs={"stderr": write_end})
+    finally:
+        os.close(write_end)  # the JVM holds its own copy; EOF comes when the JVM's side closes
+
+
+def pass_on(source: int, target: int, before_write: Callable[[], None] | None = None) -> None:
+    """Copy ``source`` to ``target`` until end of file, without the known lines;
+    ``before_write`` is called before each write (a progress bar makes way for the lines)."""
+    held = b""
+    writable = True
+    while chunk := os.read(source, 1 << 16):
+        *lines, held = (held + chunk).split(b"\n")
+        kept = []
+        for line in lines:
+            if is_known(line):
+                logger.debug("JVM: %s", line.decode(errors="replace"))
+            else:
+                kept.append(line + b"\n")
+        if len(held) > LONGEST_HELD_LINE:
+            kept.append(held)
+            held = b""
+        if kept and writable:
+            if before_write is not None:
+                before_write()
+            writable = _write_all(target, b"".join(kept))
+    if held and writable:
+        _write_all(target, held)
+    os.close(source)
+
+
+def _write_all(target: int, data: bytes) -> bool:
+    """False once ``target`` cannot be written to; the caller goes on reading, so that the JVM
+    never blocks on its stderr."""
+    try:
+        while data:
+            data = data[os.write(target, data):]
+    except OSError:
+        return False
+    return True

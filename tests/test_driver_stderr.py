@@ -1,0 +1,96 @@
+"""The filter on a launched driver JVM's stderr, on a real pipe (no JVM: the launched one is in
+test_progress.py)."""
+
+import logging
+import os
+import threading
+
+from prizeflow import driver_stderr
+
+INCUBATOR = b"WARNING: Using incubator modules: jdk.incubator.vector\n"
+NETLIB = b"netlib-lapack: JNI_OnLoad: dlopen(liblapack.so.3) failed\n"
+
+
+def _through_filter(*writes: bytes) -> bytes:
+    """Write the pieces into a pipe as a JVM would, and return what reaches the other side."""
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    worker = threading.Thread(target=driver_stderr.pass_on, args=(source_read, target_write))
+    worker.start()
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(iter(
+        lambda: os.read(target_read, 1 << 16), b"")))
+    reader.start()
+    for piece in writes:
+        os.write(source_write, piece)
+    os.close(source_write)
+    worker.join(10)
+    os.close(target_write)
+    reader.join(10)
+    os.close(target_read)
+    assert not worker.is_alive()
+    return b"".join(received)
+
+
+def test_known_lines_are_dropped_and_every_other_byte_passes_in_order(caplog):
+    caplog.set_level(logging.DEBUG, logger="prizeflow.driver_stderr")
+    out = _through_filter(INCUBATOR, b"26/11/29 19:00:01 WARN SparkContext: real\n",
+                          NETLIB[:20], NETLIB[20:] + b"Exception in thread \"main\" boom\n",
+                          b"\tat Main.main(Main.java:1)\n", b"no newline at the end")
+    assert out == (b"26/11/29 19:00:01 WARN SparkContext: real\n"
+                   b"Exception in thread \"main\" boom\n\tat Main.main(Main.java:1)\n"
+                   b"no newline at the end")
+    assert [r.getMessage() for r in caplog.records] == [
+        "JVM: " + INCUBATOR.decode().strip(), "JVM: " + NETLIB.decode().strip()]
+
+
+def test_only_whole_known_lines_are_dropped():
+    lines = [b"INFO: WARNING: Using incubator modules: jdk.incubator.vector\n",
+             b"netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed, and something else too\n",
+             b"WARNING: Using incubator modules: jdk.incubator.vector, jdk.incubator.foreign\n"]
+    assert _through_filter(*lines) == b"".join(lines)
+
+
+def test_a_very_long_line_is_passed_on_before_it_ends():
+    long_piece = b"x" * (driver_stderr.LONGEST_HELD_LINE + 10)
+    assert _through_filter(long_piece, b"y\n", INCUBATOR) == long_piece + b"y\n"
+
+
+def test_a_closed_terminal_does_not_stop_the_reading(caplog):
+    """If stderr cannot be written, the JVM's side is still drained to its end."""
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    os.close(target_read)  # writing to target_write now fails (EPIPE)
+    worker = threading.Thread(target=driver_stderr.pass_on, args=(source_read, target_write))
+    worker.start()
+    for _ in range(200):  # more than a pipe holds: the writer would block if nobody read
+        os.write(source_write, b"z" * 1000 + b"\n")
+    os.close(source_write)
+    worker.join(10)
+    os.close(target_write)
+    assert not worker.is_alive()
+
+
+def test_the_progress_bar_makes_way_before_the_jvm_writes():
+    """The bar is wiped before a JVM line, as before a log line; not for a dropped line."""
+    calls = []
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    worker = threading.Thread(target=driver_stderr.pass_on,
+                              args=(source_read, target_write, lambda: calls.append("wipe")))
+    worker.start()
+    os.write(source_write, INCUBATOR)
+    os.close(source_write)
+    worker.join(10)
+    assert calls == []
+    source_read, source_write = os.pipe()
+    worker = threading.Thread(target=driver_stderr.pass_on,
+                              args=(source_read, target_write, lambda: calls.append("wipe")))
+    worker.start()
+    os.write(source_write, b"26/11/29 19:00:01 WARN Executor: real\n")
+    os.close(source_write)
+    worker.join(10)
+    os.close(target_write)
+    assert calls == ["wipe"]
+    assert os.read(target_read, 1000) == b"26/11/29 19:00:01 WARN Executor: real\n"
+    os.close(target_read)
