@@ -3,6 +3,7 @@ test_progress.py)."""
 
 import logging
 import os
+import select
 import threading
 
 from prizeflow import driver_stderr
@@ -52,23 +53,69 @@ def test_only_whole_known_lines_are_dropped():
 
 
 def test_a_very_long_line_is_passed_on_before_it_ends():
+    """Nothing known is that long: it reaches the terminal while the JVM is still writing it."""
     long_piece = b"x" * (driver_stderr.LONGEST_HELD_LINE + 10)
-    assert _through_filter(long_piece, b"y\n", INCUBATOR) == long_piece + b"y\n"
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    worker = threading.Thread(target=driver_stderr.pass_on, args=(source_read, target_write),
+                              daemon=True)
+    worker.start()
+    writer = threading.Thread(target=os.write, args=(source_write, long_piece), daemon=True)
+    writer.start()
+    received = b""
+    while len(received) < len(long_piece):
+        ready, _, _ = select.select([target_read], [], [], 10)
+        assert ready, f"only {len(received)} bytes of an unfinished long line were passed on"
+        received += os.read(target_read, 1 << 16)
+    assert received == long_piece
+    writer.join(10)
+    os.write(source_write, b"y\n" + INCUBATOR)
+    os.close(source_write)
+    worker.join(10)
+    os.close(target_write)
+    assert os.read(target_read, 1000) == b"y\n"
+    os.close(target_read)
 
 
-def test_a_closed_terminal_does_not_stop_the_reading(caplog):
+def test_a_closed_terminal_does_not_stop_the_reading():
     """If stderr cannot be written, the JVM's side is still drained to its end."""
     source_read, source_write = os.pipe()
     target_read, target_write = os.pipe()
     os.close(target_read)  # writing to target_write now fails (EPIPE)
-    worker = threading.Thread(target=driver_stderr.pass_on, args=(source_read, target_write))
+    worker = threading.Thread(target=driver_stderr.pass_on, args=(source_read, target_write),
+                              daemon=True)
     worker.start()
-    for _ in range(200):  # more than a pipe holds: the writer would block if nobody read
-        os.write(source_write, b"z" * 1000 + b"\n")
+
+    def write_more_than_a_pipe_holds():  # blocks for good if nobody reads
+        for _ in range(200):
+            os.write(source_write, b"z" * 1000 + b"\n")
+        os.close(source_write)
+
+    writer = threading.Thread(target=write_more_than_a_pipe_holds, daemon=True)
+    writer.start()
+    writer.join(10)
+    worker.join(10)
+    os.close(target_write)
+    assert not writer.is_alive() and not worker.is_alive()
+
+
+def test_a_failing_bar_does_not_stop_the_copying():
+    def broken_bar():
+        raise ValueError("I/O operation on closed file")
+
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    worker = threading.Thread(target=driver_stderr.pass_on,
+                              args=(source_read, target_write, broken_bar), daemon=True)
+    worker.start()
+    os.write(source_write, b"first\n")
+    os.write(source_write, b"second\n")
     os.close(source_write)
     worker.join(10)
     os.close(target_write)
     assert not worker.is_alive()
+    assert os.read(target_read, 1000) == b"first\nsecond\n"
+    os.close(target_read)
 
 
 def test_the_progress_bar_makes_way_before_the_jvm_writes():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import threading
 from typing import Callable
 
@@ -71,20 +72,30 @@ def pass_on(source: int, target: int, before_write: Callable[[], None] | None = 
             kept.append(held)
             held = b""
         if kept and writable:
-            if before_write is not None:
-                before_write()
+            _make_way(before_write)
             writable = _write_all(target, b"".join(kept))
     if held and writable:
         _write_all(target, held)
     os.close(source)
 
 
-def _write_all(target: int, data: bytes) -> bool:
-    """False once ``target`` cannot be written to; the caller goes on reading, so that the JVM
-    never blocks on its stderr."""
+def _make_way(before_write: Callable[[], None] | None) -> None:
+    if before_write is None:
+        return
     try:
-        while data:
+        before_write()
+    except Exception:  # noqa: BLE001 - a bar that cannot be wiped must not stop the copying
+        pass
+
+
+def _write_all(target: int, data: bytes) -> bool:
+    """False once ``target`` is gone (closed, or its reader is); the caller goes on reading, so
+    that the JVM never blocks on its stderr. A full non-blocking ``target`` is waited for."""
+    while data:
+        try:
             data = data[os.write(target, data):]
-    except OSError:
-        return False
+        except BlockingIOError:
+            select.select([], [target], [], 1.0)
+        except OSError:
+            return False
     return True
