@@ -96,7 +96,8 @@ def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
         "jvm.org.apache.logging.log4j.LogManager.getLogger("
         "'org.apache.spark.SparkContext').warn('a real warning')\n"
         # What MLlib's native BLAS loader prints on a machine without one (C code, not a logger).
-        "jvm.java.lang.System.err.println('netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed')\n"
+        "jvm.java.lang.System.err.println('netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: "
+        "libblas.so.3: cannot open shared object file: No such file or directory')\n"
         "jvm.java.lang.System.err.println('a line of the JVM nobody filters')\n"
         "spark.stop()\n")
     result = subprocess.run([sys.executable, "-c", code], env=pipeline_env(), text=True,
@@ -111,7 +112,8 @@ def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
     assert ("DEBUG:prizeflow.driver_stderr:JVM: WARNING: Using incubator modules: "
             "jdk.incubator.vector") in lines
     assert ("DEBUG:prizeflow.driver_stderr:JVM: netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) "
-            "failed") in lines
+            "failed: libblas.so.3: cannot open shared object file: No such file or directory"
+            ) in lines
     assert not [line for line in lines if line.startswith(("WARNING: Using incubator", "netlib-"))]
 
 

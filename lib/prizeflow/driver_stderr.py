@@ -4,7 +4,8 @@ Three lines reach the terminal outside any logger, so no log4j config can filter
 
 - ``WARNING: Using incubator modules: jdk.incubator.vector``: the JVM itself, at start, because
   Spark adds that module for its vectorised BLAS;
-- ``netlib-blas: JNI_OnLoad: dlopen(...) failed`` and its ``netlib-lapack`` twin: MLlib's native
+- ``netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: libblas.so.3: cannot open shared
+  object file: No such file or directory`` and its ``netlib-lapack`` twin: MLlib's native
   BLAS loader (C code) at the first ALS fit on a machine without a system BLAS; MLlib then runs
   its Java BLAS, as it says in its own log at DEBUG.
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 KNOWN_LINES = (
     re.compile(rb"WARNING: Using incubator modules: jdk\.incubator\.vector\s*"),
-    re.compile(rb"netlib-(blas|lapack|arpack): JNI_OnLoad: dlopen\(.*\) failed\s*"),
+    re.compile(rb"netlib-(blas|lapack|arpack): JNI_OnLoad: dlopen\([^)]*\) failed(: .*)?\s*"),
 )
 # A line longer than this is passed on before its end arrives (nothing known is that long).
 LONGEST_HELD_LINE = 1 << 16
