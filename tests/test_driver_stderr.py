@@ -14,11 +14,12 @@ NETLIB = (b"netlib-lapack: JNI_OnLoad: dlopen(liblapack.so.3) failed: liblapack.
           b"open shared object file: No such file or directory\n")
 
 
-def _through_filter(*writes: bytes) -> bytes:
+def _through_filter(*writes: bytes, before_write=None) -> bytes:
     """Write the pieces into a pipe as a JVM would, and return what reaches the other side."""
     source_read, source_write = os.pipe()
     target_read, target_write = os.pipe()
-    worker = threading.Thread(target=driver_stderr.pass_on, args=(source_read, target_write))
+    worker = threading.Thread(target=driver_stderr.pass_on,
+                              args=(source_read, target_write, before_write), daemon=True)
     worker.start()
     received = []
     reader = threading.Thread(target=lambda: received.extend(iter(
@@ -106,41 +107,14 @@ def test_a_failing_bar_does_not_stop_the_copying():
     def broken_bar():
         raise ValueError("I/O operation on closed file")
 
-    source_read, source_write = os.pipe()
-    target_read, target_write = os.pipe()
-    worker = threading.Thread(target=driver_stderr.pass_on,
-                              args=(source_read, target_write, broken_bar), daemon=True)
-    worker.start()
-    os.write(source_write, b"first\n")
-    os.write(source_write, b"second\n")
-    os.close(source_write)
-    worker.join(10)
-    os.close(target_write)
-    assert not worker.is_alive()
-    assert os.read(target_read, 1000) == b"first\nsecond\n"
-    os.close(target_read)
+    assert _through_filter(b"first\n", b"second\n", before_write=broken_bar) == b"first\nsecond\n"
 
 
 def test_the_progress_bar_makes_way_before_the_jvm_writes():
     """The bar is wiped before a JVM line, as before a log line; not for a dropped line."""
     calls = []
-    source_read, source_write = os.pipe()
-    target_read, target_write = os.pipe()
-    worker = threading.Thread(target=driver_stderr.pass_on,
-                              args=(source_read, target_write, lambda: calls.append("wipe")))
-    worker.start()
-    os.write(source_write, INCUBATOR)
-    os.close(source_write)
-    worker.join(10)
+    assert _through_filter(INCUBATOR, before_write=lambda: calls.append("wipe")) == b""
     assert calls == []
-    source_read, source_write = os.pipe()
-    worker = threading.Thread(target=driver_stderr.pass_on,
-                              args=(source_read, target_write, lambda: calls.append("wipe")))
-    worker.start()
-    os.write(source_write, b"26/11/29 19:00:01 WARN Executor: real\n")
-    os.close(source_write)
-    worker.join(10)
-    os.close(target_write)
+    line = b"26/11/29 19:00:01 WARN Executor: real\n"
+    assert _through_filter(line, before_write=lambda: calls.append("wipe")) == line
     assert calls == ["wipe"]
-    assert os.read(target_read, 1000) == b"26/11/29 19:00:01 WARN Executor: real\n"
-    os.close(target_read)

@@ -45,9 +45,9 @@ def launch_gateway(conf):
     """PySpark's own ``launch_gateway`` for ``conf``, with the JVM's stderr filtered."""
     from pyspark.java_gateway import launch_gateway as pyspark_launch
 
-    read_end, write_end = os.pipe()
     from prizeflow import progress
 
+    read_end, write_end = os.pipe()
     threading.Thread(target=pass_on, args=(read_end, 2, progress.make_way),
                      name="prizeflow-jvm-stderr", daemon=True).start()
     try:
