@@ -1,6 +1,6 @@
 """Where a Spark application's time goes, stage by stage, from its event log.
 
-    python bench/stage_breakdown.py EVENT_LOG [EVENT_LOG ...]
+    python bench/stage_breakdown.py [--each TEXT] EVENT_LOG [EVENT_LOG ...]
 
 An event log comes from any run with ``--set spark.conf.spark.eventLog.enabled=true --set
 spark.conf.spark.eventLog.dir=file:///some/dir --set spark.conf.spark.eventLog.compress=false``
@@ -23,8 +23,9 @@ from pathlib import Path
 COLUMNS = ("busy", "run", "cpu", "gc", "shuffle_write")
 
 
-def stage_rows(path: Path) -> tuple[str, list[dict]]:
-    """(master, one row per call site) from one uncompressed event log."""
+def stage_rows(path: Path, each: str | None = None) -> tuple[str, list[dict]]:
+    """(master, one row per call site) from one uncompressed event log; the stages of call
+    sites containing ``each`` get a row of their own (with their longest task)."""
     stages, tasks, master = {}, collections.defaultdict(list), "?"
     with open(path) as handle:
         for line in handle:
@@ -51,7 +52,12 @@ def stage_rows(path: Path) -> tuple[str, list[dict]]:
     rows: dict[str, dict] = {}
     for stage in ordered:
         site = stage["Stage Name"]
-        row = rows.setdefault(site, {"site": site, "first_start": (stage["Submission Time"]
+        key = site
+        if each and each in site:
+            longest = max((t["busy"] for t in tasks[stage["Stage ID"]]), default=0.0)
+            site = f"stage {stage['Stage ID']}, longest task {longest:.1f} s: {site}"
+            key = site
+        row = rows.setdefault(key, {"site": site, "first_start": (stage["Submission Time"]
                                                                    - start) / 1e3,
                                      "stages": 0, "wall": 0.0, "tasks": 0,
                                      **{c: 0.0 for c in COLUMNS}})
@@ -66,11 +72,13 @@ def stage_rows(path: Path) -> tuple[str, list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("logs", nargs="+", type=Path)
+    parser.add_argument("--each", metavar="TEXT",
+                        help="list the stages of call sites containing TEXT one by one")
     parser.add_argument("--min-wall", type=float, default=0.5,
                         help="leave out call sites whose stages took less (seconds)")
     args = parser.parse_args(argv)
     for path in args.logs:
-        master, rows = stage_rows(path)
+        master, rows = stage_rows(path, args.each)
         print(f"\n{path} ({master})")
         print(f"{'first start s':>13} {'stages':>6} {'wall s':>7} {'tasks':>5} "
               + " ".join(f"{c:>13}" for c in COLUMNS) + "  call site")
@@ -79,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{row['first_start']:>13.1f} {row['stages']:>6} {row['wall']:>7.1f} "
                   f"{row['tasks']:>5} " + " ".join(f"{row[c]:>13.1f}" for c in COLUMNS)
-                  + f"  {row['site'][:70]}")
-    print("\ncommand: python bench/stage_breakdown.py " + " ".join(map(str, args.logs)))
+                  + f"  {row['site'][:110 if args.each else 70]}")
+    options = f"--each {args.each!r} " if args.each else ""
+    print("\ncommand: python bench/stage_breakdown.py " + options
+          + " ".join(map(str, args.logs)))
     return 0
 
 

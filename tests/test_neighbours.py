@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from prizeflow import blend, neighbours, scoring
+from prizeflow import blend, neighbours, partitions, scoring
 from prizeflow.factors import FactorModel, Neighbourhood, Requests
 from prizeflow.rule import Rule
 
@@ -77,6 +77,35 @@ def test_keep_stores_each_movies_best_neighbours_ties_by_lower_id(residuals):
         assert [movie_ids[j] for j in near[index] if j >= 0] == best
         assert list(values[index][near[index] >= 0]) == pytest.approx([-s for s, _ in ranked[:2]],
                                                                       rel=1e-5)
+
+
+def test_each_partition_packs_its_own_ratings_without_a_shuffle(residuals):
+    frame = residuals.repartition(3)
+    packed = neighbours.pack_blocks(frame, 4)
+    plan = packed._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange") == 1  # the test's own repartition(3): the packing adds none
+    rows = packed.toArrow()
+    users, lengths = partitions.binary_values(rows.column("users"), "<i4")
+    movies, _ = partitions.binary_values(rows.column("movies"), "<i4")
+    values, _ = partitions.binary_values(rows.column("residuals"), "<f4")
+    blocks = np.repeat(rows.column("block").to_numpy(), lengths)
+    got = sorted(zip(users.tolist(), movies.tolist(), values.tolist(), blocks.tolist()))
+    block_of = {m: b for m, b in zip(movies.tolist(), blocks.tolist())}
+    every_rating_once = sorted((u, m, r, block_of[m]) for u, m, r in _residual_rows())
+    assert got == every_rating_once
+    assert len(set(zip(movies.tolist(), blocks.tolist()))) == 8  # each movie in one block
+    assert len(set(block_of.values())) > 1
+    per_partition = frame.select(
+        F.spark_partition_id().alias("part"),
+        F.pmod(F.xxhash64(F.lit(11), "movie_id"), F.lit(4)).alias("block")).distinct().count()
+    assert rows.num_rows == per_partition  # one packed row per (partition, block) it holds
+
+
+def test_similarities_do_not_depend_on_the_input_partitions(residuals):
+    one = neighbours.similarities(residuals.coalesce(1), SHRINK, 20, None, parallelism=2)
+    five = neighbours.similarities(residuals.repartition(5), SHRINK, 20, None, parallelism=2)
+    first, again = (sorted(frame.collect()) for frame in (one, five))
+    assert len(first) > 5 and first == again  # the very same bytes
 
 
 def test_sample_per_user_is_fixed_and_spares_light_raters(spark):

@@ -18,9 +18,10 @@ multiply-adds (n_u: the user's ratings), about 4e10 for the Netflix Prize. So
 
 1. each user's ratings are sampled down to about ``max_user_ratings`` by a fixed hash (the
    heavy raters dominate sum n_u^2; MovieLens 100K loses nothing measurable at 300);
-2. movies are hashed into B blocks; each block's sampled ratings cross into Python once and are
-   packed into a few binary rows (moving rows between the JVM and Python costs about a
-   microsecond each; bytes cost next to nothing);
+2. movies are hashed into B blocks; the sampled ratings cross into Python once, where each
+   task packs its own partition's ratings into one binary row per block (moving rows between
+   the JVM and Python costs about a microsecond each; bytes cost next to nothing; no single
+   rating is shuffled);
 3. one Spark task per block pair (a, b), a <= b, receives copies of the two blocks' packed rows
    (B copies of the data in all, as bytes), forms the users x movies sparse matrices R
    (residuals) and 1 (rated), computes dot = R_a^T R_b and n = 1_a^T 1_b as sparse products
@@ -51,12 +52,13 @@ PACK_ROWS = 2_000_000  # ratings per packed row (24 MB of bytes)
 
 def sample_per_user(residuals: DataFrame, max_ratings: int | None, seed: int = 7) -> DataFrame:
     """About ``max_ratings`` rows of each user who has more (a fixed hash decides which; the
-    number kept is binomial around the cap), every row of the others."""
+    number kept is binomial around the cap), every row of the others. The rows stay in their
+    partitions: only the per-user counts (O(users), 12 bytes each) are shuffled and broadcast."""
     if max_ratings is None:
         return residuals
     counts = residuals.groupBy("user_id").agg(F.count(F.lit(1)).alias("_pf_n"))
     keep = unit_hash(seed, "user_id", "movie_id") < F.lit(float(max_ratings)) / F.col("_pf_n")
-    return residuals.join(counts, "user_id").where(keep).drop("_pf_n")
+    return residuals.join(F.broadcast(counts), "user_id").where(keep).drop("_pf_n")
 
 
 def block_count(rows: int, parallelism: int, rows_per_task: int = ROWS_PER_TASK) -> int:
@@ -196,31 +198,36 @@ PACKED_SCHEMA = "block int, users binary, movies binary, residuals binary"
 
 
 def pack_blocks(sampled: DataFrame, blocks: int) -> DataFrame:
-    """Stage 1: (block, users, movies, residuals) rows, each holding up to PACK_ROWS ratings of
-    one movie block as int32 / float32 bytes."""
+    """Stage 1: (block, users, movies, residuals) rows of int32 / float32 bytes. Each task packs
+    the rows of its own partition, one row per movie block it holds (more when a block has
+    over PACK_ROWS of them): no shuffle of single ratings, and as many tasks as partitions."""
     import pyarrow as pa
 
     def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = partitions.arrow_table(batches)
         if table is None:
             return
-        user = table.column("user_id").to_numpy()
-        movie = table.column("movie_id").to_numpy()
-        residual = table.column("residual").to_numpy()
-        block = int(table.column("_pf_block")[0].as_py())
-        for start in range(0, len(user), PACK_ROWS):
-            part = slice(start, start + PACK_ROWS)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([block], pa.int32()), pa.array([_bytes(user[part], "<i4")]),
-                 pa.array([_bytes(movie[part], "<i4")]),
-                 pa.array([_bytes(residual[part], "<f4")])],
-                names=["block", "users", "movies", "residuals"])
+        block = table.column("_pf_block").to_numpy()
+        order = np.argsort(block, kind="stable")
+        block = block[order]
+        user = table.column("user_id").to_numpy()[order]
+        movie = table.column("movie_id").to_numpy()[order]
+        residual = table.column("residual").to_numpy()[order]
+        del table, order
+        ids, starts = np.unique(block, return_index=True)
+        stops = np.append(starts[1:], len(block))
+        for value, first, last in zip(ids, starts, stops):
+            for start in range(first, last, PACK_ROWS):
+                part = slice(start, min(start + PACK_ROWS, last))
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([int(value)], pa.int32()), pa.array([_bytes(user[part], "<i4")]),
+                     pa.array([_bytes(movie[part], "<i4")]),
+                     pa.array([_bytes(residual[part], "<f4")])],
+                    names=["block", "users", "movies", "residuals"])
 
     block_of = F.pmod(F.xxhash64(F.lit(11), F.col("movie_id")), F.lit(blocks)).cast("int")
-    routed = partitions.by_task(sampled.select("user_id", "movie_id", "residual",
-                                               block_of.alias("_pf_block")),
-                                F.col("_pf_block"), blocks)
-    return routed.mapInArrow(pack, PACKED_SCHEMA)
+    return (sampled.select("user_id", "movie_id", "residual", block_of.alias("_pf_block"))
+            .mapInArrow(pack, PACKED_SCHEMA))
 
 
 def pair_candidates(packed: DataFrame, blocks: int, shrink: float,
@@ -278,9 +285,9 @@ def similarities(residuals: DataFrame, shrink: float, max_user_ratings: int | No
     similarities), its best ``keep`` other movie ids (int32 bytes) and similarities (float32
     bytes), best first. ``rows``: about how many rows the sample has, if the caller knows.
 
-    Rows cross into Python once: each movie block's sampled ratings are packed into a few
-    binary rows (stage 1), the block pairs get copies of those (bytes, not rows: stage 2), and
-    each movie's candidates from its pairs are merged (stage 3)."""
+    Rows cross into Python once: each partition's sampled ratings are packed into a binary
+    row per movie block (stage 1), the block pairs get copies of those (bytes, not rows:
+    stage 2), and each movie's candidates from its pairs are merged (stage 3)."""
     sampled = sample_per_user(residuals.select("user_id", "movie_id", "residual"),
                               max_user_ratings)
     if rows is None:
