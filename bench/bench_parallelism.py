@@ -131,9 +131,10 @@ def _child_command(lake: Path, master: str, overrides: list[str], cpu: int | Non
             "--repeat", str(repeat)]
 
 
-def _child(lake: Path, cpu: int, overrides: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(_child_command(lake, "local[1]", overrides, cpu), cwd=PROJECT,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def _child(lake: Path, cpu: int, overrides: list[str], repeat: int) -> subprocess.Popen:
+    return subprocess.Popen(_child_command(lake, "local[1]", overrides, cpu, repeat),
+                            cwd=PROJECT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
 
 
 def _result(process: subprocess.Popen) -> dict:
@@ -149,8 +150,8 @@ def machine_ceiling(lake: Path, args, command: str) -> int:
     keys = ("als_seconds", "neighbourhood_seconds")
     alone, paired = [], []
     for index in range(args.runs):
-        alone.append(_result(_child(lake, 0, args.overrides)))
-        both = [_child(lake, cpu, args.overrides) for cpu in (0, 1)]
+        alone.append(_result(_child(lake, 0, args.overrides, args.repeat)))
+        both = [_child(lake, cpu, args.overrides, args.repeat) for cpu in (0, 1)]
         paired.extend(_result(process) for process in both)
         print(f"run {index + 1}: alone ALS {alone[-1]['als_seconds']:.1f} s, neighbourhood "
               f"{alone[-1]['neighbourhood_seconds']:.1f} s; two at once ALS "
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                              "last is the warm figure (the JIT has compiled the code)")
     parser.add_argument("--child", nargs=2, metavar=("LAKE", "MASTER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.child:
         print(json.dumps(stage_times(*args.child, args.overrides, args.repeat)))
         return 0
@@ -206,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(args.runs):
         for master in ("local[1]", "local[2]"):
             cpu = 0 if args.pin and master == "local[1]" else None
-            out = subprocess.run(_child_command(lake, master, args.overrides, cpu, args.repeat),
-                                 check=True,
-                                 cwd=PROJECT, capture_output=True, text=True)
+            command_line = _child_command(lake, master, args.overrides, cpu, args.repeat)
+            out = subprocess.run(command_line, check=True, cwd=PROJECT, capture_output=True,
+                                 text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs.append(result)
             print(f"run {index + 1} {master} on CPUs {result['affinity']}: "

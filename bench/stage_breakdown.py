@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shlex
 from pathlib import Path
 
 COLUMNS = ("busy", "run", "cpu", "gc", "shuffle_write")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['first_start']:>13.1f} {row['stages']:>6} {row['wall']:>7.1f} "
                   f"{row['tasks']:>5} " + " ".join(f"{row[c]:>13.1f}" for c in COLUMNS)
                   + f"  {row['site'][:110 if args.each else 70]}")
-    options = f"--each {args.each!r} " if args.each else ""
+    options = f"--each {shlex.quote(args.each)} " if args.each else ""
     print("\ncommand: python bench/stage_breakdown.py " + options
           + " ".join(map(str, args.logs)))
     return 0

@@ -79,32 +79,56 @@ def test_keep_stores_each_movies_best_neighbours_ties_by_lower_id(residuals):
                                                                       rel=1e-5)
 
 
-def test_each_partition_packs_its_own_ratings_without_a_shuffle(residuals):
-    frame = residuals.repartition(3)
-    packed = neighbours.pack_blocks(frame, 4)
-    plan = packed._jdf.queryExecution().executedPlan().toString()
-    assert plan.count("Exchange") == 1  # the test's own repartition(3): the packing adds none
+def _packed(packed):
+    """(sorted (user, movie, residual, block) of every packed rating, ratings per packed row)."""
     rows = packed.toArrow()
     users, lengths = partitions.binary_values(rows.column("users"), "<i4")
     movies, _ = partitions.binary_values(rows.column("movies"), "<i4")
     values, _ = partitions.binary_values(rows.column("residuals"), "<f4")
     blocks = np.repeat(rows.column("block").to_numpy(), lengths)
-    got = sorted(zip(users.tolist(), movies.tolist(), values.tolist(), blocks.tolist()))
-    block_of = {m: b for m, b in zip(movies.tolist(), blocks.tolist())}
-    every_rating_once = sorted((u, m, r, block_of[m]) for u, m, r in _residual_rows())
-    assert got == every_rating_once
-    assert len(set(zip(movies.tolist(), blocks.tolist()))) == 8  # each movie in one block
-    assert len(set(block_of.values())) > 1
+    return sorted(zip(users.tolist(), movies.tolist(), values.tolist(), blocks.tolist())), lengths
+
+
+def _with_blocks(frame, blocks):
+    """Every rating of ``frame`` with its movie block as Spark computes it."""
+    block = F.pmod(F.xxhash64(F.lit(11), "movie_id"), F.lit(blocks))
+    return sorted((r.user_id, r.movie_id, float(np.float32(r.residual)), r.block)
+                  for r in frame.select("*", block.alias("block")).collect())
+
+
+def test_each_partition_packs_its_own_ratings_without_a_shuffle(residuals):
+    frame = residuals.repartition(3).localCheckpoint()
+    packed = neighbours.pack_blocks(frame, 4)
+    assert "Exchange" not in packed._jdf.queryExecution().executedPlan().toString()
+    got, _ = _packed(packed)
+    assert got == _with_blocks(frame, 4)  # every rating once, in its movie's block
+    assert len({block for *_, block in got}) > 1
     per_partition = frame.select(
         F.spark_partition_id().alias("part"),
         F.pmod(F.xxhash64(F.lit(11), "movie_id"), F.lit(4)).alias("block")).distinct().count()
-    assert rows.num_rows == per_partition  # one packed row per (partition, block) it holds
+    assert packed.count() == per_partition  # one packed row per (partition, block) it holds
 
 
-def test_similarities_do_not_depend_on_the_input_partitions(residuals):
-    one = neighbours.similarities(residuals.coalesce(1), SHRINK, 20, None, parallelism=2)
-    five = neighbours.similarities(residuals.repartition(5), SHRINK, 20, None, parallelism=2)
-    first, again = (sorted(frame.collect()) for frame in (one, five))
+def test_a_packing_task_holds_a_few_batches_at_a_time(spark, residuals):
+    frame = residuals.coalesce(1)
+    previous = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "4")
+    try:
+        got, lengths = _packed(neighbours.pack_blocks(frame, 2, pack_rows=5))
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", previous)
+    assert got == _with_blocks(frame, 2)
+    assert len(lengths) > 10 and max(lengths) <= 8  # two batches of 4, then packed
+
+
+def test_similarities_do_not_depend_on_the_input_partitions(spark):
+    # Residuals that are not multiples of a power of two, so float32 sums in another order
+    # would differ in their last bits.
+    rows = [(u, m, r * 1.37 + 0.011) for u, m, r in _residual_rows()]
+    frame = spark.createDataFrame(rows, "user_id int, movie_id int, residual double")
+    one = neighbours.similarities(frame.coalesce(1), SHRINK, 20, None, parallelism=2)
+    five = neighbours.similarities(frame.repartition(5), SHRINK, 20, None, parallelism=2)
+    first, again = (sorted(lists.collect()) for lists in (one, five))
     assert len(first) > 5 and first == again  # the very same bytes
 
 

@@ -19,15 +19,16 @@ multiply-adds (n_u: the user's ratings), about 4e10 for the Netflix Prize. So
 1. each user's ratings are sampled down to about ``max_user_ratings`` by a fixed hash (the
    heavy raters dominate sum n_u^2; MovieLens 100K loses nothing measurable at 300);
 2. movies are hashed into B blocks; the sampled ratings cross into Python once, where each
-   task packs its own partition's ratings into one binary row per block (moving rows between
-   the JVM and Python costs about a microsecond each; bytes cost next to nothing; no single
-   rating is shuffled);
+   task packs its own partition's ratings, a few million at a time, into one binary row per
+   block (moving rows between the JVM and Python costs about a microsecond each; bytes cost
+   next to nothing; no single rating is shuffled);
 3. one Spark task per block pair (a, b), a <= b, receives copies of the two blocks' packed rows
    (B copies of the data in all, as bytes), forms the users x movies sparse matrices R
    (residuals) and 1 (rated), computes dot = R_a^T R_b and n = 1_a^T 1_b as sparse products
    (numpy/scipy), the similarities, and each movie's best ``keep`` on that pair;
-4. each movie's candidates from its B pairs are merged into its best ``keep``: one row per
-   movie (ids and similarities as bytes), which the driver collects as the model's arrays.
+4. each movie's candidates from its B pairs are merged into its best ``keep`` (2 tasks per
+   core): one row per movie (ids and similarities as bytes), which the driver collects as the
+   model's arrays.
 
 B follows the cluster: the smallest B with B(B+1)/2 >= 2 x the session's parallelism and at most
 ``rows_per_task`` ratings per task. Every step is deterministic (hash sample, rows sorted before
@@ -47,13 +48,14 @@ from prizeflow import partitions
 from prizeflow.splits import unit_hash
 
 ROWS_PER_TASK = 40_000_000
-PACK_ROWS = 2_000_000  # ratings per packed row (24 MB of bytes)
+PACK_ROWS = 2_000_000  # ratings a packing task holds at once (about 110 MB in Python)
 
 
 def sample_per_user(residuals: DataFrame, max_ratings: int | None, seed: int = 7) -> DataFrame:
     """About ``max_ratings`` rows of each user who has more (a fixed hash decides which; the
     number kept is binomial around the cap), every row of the others. The rows stay in their
-    partitions: only the per-user counts (O(users), 12 bytes each) are shuffled and broadcast."""
+    partitions: only the per-user counts (O(users), 12 bytes each: 5.8 MB for the Netflix
+    Prize's 480,189 users; Spark's broadcast limit is 8 GB) are shuffled and broadcast."""
     if max_ratings is None:
         return residuals
     counts = residuals.groupBy("user_id").agg(F.count(F.lit(1)).alias("_pf_n"))
@@ -197,33 +199,43 @@ LISTS_SCHEMA = "movie_id int, neighbours binary, similarities binary"
 PACKED_SCHEMA = "block int, users binary, movies binary, residuals binary"
 
 
-def pack_blocks(sampled: DataFrame, blocks: int) -> DataFrame:
+def _packed_by_block(table) -> Iterator:
+    """One Arrow batch per movie block of ``table``: (block, users, movies, residuals)."""
+    import pyarrow as pa
+
+    block = table.column("_pf_block").to_numpy()
+    order = np.argsort(block, kind="stable")
+    block = block[order]
+    columns = [table.column(name).to_numpy()[order]
+               for name in ("user_id", "movie_id", "residual")]
+    del table, order
+    ids, starts = np.unique(block, return_index=True)
+    for value, first, last in zip(ids, starts, np.append(starts[1:], len(block))):
+        user, movie, residual = (column[first:last] for column in columns)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([int(value)], pa.int32()), pa.array([_bytes(user, "<i4")]),
+             pa.array([_bytes(movie, "<i4")]), pa.array([_bytes(residual, "<f4")])],
+            names=["block", "users", "movies", "residuals"])
+
+
+def pack_blocks(sampled: DataFrame, blocks: int, pack_rows: int = PACK_ROWS) -> DataFrame:
     """Stage 1: (block, users, movies, residuals) rows of int32 / float32 bytes. Each task packs
-    the rows of its own partition, one row per movie block it holds (more when a block has
-    over PACK_ROWS of them): no shuffle of single ratings, and as many tasks as partitions."""
+    the rows of its own partition, about ``pack_rows`` at a time (whole Arrow batches), into
+    one row per movie block: no shuffle of single ratings, as many tasks as partitions, and
+    however big a partition is, a task holds about ``pack_rows`` ratings at once."""
     import pyarrow as pa
 
     def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        table = partitions.arrow_table(batches)
-        if table is None:
-            return
-        block = table.column("_pf_block").to_numpy()
-        order = np.argsort(block, kind="stable")
-        block = block[order]
-        user = table.column("user_id").to_numpy()[order]
-        movie = table.column("movie_id").to_numpy()[order]
-        residual = table.column("residual").to_numpy()[order]
-        del table, order
-        ids, starts = np.unique(block, return_index=True)
-        stops = np.append(starts[1:], len(block))
-        for value, first, last in zip(ids, starts, stops):
-            for start in range(first, last, PACK_ROWS):
-                part = slice(start, min(start + PACK_ROWS, last))
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array([int(value)], pa.int32()), pa.array([_bytes(user[part], "<i4")]),
-                     pa.array([_bytes(movie[part], "<i4")]),
-                     pa.array([_bytes(residual[part], "<f4")])],
-                    names=["block", "users", "movies", "residuals"])
+        held, count = [], 0
+        for batch in batches:
+            if batch.num_rows:
+                held.append(batch)
+                count += batch.num_rows
+            if count >= pack_rows:
+                yield from _packed_by_block(pa.Table.from_batches(held))
+                held, count = [], 0
+        if held:
+            yield from _packed_by_block(pa.Table.from_batches(held))
 
     block_of = F.pmod(F.xxhash64(F.lit(11), F.col("movie_id")), F.lit(blocks)).cast("int")
     return (sampled.select("user_id", "movie_id", "residual", block_of.alias("_pf_block"))
@@ -264,8 +276,9 @@ def pair_candidates(packed: DataFrame, blocks: int, shrink: float,
     return routed.mapInArrow(pair_task, LISTS_SCHEMA)
 
 
-def merge_candidates(candidates: DataFrame, blocks: int, keep: int | None) -> DataFrame:
-    """Stage 3: every movie's candidates from its pairs -> its best ``keep``, one row."""
+def merge_candidates(candidates: DataFrame, tasks: int, keep: int | None) -> DataFrame:
+    """Stage 3: every movie's candidates from its pairs -> its best ``keep``, one row; the
+    movies hashed over ``tasks`` tasks."""
     import pyarrow as pa
 
     def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -274,8 +287,8 @@ def merge_candidates(candidates: DataFrame, blocks: int, keep: int | None) -> Da
             return
         yield _lists(*_unpack_lists(table), keep)
 
-    by_movie = F.pmod(F.xxhash64(F.lit(13), F.col("movie_id")), F.lit(blocks))
-    return partitions.by_task(candidates, by_movie, blocks).mapInArrow(merge, LISTS_SCHEMA)
+    by_movie = F.pmod(F.xxhash64(F.lit(13), F.col("movie_id")), F.lit(tasks))
+    return partitions.by_task(candidates, by_movie, tasks).mapInArrow(merge, LISTS_SCHEMA)
 
 
 def similarities(residuals: DataFrame, shrink: float, max_user_ratings: int | None,
@@ -294,7 +307,10 @@ def similarities(residuals: DataFrame, shrink: float, max_user_ratings: int | No
         rows = sampled.count()
     blocks = block_count(rows, parallelism, rows_per_task)
     packed = pack_blocks(sampled, blocks)
-    return merge_candidates(pair_candidates(packed, blocks, shrink, keep), blocks, keep)
+    # Merge tasks follow the cores, not the blocks: 3 blocks on 2 cores gave 3 merge tasks,
+    # run in two uneven waves (measured at 10M); a cluster's cores outnumber its blocks.
+    return merge_candidates(pair_candidates(packed, blocks, shrink, keep),
+                            2 * max(1, parallelism), keep)
 
 
 def collect_arrays(lists: DataFrame, movie_ids: np.ndarray,
