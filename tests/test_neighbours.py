@@ -89,11 +89,15 @@ def _packed(packed):
     return sorted(zip(users.tolist(), movies.tolist(), values.tolist(), blocks.tolist())), lengths
 
 
+def _block_of(blocks):
+    """A rating's movie block, computed by Spark independently of the packing code."""
+    return F.pmod(F.xxhash64(F.lit(11), "movie_id"), F.lit(blocks)).alias("block")
+
+
 def _with_blocks(frame, blocks):
     """Every rating of ``frame`` with its movie block as Spark computes it."""
-    block = F.pmod(F.xxhash64(F.lit(11), "movie_id"), F.lit(blocks))
     return sorted((r.user_id, r.movie_id, float(np.float32(r.residual)), r.block)
-                  for r in frame.select("*", block.alias("block")).collect())
+                  for r in frame.select("*", _block_of(blocks)).collect())
 
 
 def test_each_partition_packs_its_own_ratings_without_a_shuffle(residuals):
@@ -103,9 +107,7 @@ def test_each_partition_packs_its_own_ratings_without_a_shuffle(residuals):
     got, _ = _packed(packed)
     assert got == _with_blocks(frame, 4)  # every rating once, in its movie's block
     assert len({block for *_, block in got}) > 1
-    per_partition = frame.select(
-        F.spark_partition_id().alias("part"),
-        F.pmod(F.xxhash64(F.lit(11), "movie_id"), F.lit(4)).alias("block")).distinct().count()
+    per_partition = frame.select(F.spark_partition_id(), _block_of(4)).distinct().count()
     assert packed.count() == per_partition  # one packed row per (partition, block) it holds
 
 
