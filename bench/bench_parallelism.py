@@ -21,7 +21,9 @@ bench/out/parallelism.json (parallelism-pinned.json with ``--pin``). JVM CPU is 
 thread kind (task threads, collector, JIT compiler, other) from /proc. ``--repeat N`` times
 each stage N times in a row in each process: the first run pays the JVM's warm-up (its JIT
 compiles on the second core under ``local[1]``, beside the tasks under ``local[2]``), the last
-finds the code compiled, as the grid's later fits and the blend's second neighbourhood do.
+finds the code compiled, as the grid's later fits and the blend's second neighbourhood do;
+CPU seconds (whole tree, and JVM threads by kind) are kept for the first and the last run, so
+the warm-up's own cost is their difference.
 
 ``--paired`` measures the machine's ceiling for this very work instead: one pinned ``local[1]``
 process alone, then two at once on the two CPUs (nothing shared but the machine); 2 x t(alone) /
@@ -69,18 +71,17 @@ def stage_times(lake: str, master: str, overrides: list[str], repeat: int = 1) -
     point = als.GridPoint("residual", 20, 0.1, 10, 3.0)
     jvm = next(pid for pid in tree(os.getpid())[1:] if _command(pid) == "java")
 
-    def timed(work) -> tuple[list[float], float, dict, object]:
-        """Seconds of each of ``repeat`` runs of ``work``; the first run's CPU s (whole tree)
-        and JVM CPU s by thread kind; the last run's result."""
-        seconds = []
-        for attempt in range(repeat):
+    def timed(work) -> tuple[list[float], list[float], list[dict], object]:
+        """Seconds, CPU s of the whole tree and JVM CPU s by thread kind of each of ``repeat``
+        runs of ``work``; the last run's result."""
+        seconds, cpu, threads = [], [], []
+        for _ in range(repeat):
             started, cpu_started = time.monotonic(), tree_cpu_seconds(os.getpid())
             threads_started = jvm_threads_cpu(jvm)
             result = work()
             seconds.append(time.monotonic() - started)
-            if not attempt:
-                cpu = tree_cpu_seconds(os.getpid()) - cpu_started
-                threads = _minus(jvm_threads_cpu(jvm), threads_started)
+            cpu.append(tree_cpu_seconds(os.getpid()) - cpu_started)
+            threads.append(_minus(jvm_threads_cpu(jvm), threads_started))
         return seconds, cpu, threads, result
 
     def fit_als():
@@ -104,8 +105,13 @@ def stage_times(lake: str, master: str, overrides: list[str], repeat: int = 1) -
             "neighbourhood_seconds": neighbour_runs[0], "neighbour_rows": rows,
             "als_warm_seconds": als_runs[-1], "neighbourhood_warm_seconds": neighbour_runs[-1],
             "als_runs_seconds": als_runs, "neighbourhood_runs_seconds": neighbour_runs,
-            "als_cpu_seconds": als_cpu, "neighbourhood_cpu_seconds": neighbour_cpu,
-            "als_jvm_threads_cpu": als_threads, "neighbourhood_jvm_threads_cpu": neighbour_threads,
+            "als_cpu_seconds": als_cpu[0], "neighbourhood_cpu_seconds": neighbour_cpu[0],
+            "als_warm_cpu_seconds": als_cpu[-1],
+            "neighbourhood_warm_cpu_seconds": neighbour_cpu[-1],
+            "als_jvm_threads_cpu": als_threads[0],
+            "neighbourhood_jvm_threads_cpu": neighbour_threads[0],
+            "als_warm_jvm_threads_cpu": als_threads[-1],
+            "neighbourhood_warm_jvm_threads_cpu": neighbour_threads[-1],
             "affinity": sorted(os.sched_getaffinity(0)),
             "train_ratings": fit_data.rows}
 
@@ -225,10 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                                     if args.repeat > 1 else ""), flush=True)
             print(f"  JVM CPU s by thread kind: ALS {result['als_jvm_threads_cpu']}, "
                   f"neighbourhood {result['neighbourhood_jvm_threads_cpu']}", flush=True)
+            if args.repeat > 1:
+                print(f"  warm: ALS {result['als_warm_jvm_threads_cpu']}, neighbourhood "
+                      f"{result['neighbourhood_warm_jvm_threads_cpu']}", flush=True)
     medians = {m: {k: statistics.median(r[k] for r in runs if r["master"] == m)
                    for k in ("als_seconds", "neighbourhood_seconds", "als_cpu_seconds",
                              "neighbourhood_cpu_seconds", "als_warm_seconds",
-                             "neighbourhood_warm_seconds")}
+                             "neighbourhood_warm_seconds", "als_warm_cpu_seconds",
+                             "neighbourhood_warm_cpu_seconds")}
                for m in ("local[1]", "local[2]")}
     stages = [("als_seconds", "ALS fit"), ("neighbourhood_seconds", "neighbourhood")]
     if args.repeat > 1:
