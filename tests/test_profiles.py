@@ -58,6 +58,18 @@ def test_the_full_corpus_profile_leaves_parallelism_to_the_session():
     assert config.train.neighbours.enabled is True
 
 
+@pytest.mark.parametrize("name", ["local", "full"])
+def test_local_mode_profiles_launch_the_driver_with_the_serial_collector(name):
+    # In local mode the driver JVM runs every task; G1 cost local[2] its speed-up (BENCHMARKS.md).
+    from prizeflow.spark import LOG4J_PROPERTY, session_settings
+
+    config = load_config(PROJECT / "conf" / f"{name}.yaml")
+    assert config.spark.master.startswith("local")
+    options = session_settings(config, "4.1.1")["spark.driver.extraJavaOptions"].split()
+    assert options[0] == "-XX:+UseSerialGC"
+    assert options[1].startswith(f"-D{LOG4J_PROPERTY}=file:")
+
+
 def test_databricks_profile_uses_the_runtime_and_unity_catalog():
     config = load_config(PROJECT / "conf" / "databricks.yaml")
     assert config.spark.delta_source == "builtin" and config.spark.master is None
