@@ -70,6 +70,8 @@ def stage_times(lake: str, master: str, overrides: list[str], repeat: int = 1) -
     settings = als.AlsSettings(42, config.train.num_blocks or cores, 10)
     point = als.GridPoint("residual", 20, 0.1, 10, 3.0)
     jvm = next(pid for pid in tree(os.getpid())[1:] if _command(pid) == "java")
+    management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+    collector = [bean.getName() for bean in management.getGarbageCollectorMXBeans()]
 
     def timed(work) -> tuple[list[float], list[float], list[dict], object]:
         """Seconds, CPU s of the whole tree and JVM CPU s by thread kind of each of ``repeat``
@@ -112,7 +114,7 @@ def stage_times(lake: str, master: str, overrides: list[str], repeat: int = 1) -
             "neighbourhood_jvm_threads_cpu": neighbour_threads[0],
             "als_warm_jvm_threads_cpu": als_threads[-1],
             "neighbourhood_warm_jvm_threads_cpu": neighbour_threads[-1],
-            "affinity": sorted(os.sched_getaffinity(0)),
+            "affinity": sorted(os.sched_getaffinity(0)), "collector": collector,
             "train_ratings": fit_data.rows}
 
 
@@ -220,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                                  text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs.append(result)
-            print(f"run {index + 1} {master} on CPUs {result['affinity']}: "
+            print(f"run {index + 1} {master} on CPUs {result['affinity']} "
+                  f"({'/'.join(result['collector'])}): "
                   f"ALS {result['als_seconds']:.1f} s ({result['als_blocks']} blocks, "
                   f"{result['als_cpu_seconds'] / result['als_seconds']:.2f} cores busy), "
                   f"neighbourhood {result['neighbourhood_seconds']:.1f} s "
