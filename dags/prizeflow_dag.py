@@ -35,11 +35,15 @@ DELTA_PACKAGE = os.environ.get("PRIZEFLOW_DELTA_PACKAGE", "io.delta:delta-spark_
 PY_FILES = os.environ.get("PRIZEFLOW_PY_FILES") or None
 
 
-def job_arguments(step: str, params: dict) -> list[str]:
-    """The arguments after `jobs/<step>.py`: the conf, the step's own options, the overrides."""
+def job_arguments(step: str, params: dict, run_id: str = "") -> list[str]:
+    """The arguments after `jobs/<step>.py`: the conf, the step's own options, the overrides.
+    train tags its MLflow run with the DAG run's id and register takes the run with that tag,
+    so a DAG run registers the model its own train task made."""
     arguments = ["--conf", str(params["conf"])]
     if step == "ingest":
         arguments += ["--source", str(params["source"])]
+    elif step in ("train", "register"):
+        arguments += ["--pipeline-run", str(run_id)]
     elif step == "recommend":
         arguments += ["--top", str(params["top"])]
     for assignment in params.get("overrides") or []:
@@ -52,8 +56,8 @@ STEP_DOCS = {
               "files are skipped, bad lines go to `quarantine` with a reason.",
     "train": "Splits `ratings` (probe or hash holdout), scores the baselines, fits the ALS grid "
              "in parallel and logs the best model to MLflow with its lift.",
-    "register": "Registers the latest training run's model; `champion` moves only on a lower "
-                "test RMSE on the same test set, else the version becomes `challenger`.",
+    "register": "Registers the model this DAG run's train task made; `champion` moves only on a "
+                "lower test RMSE on the same test set, else the version becomes `challenger`.",
     "recommend": "Writes the champion's top-N unseen movies per user to the Delta table "
                  "`recommendations`.",
 }
@@ -96,7 +100,7 @@ with DAG(
             doc_md=STEP_DOCS[step],
             conn_id=CONN_ID,
             application=str(PRIZEFLOW_HOME / "jobs" / f"{step}.py"),
-            application_args="{{ job_arguments('%s', params) }}" % step,
+            application_args="{{ job_arguments('%s', params, run_id) }}" % step,
             packages=DELTA_PACKAGE,
             py_files=PY_FILES,
             name=f"prizeflow-{step}",

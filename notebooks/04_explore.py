@@ -14,7 +14,7 @@
 
 from mlflow.tracking import MlflowClient
 
-from prizeflow import explore, lake, notebook, registry, tracking
+from prizeflow import explore, notebook, registry, snapshots, tracking
 
 try:
     dbutils, display  # noqa: F821 - provided by Databricks
@@ -34,7 +34,8 @@ config = notebook.notebook_config(params["conf"], params["overrides"])
 # COMMAND ----------
 
 spark = notebook.spark_session(config)
-ratings = lake.read(spark, lake.table_path(config.lake.root, "ratings"))
+# As the last complete ingest left it: never half of an ingest that is running now.
+ratings = snapshots.for_reading(spark, config.lake.root).read(spark, config.lake.root, "ratings")
 distribution = explore.rating_distribution(ratings).toPandas()
 display(distribution)
 display(explore.rating_histogram(distribution))

@@ -120,6 +120,9 @@ def test_airflow_dags_test_runs_the_whole_pipeline(airflow, spark, tmp_path):
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     champion = client.get_model_version_by_alias("prizeflow-als", "champion")
     assert champion.run_id == summaries["train"]["run_id"]
+    # register took the run its own DAG run's train task tagged, not just the latest one.
+    pipeline_run = client.get_run(summaries["train"]["run_id"]).data.tags["prizeflow.pipeline_run"]
+    assert pipeline_run and f"--pipeline-run {pipeline_run}" in output
     recommendations = spark.read.format("delta").load(str(tmp_path / "lake" / "recommendations"))
     users = recommendations.select("user_id").distinct().count()
     assert recommendations.count() == users * 3 == summaries["recommend"]["rows"]

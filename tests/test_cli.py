@@ -32,7 +32,7 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path):
     result = _run([BIN / "prizeflow", "ingest", "--source", str(tmp_path), "--set", "lake.depth=3"])
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
-        "prizeflow ingest: error: unknown config key 'lake.depth'")
+        "prizeflow ingest: error: unknown config key 'lake.depth' (from --set lake.depth)")
 
 
 def test_missing_source_fails_before_spark_starts(tmp_path):

@@ -69,7 +69,7 @@ def test_a_file_key_in_the_wrong_section_gets_a_suggestion(tmp_path):
 def test_nothing_like_any_key_gets_no_guess():
     with pytest.raises(ConfigError) as caught:
         load_config(None, ["zzzz=1"])
-    assert str(caught.value) == "unknown config key 'zzzz'"
+    assert str(caught.value) == "unknown config key 'zzzz' (from --set zzzz)"
 
 
 def test_free_spark_conf_keys_keep_their_dots():
@@ -136,3 +136,53 @@ def test_over_spark_connect_the_lake_is_on_the_servers_filesystem(tmp_path, monk
     assert lake.local_root(remote) is None
     monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:15002")
     assert lake.local_root(local) is None
+
+
+def test_errors_say_where_the_value_came_from(tmp_path):
+    path = tmp_path / "env.yaml"
+    path.write_text("lake:\n  root: /data/lake\ntrain:\n  grid:\n    rank: [8, 0]\n")
+    with pytest.raises(ConfigError, match=rf"^config key 'train.grid.rank' items must be >= 1, "
+                                          rf"got 0 \(config file {path} line 5\)$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^config key 'ingest.max_quarantine_fraction' must be "
+                                          r"a number, got str 'x' \(from --set "
+                                          r"ingest.max_quarantine_fraction\)$"):
+        load_config(path, ["train.grid.rank=8", "ingest.max_quarantine_fraction=x"])
+    with pytest.raises(ConfigError, match=r"^unknown config key 'lake.depth' \(from --set "
+                                          r"lake.depth\)$"):
+        load_config(path, ["lake.depth=3"])
+
+
+def test_a_key_set_twice_in_one_file_is_an_error(tmp_path):
+    path = tmp_path / "env.yaml"
+    path.write_text("lake:\n  root: /a\ntrain:\n  seed: 1\nlake:\n  root: /b\n")
+    with pytest.raises(ConfigError, match=rf"^config file {path}, line 5: key 'lake' is set "
+                                          r"twice \(first on line 1\)$"):
+        load_config(path)
+    path.write_text("spark:\n  conf:\n    spark.x: 1\n    spark.x: 2\n")
+    with pytest.raises(ConfigError, match=r"line 4: key 'spark.conf.spark.x' is set twice"):
+        load_config(path)
+
+
+def test_set_errors_are_one_line_without_the_value_and_secrets_stay_text():
+    secret = "@Secr3t[\n  more"
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [f"spark.conf.spark.x={secret}"])
+    assert str(caught.value).startswith("--set spark.conf.spark.x: the value is not a YAML scalar")
+    assert "\n" not in str(caught.value) and "Secr3t" not in str(caught.value)
+    config = load_config(None, ["spark.conf.spark.hadoop.fs.s3a.secret.key=0777",
+                                "spark.conf.spark.hadoop.fs.azure.account.key.acct=123"])
+    assert config.spark.conf["spark.hadoop.fs.s3a.secret.key"] == "0777"
+    assert config.spark.conf["spark.hadoop.fs.azure.account.key.acct"] == "123"
+    assert load_config(None, ["spark.conf.spark.sql.shuffle.partitions=8"]).spark.conf[
+        "spark.sql.shuffle.partitions"] == 8
+
+
+def test_date_limits_are_dates():
+    from datetime import date
+
+    config = load_config(None, ["ingest.earliest_date=1995-01-01", "ingest.latest_date=2006-01-01"])
+    assert (config.ingest.earliest_date, config.ingest.latest_date) == (date(1995, 1, 1),
+                                                                       date(2006, 1, 1))
+    with pytest.raises(ConfigError, match=r"'ingest.earliest_date' must be a date \(YYYY-MM-DD\)"):
+        load_config(None, ["ingest.earliest_date=soon"])

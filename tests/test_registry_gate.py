@@ -9,7 +9,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from prizeflow import registry, tracking
+from prizeflow import gate, registry, tracking
 from prizeflow.config import load_config
 
 from test_factors import _model
@@ -37,13 +37,20 @@ def store(shared, request):
             "name": name, "client": MlflowClient()}
 
 
+# One test set for every run here: the same lake, table, version and split.
+SAME_DATA = gate.DataIdentity("/data/lake", "table-1", "/data/lake/ratings", 0, None, None, None)
+
+
 def train_run(store, test_rmse: float, bias_rmse: float = 1.0, experiment_id=None,
-              command: str = "train") -> str:
-    """A finished run shaped like `prizeflow train`'s, with the given test RMSE."""
+              command: str = "train", pipeline_run: str | None = None) -> str:
+    """A finished run shaped like `prizeflow train`'s, with the given test RMSE: its gate
+    record written by the functions train writes it with."""
     with mlflow.start_run(experiment_id=experiment_id or store["experiment_id"]) as run:
-        mlflow.set_tags({"prizeflow.command": command, "prizeflow.split": "same test set",
-                         "prizeflow.model_uri": store["model_uri"]})
-        mlflow.log_params({"data_version": 0, "best_rank": 2})
+        mlflow.set_tags({"prizeflow.command": command, "prizeflow.model_uri": store["model_uri"],
+                         **({registry.PIPELINE_RUN_TAG: pipeline_run} if pipeline_run else {})})
+        mlflow.log_params({"data_version": 0, "best_rank": 2,
+                           **SAME_DATA.params("hash", {"seed": 42}),
+                           **gate.test_rmse_param(test_rmse)})
         mlflow.log_metrics({"test_rmse": test_rmse, "baseline_rmse_bias": bias_rmse,
                             "lift_pct_bias": 100 * (bias_rmse - test_rmse) / bias_rmse})
     return run.info.run_id
@@ -203,3 +210,93 @@ def test_a_champion_moved_by_another_register_stops_this_one(store, monkeypatch)
     assert (again["version"], again["alias"], again["champion_rmse_before"]) == (2, "challenger",
                                                                                  0.80)
     assert aliases(store) == {"champion": 1, "challenger": 2}
+
+
+def test_the_gate_reads_the_rmse_fixed_at_the_end_of_training(store):
+    """A metric can be logged again on a finished run (its latest value wins); the gate's
+    RMSE is a param, which MLflow refuses to change."""
+    config = store["config"]
+    registry.register(config, train_run(store, 0.80))
+    worse = train_run(store, 0.82)
+    store["client"].log_metric(worse, "test_rmse", 0.10)  # anyone with write access can
+    with pytest.raises(MlflowException):
+        store["client"].log_param(worse, "gate.test_rmse", "0.10")
+    result = registry.register(config, worse)
+    assert (result["alias"], result["test_rmse"]) == ("challenger", 0.82)
+    assert aliases(store) == {"champion": 1, "challenger": 2}
+    with mlflow.start_run(experiment_id=store["experiment_id"]) as run:
+        mlflow.set_tags({"prizeflow.command": "train", "prizeflow.model_uri": store["model_uri"]})
+        mlflow.log_metrics({"test_rmse": 0.1})
+    with pytest.raises(registry.RegistryError, match="has no gate record"):
+        registry.register(config, run.info.run_id)
+
+
+def test_two_registers_of_one_run_make_one_version(store, monkeypatch):
+    """Where no lock is taken (a tracking server), two registers of one run can both create a
+    version: the later one deletes its own and reports the earlier one, which the first
+    register gates."""
+    config = store["config"]
+    run_id = train_run(store, 0.8)
+    real_create = registry._create_version
+
+    def another_register_of_the_same_run_first(client_, name, candidate):
+        monkeypatch.setattr(registry, "_create_version", real_create)
+        real_create(client_, name, candidate)  # the other register's version: v1
+        return real_create(client_, name, candidate)  # this one's: v2
+
+    monkeypatch.setattr(registry, "_create_version", another_register_of_the_same_run_first)
+    loser = registry.register(config, run_id)
+    assert (loser["version"], loser["already_registered"], loser["gate"]) == (1, True, "pending")
+    assert [int(v.version) for v in store["client"].search_model_versions(
+        f"name = '{store['name']}'")] == [1]
+    winner = registry.register(config, run_id)  # the first register, completing its gate
+    assert (winner["version"], winner["alias"]) == (1, "champion")
+    assert versions(store) == 1
+
+
+def test_a_pipeline_run_registers_the_run_its_own_train_made(store):
+    config = store["config"]
+    own = train_run(store, 0.85, pipeline_run="scheduled__2026-12-06T00:00:00+00:00")
+    train_run(store, 0.80)  # newer, from another pipeline run or by hand
+    result = registry.register(config, pipeline_run="scheduled__2026-12-06T00:00:00+00:00")
+    assert result["train_run_id"] == own
+    with pytest.raises(registry.RegistryError, match="no finished `prizeflow train` run of "
+                                                     "pipeline run 'other'"):
+        registry.register(config, pipeline_run="other")
+
+
+def test_lakes_differing_only_in_a_masked_part_have_different_test_sets():
+    """abfss://lakeA@acct and abfss://lakeB@acct look alike once credentials are masked: the
+    signature hashes the exact identity, and nothing secret is stored."""
+    def params(root):
+        identity = gate.DataIdentity(root, "t", f"{root}/ratings", 3, None, None, None)
+        return identity.params("hash", {"seed": 42})
+
+    a = params("abfss://lakeA@acct.dfs.core.windows.net/p")
+    b = params("abfss://lakeB@acct.dfs.core.windows.net/p")
+    assert a["gate.lake_root"] == b["gate.lake_root"] == "abfss://***@acct.dfs.core.windows.net/p"
+    assert a["gate.split"] != b["gate.split"] and a["gate.lake"] != b["gate.lake"]
+    secret = params("s3a://AKIA:s3cr3t@bucket/lake")
+    assert all("s3cr3t" not in value for value in secret.values())
+
+
+def test_a_masked_lake_root_must_match_lake_root_to_rescore(store, tmp_path):
+    """The champion is re-scored on the candidate's own data: when the run's lake root was
+    masked in its record, lake.root must be that very lake; another is refused before any
+    Spark work, and nothing is registered."""
+    config = store["config"]
+    registry.register(config, train_run(store, 0.80))
+    secret_lake = "s3a://AKIA:s3cr3t@bucket/lake"
+    identity = gate.DataIdentity(secret_lake, "t2", f"{secret_lake}/ratings", 1, None, None, None)
+    with mlflow.start_run(experiment_id=store["experiment_id"]) as run:
+        mlflow.set_tags({"prizeflow.command": "train", "prizeflow.model_uri": store["model_uri"]})
+        mlflow.log_params({"data_version": 1, **identity.params("hash", {"seed": 42}),
+                           **gate.test_rmse_param(0.7)})
+        mlflow.log_metrics({"test_rmse": 0.7})
+    with pytest.raises(registry.RegistryError, match=r"was trained on the lake s3a://\*\*\*@bucket"
+                                                     r"/lake, and lake.root .* is another lake"):
+        registry.register(config, run.info.run_id)
+    assert versions(store) == 1
+    candidate = registry.Candidate.of(store["client"].get_run(run.info.run_id))
+    same = config.override(f"lake.root={secret_lake}")
+    assert registry.candidate_lake_root(same, candidate) == secret_lake

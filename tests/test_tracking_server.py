@@ -64,3 +64,51 @@ def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server
     assert np.allclose(served, factors.predict(pairs["user_id"], pairs["movie_id"]))
     run = mlflow.MlflowClient().get_run(trained["run_id"])
     assert run.data.metrics["test_rmse"] == pytest.approx(trained["test_rmse"])
+
+
+def test_a_server_that_answers_health_but_hangs_fails_each_call_in_bounded_time(tmp_path):
+    """A tracking server that accepts connections and answers /health, then never answers an
+    API call: every MLflow call waits mlflow.timeout_seconds per try, not MLflow's 120 s."""
+    import http.server
+    import subprocess
+    import threading
+    import time
+
+    from processes import BIN, pipeline_env
+
+    release = threading.Event()
+
+    class Hanging(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            if self.path == "/health":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+            else:
+                release.wait(120)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(BIN / "prizeflow"), "register", "--set", f"mlflow.tracking_uri={url}",
+             "--set", "mlflow.timeout_seconds=1", "--set", f"lake.root={tmp_path / 'lake'}"],
+            capture_output=True, text=True, timeout=120, env=pipeline_env(), cwd=tmp_path)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        server.shutdown()
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("prizeflow register: error: ") and url in last, last
+    assert "timed out" in last.lower()
+    # 4 tries of 1 s and 1 + 2 + 4 s of back-off, plus the process's own start.
+    assert elapsed < 40, elapsed

@@ -51,7 +51,8 @@ def trained(spark, small_lake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     config = _config(small_lake, tmp)
     summary = training.train(spark, config).summary()
-    return {"tmp": tmp, "config": config, "ingested": small_lake["ingest"], "summary": summary}
+    return {"tmp": tmp, "config": config, "ingested": small_lake["ingest"], "summary": summary,
+            "corpus": small_lake["corpus"]}
 
 
 def test_summary_reports_model_baselines_and_lift(trained):
@@ -187,18 +188,24 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
 
 
 def test_pinned_data_version_reproduces_split_and_metrics(spark, trained, tmp_path):
+    import shutil
+
     config, first = fork_lake(trained["config"], tmp_path), trained["summary"]
     # New ratings arrive, and new probe pairs among the ratings the pinned version holds: both
-    # tables move on to new versions.
-    extra = tmp_path / "more"
-    write(extra / "training_set" / "mv_0000999.txt",
+    # tables move on to new versions. The corpus, copied elsewhere, is the same corpus: only
+    # the new and the changed file are read.
+    corpus = tmp_path / "corpus"
+    shutil.copytree(trained["corpus"], corpus)
+    write(corpus / "training_set" / "mv_0000999.txt",
           "999:\n" + "".join(f"{u},4,2005-06-01\n" for u in range(1, 301)))
     probed = table(spark, config, "probe").select("movie_id", "user_id")
     unprobed = (table(spark, config, "ratings").select("movie_id", "user_id")
                 .join(probed, ["movie_id", "user_id"], "left_anti").orderBy("movie_id", "user_id")
                 .limit(20).collect())
-    write(extra / "probe.txt", "".join(f"{r.movie_id}:\n{r.user_id}\n" for r in unprobed))
-    ingestion.ingest(spark, config, str(extra), "netflix")
+    with open(corpus / "probe.txt", "a", encoding="utf-8") as probe:
+        probe.write("".join(f"{r.movie_id}:\n{r.user_id}\n" for r in unprobed))
+    added = ingestion.ingest(spark, config, str(corpus), "netflix")
+    assert added["files_ingested"] == 2
     latest = table(spark, config, "ratings").count()
     assert latest == trained["ingested"]["ratings"] + 300
     assert table(spark, config, "probe").count() == trained["ingested"]["probe"] + 20
@@ -216,5 +223,6 @@ def test_pinned_data_version_reproduces_split_and_metrics(spark, trained, tmp_pa
     assert str(source["delta_table_version"]) == str(first["data_version"])
 
     missing = config.override("data.version=999")
-    with pytest.raises(JobError, match="data.version 999 does not exist"):
+    with pytest.raises(JobError, match=r"data.version 999 is not a complete ingest of .*ratings; "
+                                       r"complete versions: \d"):
         training.train(spark, missing)

@@ -14,6 +14,7 @@ import difflib
 import logging
 import types
 import typing
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -72,7 +73,8 @@ class MlflowSettings(Section):
     # Scratch space for mlflow.spark model writes; must be storage every executor sees
     # (null: <lake.root>/_tmp/mlflow).
     dfs_tmpdir: Optional[StrictStr] = None
-    # How long a tracking or registry server may take to answer the start-up check.
+    # How long a tracking or registry server may take to answer: the start-up check and every
+    # MLflow HTTP call (each tried at most 4 times).
     timeout_seconds: float = Field(10.0, gt=0)
     # How long a register waits for another one on the same local store (SQLite, folder).
     lock_wait_seconds: float = Field(600.0, ge=0)
@@ -82,6 +84,15 @@ class IngestSettings(Section):
     max_quarantine_fraction: float = Field(0.01, ge=0)
     # How long an ingest waits for another one into the same lake to finish.
     lock_wait_seconds: float = Field(600.0, ge=0)
+    # A lake on object storage: the lock's lease, renewed while the ingest runs; a holder that
+    # stopped renewing for this long is taken over.
+    lock_lease_seconds: float = Field(120.0, ge=10)
+    # Ratings dated outside these days go to quarantine (date_out_of_range); latest null: the
+    # day after the ingest runs (UTC).
+    earliest_date: date = date(1990, 1, 1)
+    latest_date: Optional[date] = None
+    # Remove the rows of files ingested earlier that the source no longer holds.
+    remove_missing: StrictBool = False
 
 
 class DataSettings(Section):
@@ -247,24 +258,38 @@ def _is_text(annotation: Any) -> bool:
 # --- loading --------------------------------------------------------------------------------
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
-    """Parse one ``--set dotted.key=value``; the value is read as a YAML scalar."""
+    """Parse one ``--set dotted.key=value``; the value is read as a YAML scalar, except for a
+    string key and a secret-looking one (``spark.conf.<...>.secret.key``), which take the text as
+    given. An error names the ``--set`` by its key, never its value (it may be a secret)."""
+    from prizeflow.secrets import is_secret_name
+
     if "=" not in assignment:
-        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
+        raise ConfigError(f"--set expects dotted.key=value, got {assignment[:80]!r}")
     dotted, raw = assignment.split("=", 1)
-    path, annotation = _field(dotted.strip())
-    if annotation is not None and _is_text(annotation) and raw != "" and raw != "null":
-        value: Any = raw  # a string key takes the text as given ("007" stays "007")
+    dotted = dotted.strip()
+    try:
+        path, annotation = _field(dotted)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from --set {dotted})") from None
+    text_key = annotation is not None and _is_text(annotation)
+    if (text_key or is_secret_name(path[-1])) and raw != "" and raw != "null":
+        value: Any = raw  # "007" stays "007"; a secret such as 0777 stays "0777", not 511
     else:
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {dotted}: cannot read value {raw!r}: {exc}") from exc
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"--set {dotted}: the value is not a YAML scalar ({problem})") \
+                from None
     return path, value
 
 
-def _apply(raw: dict[str, Any], assignments: typing.Iterable[str]) -> dict[str, Any]:
+def _apply(raw: dict[str, Any], assignments: typing.Iterable[str],
+           origins: dict[str, str] | None = None) -> dict[str, Any]:
     for assignment in assignments:
         path, value = parse_override(assignment)
+        if origins is not None:
+            origins[".".join(path)] = f"from --set {'.'.join(path)}"
         node = raw
         for part in path[:-1]:
             child = node.get(part)
@@ -277,9 +302,18 @@ def _apply(raw: dict[str, Any], assignments: typing.Iterable[str]) -> dict[str, 
 
 KINDS = {"float_type": "a number", "float_parsing": "a number", "int_type": "an integer",
          "int_parsing": "an integer", "string_type": "a string", "bool_type": "true or false",
-         "bool_parsing": "true or false", "list_type": "a list", "int_from_float": "an integer"}
+         "bool_parsing": "true or false", "list_type": "a list", "int_from_float": "an integer",
+         "date_type": "a date (YYYY-MM-DD)", "date_parsing": "a date (YYYY-MM-DD)",
+         "date_from_datetime_parsing": "a date (YYYY-MM-DD)"}
 BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
           "less_than_equal": "<="}
+
+
+def _error_key(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"] if not isinstance(p, int)]
+    if loc[:2] == ["spark", "conf"] and len(loc) > 2:
+        return f"spark.conf.{loc[2]}"
+    return ".".join(loc)
 
 
 def _describe_error(error: dict[str, Any]) -> str:
@@ -304,21 +338,47 @@ def _describe_error(error: dict[str, Any]) -> str:
     return f"config key '{dotted}' must be {what}, got {type(given).__name__} {given!r}"
 
 
-def _validated(raw: dict[str, Any]) -> Config:
+def _origin(dotted: str, origins: dict[str, str] | None) -> str:
+    """`` (conf/x.yaml line 3)`` or `` (from --set k)``: where the key's value came from (the
+    key itself, else the nearest section that was set)."""
+    if not origins:
+        return ""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        where = origins.get(".".join(parts[:end]))
+        if where:
+            return f" ({where})"
+    return ""
+
+
+def _validated(raw: dict[str, Any], origins: dict[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
         # Report the first problem by its key; the union's alternatives all fail alike.
-        raise ConfigError(_describe_error(errors[0])) from None
-    _check_axes(config)
-    _check_ranges(config)
+        error = exc.errors()[0]
+        raise ConfigError(_describe_error(error) + _origin(_error_key(error), origins)) from None
+    try:
+        _check_axes(config)
+        _check_ranges(config)
+    except _KeyError as exc:
+        raise ConfigError(str(exc) + _origin(exc.key, origins)) from None
     return config
 
 
+class _KeyError(ConfigError):
+    """A rule broken by ``key``'s value (the caller adds where that value came from)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file (if any), then ``--set`` overrides; all validated."""
+    """Defaults, then the YAML file (if any), then ``--set`` overrides; all validated. An error
+    names the key and where its value came from (the file and line, or the ``--set``)."""
     raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -332,14 +392,34 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
             loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path}{_yaml_where(exc)} is not valid YAML: "
                               f"{getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top")
+        _key_lines(node, str(path), "", origins)
         raw = loaded
-    return _validated(_apply(raw, overrides))
+    return _validated(_apply(raw, overrides, origins), origins)
+
+
+def _key_lines(node: yaml.Node, path: str, prefix: str, origins: dict[str, str]) -> None:
+    """Record ``config file F line N`` for every dotted key of a YAML mapping; a key written
+    twice in one mapping is an error (YAML loaders keep the last one silently)."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        dotted = f"{prefix}{key}"
+        if key in seen:
+            raise ConfigError(f"config file {path}, line {line}: key '{dotted}' is set twice "
+                              f"(first on line {seen[key]})")
+        seen[key] = line
+        origins[dotted] = f"config file {path} line {line}"
+        _key_lines(value_node, path, dotted + ".", origins)
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:
@@ -352,14 +432,14 @@ def _check_axes(config: Config) -> None:
         for item in getattr(config.train.grid, name):
             dotted = f"train.grid.{name}"
             if isinstance(item, bool) or not isinstance(item, kinds):
-                raise ConfigError(f"config key '{dotted}' must be a list of "
-                                  f"{' or '.join(k.__name__ for k in kinds)}, got {item!r}")
+                raise _KeyError(dotted, f"config key '{dotted}' must be a list of "
+                                f"{' or '.join(k.__name__ for k in kinds)}, got {item!r}")
             if choices is not None and item not in choices:
-                raise ConfigError(f"config key '{dotted}' items must be among {list(choices)}, "
-                                  f"got {item!r}")
+                raise _KeyError(dotted, f"config key '{dotted}' items must be among "
+                                f"{list(choices)}, got {item!r}")
             if minimum is not None and item < minimum:
-                raise ConfigError(f"config key '{dotted}' items must be >= {minimum}, "
-                                  f"got {item!r}")
+                raise _KeyError(dotted, f"config key '{dotted}' items must be >= {minimum}, "
+                                f"got {item!r}")
 
 
 def _check_ranges(config: Config) -> None:
@@ -367,11 +447,12 @@ def _check_ranges(config: Config) -> None:
     split = config.split
     if split.folds > 1:
         if not 0 <= split.fold < split.folds:
-            raise ConfigError(f"config key 'split.fold' must be in [0, split.folds), "
-                              f"got {split.fold}")
+            raise _KeyError("split.fold", "config key 'split.fold' must be in [0, split.folds), "
+                            f"got {split.fold}")
     elif split.test_fraction + split.validation_fraction >= 1:
-        raise ConfigError("config keys 'split.test_fraction' + 'split.validation_fraction' "
-                          "must leave some ratings for training")
+        raise _KeyError("split.validation_fraction",
+                        "config keys 'split.test_fraction' + 'split.validation_fraction' "
+                        "must leave some ratings for training")
 
 
 def changes(config: Config) -> str:

@@ -1,32 +1,41 @@
 """Ingestion: raw Netflix Prize or MovieLens files -> Delta tables, every line accounted for.
 
 Tables under the lake root: ``ratings``, ``movies``, ``probe``, ``qualifying``, ``quarantine``
-(every rejected line with file, line number and reason) and ``ingest_files`` (one row per source
-file: size, mtime, and how its lines were accounted for). Files already ingested with the same
-size and mtime are skipped; new or changed files replace their earlier rows. Every check runs
-before the first write, so a failed run leaves every table at its previous version. The formats
-are declared in :mod:`prizeflow.formats`; ``prizeflow ingest`` (:mod:`prizeflow.jobs.ingest`)
-is the command around :func:`ingest`.
+(every rejected line with file, line number and reason), ``ingest_files`` (one row per source
+file: its location, size, fingerprint, and how its lines were accounted for) and
+``ingest_commits`` (the publish point: see :mod:`prizeflow.snapshots`).
+
+A file is known by its name under the source root (:mod:`prizeflow.sources`): a local file whose
+bytes are unchanged (same SHA-256) is skipped wherever the corpus now lives; a file listed by
+Spark is skipped while its size and modification time are unchanged. New or changed files
+replace their earlier rows. A file the manifest knows but the source no longer holds is named in
+the summary, and its rows are removed only with ``ingest.remove_missing``. Every check runs
+before the first write, and readers see the tables only as the last complete ingest left them.
+The formats are declared in :mod:`prizeflow.formats`; ``prizeflow ingest``
+(:mod:`prizeflow.jobs.ingest`) is the command around :func:`ingest`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import unquote
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import formats, lake, parse
+from prizeflow import formats, lake, parse, snapshots
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.lines import locate_lines
-from prizeflow.lock import ingest_lock
-from prizeflow.sources import SourceError, SourceFile, SourcePlan, discover, listed_by_spark
+from prizeflow.lock import Held, ingest_lock
+from prizeflow.secrets import redact_text
+from prizeflow.sources import (SourceError, SourceFile, SourcePlan, discover, listed_by_spark,
+                               spark_readable)
 from prizeflow.spark import is_connect, remote_url
 
 logger = logging.getLogger(__name__)
@@ -48,50 +57,50 @@ def check_source(config: Config, source: str, fmt: str = "auto") -> None:
         find_source(source, fmt)
 
 
-def read_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """The raw text lines with the file and split each came from."""
-    return spark.read.text(paths).select(
+def read_lines(spark: SparkSession, files: list[SourceFile]) -> DataFrame:
+    """The raw text lines with the file (Spark's URL-encoded URI) and split each came from."""
+    return spark.read.text([spark_readable(f.path) for f in files]).select(
         "value",
         F.col("_metadata.file_path").alias("source_file"),
         F.col("_metadata.file_block_start").alias("block_start"),
     )
 
 
-def _local(uri: str) -> str:
-    """One spelling for a file whether it came from Spark (URL-encoded) or from discovery."""
-    return unquote(uri)
-
-
 def _read_manifest(spark: SparkSession, manifest_path: str) -> dict[str, Any]:
-    """The manifest, one row per source file ever ingested (a few thousand at most), by file."""
+    """The manifest, one row per source file ever ingested (a few thousand at most), by name."""
     if not lake.is_table(spark, manifest_path):
         return {}
-    return {_local(r.source_file): r for r in lake.read(spark, manifest_path)
-            .select("source_file", "target", "size", "modified", "rows").collect()}
+    table = lake.read(spark, manifest_path)
+    if "fingerprint" not in table.columns:
+        raise JobError(f"the manifest {manifest_path} was written by an earlier prizeflow, which "
+                       "knew files by their absolute location: ingest into a new lake.root")
+    return {r.source_file: r for r in table.collect()}
+
+
+def _unchanged(f: SourceFile, seen) -> bool:
+    if seen is None or seen.target != f.table:
+        return False
+    if f.fingerprint is not None:  # a local file: its bytes decide
+        return seen.fingerprint == f.fingerprint
+    return (seen.size, seen.modified) == (f.size, f.modified)
 
 
 def _files_to_ingest(plan: SourcePlan, manifest: dict[str, Any]) -> list[SourceFile]:
-    def unchanged(f: SourceFile) -> bool:
-        seen = manifest.get(_local(f.path))
-        return seen is not None and (seen.size, seen.modified) == (f.size, f.modified)
-
-    return [f for f in plan.files if not unchanged(f)]
+    return [f for f in plan.files if not _unchanged(f, manifest.get(f.name))]
 
 
-def _replaced_files(tally: dict[str, dict[str, Any]], todo: list[SourceFile]) -> list[str]:
-    """Every file whose rows this run replaces: those it read lines from, and those it was
-    given (an emptied file has no lines but still replaces its earlier rows)."""
-    return sorted(set(tally) | {f.path for f in todo})
+def _missing(plan: SourcePlan, manifest: dict[str, Any]) -> list[str]:
+    """Files the manifest knows that the source no longer holds."""
+    return sorted(set(manifest) - {f.name for f in plan.files})
 
 
 def _table_counts(manifest: dict[str, Any], tally: dict[str, dict[str, Any]],
-                  replaced: list[str]) -> dict[str, int]:
+                  replaced: set[str]) -> dict[str, int]:
     """Rows per data table after this run, from the manifest (the rows each file put there),
     without scanning a table: the files this run did not touch, plus what it wrote."""
     counts = dict.fromkeys(lake.DATA_TABLES, 0)
-    gone = {_local(f) for f in replaced}
     for name, row in manifest.items():
-        if name not in gone and row.target in counts:
+        if name not in replaced and row.target in counts:
             counts[row.target] += int(row.rows)
     for entry in tally.values():
         counts[entry["target"]] += entry["rows"]
@@ -106,11 +115,22 @@ def _check_format(spark: SparkSession, ratings_path: str, fmt: str) -> None:
                            f"ingest {fmt} data into another lake.root")
 
 
+def date_limits(config: Config, today: date | None = None) -> tuple[date, date]:
+    """The dates a rating may carry: ``ingest.earliest_date`` to ``ingest.latest_date`` (null:
+    the day after the ingest runs, UTC, so a rating made today anywhere on Earth passes)."""
+    today = today or datetime.now(timezone.utc).date()
+    latest = config.ingest.latest_date or today + timedelta(days=1)
+    return config.ingest.earliest_date, latest
+
+
 def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFile],
-                 table_path: str, cached: list[DataFrame]) -> DataFrame:
+                 table_path: str, replaced: set[str], dates: tuple[date, date],
+                 cached: list[DataFrame]) -> DataFrame:
     """The files' lines parsed and de-duplicated; what it caches is appended to ``cached``."""
     kind = formats.FORMATS[fmt].kind(table)
-    parsed = kind.parser(locate_lines(read_lines(spark, [f.path for f in files]), kind.with_headers))
+    names = spark.createDataFrame([(f.path, f.name) for f in files], "location string, name string")
+    parsed = parse.check_dates(
+        kind.parser(locate_lines(read_lines(spark, files), kind.with_headers, names)), *dates)
     # The raw text stays on every row: a clean-looking row may still turn out a duplicate.
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     repeated = parse.duplicate_keys(parsed, table).persist(StorageLevel.MEMORY_AND_DISK)
@@ -118,10 +138,10 @@ def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFi
     repeated.count()  # materialised, its real size lets the planner broadcast it
     existing = None
     if lake.is_table(spark, table_path):
-        # Rows of the files being (re)ingested are about to be replaced: they do not count.
-        batch = [f.path for f in files]
+        # Rows of the files being replaced (re-read or removed) do not count.
         existing = (lake.read(spark, table_path)
-                    .where(~F.col("source_file").isin(batch)).select(*parse.TABLE_KEYS[table]))
+                    .where(~F.col("source_file").isin(sorted(replaced)))
+                    .select(*parse.TABLE_KEYS[table]))
     return parse.flag_duplicates(parsed, table, repeated, existing)
 
 
@@ -172,39 +192,43 @@ def _validate(parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
 
 def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
               tally: dict[str, dict[str, Any]], ingest_id: str, now: datetime) -> DataFrame:
-    by_local = {_local(name): (name, entry) for name, entry in tally.items()}
+    empty = {"lines_read": 0, "header_lines": 0, "rows": 0, "quarantined": 0, "skipped": 0}
     rows = []
     for f in files:
-        name, entry = by_local.get(_local(f.path), (f.path, None))
-        entry = entry or {"lines_read": 0, "header_lines": 0, "rows": 0, "quarantined": 0,
-                          "skipped": 0}
-        rows.append((name, f.table, plan.format, f.size, f.modified, entry["lines_read"],
-                     entry["header_lines"], entry["rows"], entry["quarantined"], entry["skipped"],
-                     ingest_id, now))
+        entry = tally.get(f.name) or empty  # an emptied file has no lines
+        rows.append((f.name, f.table, plan.format, redact_text(f.path), f.size, f.modified,
+                     f.fingerprint, entry["lines_read"], entry["header_lines"], entry["rows"],
+                     entry["quarantined"], entry["skipped"], ingest_id, now))
     schema = ", ".join(f"{n} {t}" for n, t in lake.MANIFEST_COLUMNS)
     return spark.createDataFrame(rows, schema)
 
 
-def _summary(spark: SparkSession, root: str, tally: dict[str, dict[str, Any]],
-             plan: SourcePlan, todo: list[SourceFile], manifest: dict[str, Any]) -> dict[str, Any]:
+def _summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[SourceFile],
+             manifest: dict[str, Any], missing: list[str], removed: bool,
+             snapshot: snapshots.Snapshot | None) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for entry in tally.values():
         for reason, count in entry["reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
-    counts = _table_counts(manifest, tally, _replaced_files(tally, todo))
-    tables = lake.DATA_TABLES + ("quarantine", "ingest_files")
+    replaced = {f.name for f in todo} | (set(missing) if removed else set())
+    counts = _table_counts(manifest, tally, replaced)
     return {
         "format": plan.format,
         "files_ingested": len(todo),
         "files_unchanged": len(plan.files) - len(todo),
         "files_ignored": len(plan.ignored),
+        # Known from an earlier ingest, gone from the source: kept unless ingest.remove_missing.
+        "files_missing": len(missing),
+        "missing_files": missing[:20],
+        "files_removed": len(missing) if removed else 0,
         "lines_read": sum(e["lines_read"] for e in tally.values()),
         "header_lines": sum(e["header_lines"] for e in tally.values()),
         "blank_lines_skipped": sum(e["skipped"] for e in tally.values()),
         **counts,
         "quarantined": sum(e["quarantined"] for e in tally.values()),
         "quarantine_reasons": dict(sorted(reasons.items())),
-        "delta_versions": {t: lake.version(spark, lake.table_path(root, t)) for t in tables},
+        "ingest_id": snapshot.ingest_id if snapshot else None,
+        "delta_versions": dict(snapshot.versions) if snapshot else {},
     }
 
 
@@ -214,73 +238,128 @@ def ingest(spark: SparkSession, config: Config, source: str,
     into the lake at ``lake.root``; the run's summary."""
     plan = find_source(source, fmt,
                        spark if listed_by_spark(source, is_connect(spark)) else None)
-    with ingest_lock(spark, config):
-        return _ingest_locked(spark, config, plan)
+    with ingest_lock(spark, config) as held:
+        return _ingest_locked(spark, config, plan, held)
 
 
-def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan) -> dict[str, Any]:
+def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
+                   held: Held) -> dict[str, Any]:
     """The ingest proper, with the lake's ingest lock held: what it de-duplicates against is
     what the tables hold when it writes."""
     root = config.lake.root
-    paths = {t: lake.table_path(root, t) for t in lake.DATA_TABLES + ("quarantine", "ingest_files")}
+    paths = {t: lake.table_path(root, t) for t in snapshots.INGESTED}
     _check_format(spark, paths["ratings"], plan.format)
+    published = snapshots.latest(spark, root)
+    snapshots.roll_back_unpublished(spark, root, published)
     manifest = _read_manifest(spark, paths["ingest_files"])
     todo = _files_to_ingest(plan, manifest)
+    missing = _missing(plan, manifest)
+    remove = bool(missing) and config.ingest.remove_missing
     logger.info("%s source: %d file(s), %d new or changed", plan.format, len(plan.files), len(todo))
-    if not todo:
-        return _summary(spark, root, {}, plan, todo, manifest)
+    if missing:
+        logger.warning("%d file(s) ingested earlier are not in the source any more (%s%s): their "
+                       "rows are %s", len(missing), ", ".join(missing[:5]),
+                       " ..." if len(missing) > 5 else "",
+                       "removed now" if remove else "kept (set ingest.remove_missing to remove "
+                       "them)")
+    if not todo and not remove:
+        return _summary({}, plan, todo, manifest, missing, False, published)
 
+    replaced = {f.name for f in todo} | (set(missing) if remove else set())
     parsed: dict[str, DataFrame] = {}
     cached: list[DataFrame] = []
+    dates = date_limits(config)
     try:
         for table in lake.DATA_TABLES:
             files = [f for f in todo if f.table == table]
             if files:
-                parsed[table] = _parse_table(spark, plan.format, table, files, paths[table], cached)
-        tally = _tally(parsed)
+                parsed[table] = _parse_table(spark, plan.format, table, files, paths[table],
+                                             replaced, dates, cached)
+        tally = _tally(parsed) if parsed else {}
         _validate(parsed, tally, float(config.ingest.max_quarantine_fraction))
-
-        _write(spark, paths, plan, todo, parsed, tally)
+        removed = {name: manifest[name].target for name in missing} if remove else {}
+        ingest_id = uuid.uuid4().hex
+        _write(spark, paths, plan, todo, parsed, tally, removed, held, ingest_id)
+        held.check()
+        snapshot = snapshots.publish(spark, root, ingest_id, plan.format, published)
+        _after_commit(snapshots.TABLE)
     finally:
         for df in cached:
             df.unpersist()
-    return _summary(spark, root, tally, plan, todo, manifest)
+    return _summary(tally, plan, todo, manifest, missing, remove, snapshot)
+
+
+# Fault injection for the crash tests only: the process kills itself (SIGKILL, like `kill -9`)
+# right after the named table's commit. Never set outside tests.
+FAULT_ENV = "PRIZEFLOW_TEST_KILL_AFTER_COMMIT"
+
+
+def _after_commit(table: str) -> None:
+    if os.environ.get(FAULT_ENV) == table:
+        logger.warning("test fault: killing this process after the %s commit", table)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: list[SourceFile],
-           parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]]) -> None:
+           parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
+           removed: dict[str, str], held: Held, ingest_id: str) -> None:
     """Each table's rows, then the quarantine, then the manifest: one commit per table, each
-    replacing whatever rows the files of this run had there before."""
-    ingest_id = uuid.uuid4().hex
+    replacing whatever rows the files of this run (and the removed ones) had there before.
+    Nothing is visible to readers until :func:`prizeflow.snapshots.publish`."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     scale = formats.FORMATS[plan.format].scale
     run_columns = [F.lit(ingest_id).alias("ingest_id"), F.lit(now).alias("ingested_at")]
     quarantine_parts = []
-    for table, df in parsed.items():
+    for table in lake.DATA_TABLES:
+        names = sorted({n for n, e in tally.items() if e["target"] == table}
+                       | {f.name for f in todo if f.table == table}
+                       | {n for n, target in removed.items() if target == table})
+        if not names:
+            continue
         spec = lake.data_table_spec(table, scale)
-        # File statistics only on the data columns: lineage columns are not queried by range.
-        props = {"prizeflow.format": plan.format,
-                 "delta.dataSkippingNumIndexedCols": str(len(parse.TABLE_COLUMNS[table]))}
-        if table == "ratings":
-            props.update({"prizeflow.rating_low": str(scale.low),
-                          "prizeflow.rating_high": str(scale.high),
-                          "prizeflow.rating_step": str(scale.step)})
-        created = lake.ensure_table(spark, paths[table], spec, props)
-        files = sorted({f for f in tally if tally[f]["target"] == table}
-                       | {f.path for f in todo if f.table == table})
-        rows = df.where(F.col("outcome") == parse.ROW).select("*", *run_columns)
-        lake.replace_files(spark, rows, paths[table], spec, files, fresh=created)
-        quarantine_parts.append(df.where(F.col("outcome") == parse.QUARANTINED)
-                                .select(F.lit(table).alias("target"), "source_file", "line_no",
-                                        "line", "reason", *run_columns))
+        held.check()
+        if table in parsed:
+            df = parsed[table]
+            rows = df.where(F.col("outcome") == parse.ROW).select("*", *run_columns)
+            quarantine_parts.append(
+                df.where(F.col("outcome") == parse.QUARANTINED)
+                .select(F.lit(table).alias("target"), "source_file", "line_no",
+                        F.left("line", F.lit(QUARANTINED_TEXT_CHARS)).alias("line"),
+                        F.length("line").alias("line_length"), "reason", *run_columns))
+        else:
+            rows = lake.empty(spark, spec)  # only removals
+        created = lake.ensure_table(spark, paths[table], spec, _table_properties(table, plan))
+        lake.replace_files(spark, rows, paths[table], spec, names, fresh=created)
         logger.info("wrote %s", table)
-    every_file = _replaced_files(tally, todo)
+        _after_commit(table)
+    every_file = sorted(set(tally) | {f.name for f in todo} | set(removed))
+    held.check()
     created = lake.ensure_table(spark, paths["quarantine"], lake.QUARANTINE)
-    quarantine = quarantine_parts[0]
-    for part in quarantine_parts[1:]:
-        quarantine = quarantine.unionByName(part)
+    quarantine = lake.empty(spark, lake.QUARANTINE)
+    for part in quarantine_parts:
+        quarantine = quarantine.unionByName(lake.conform(part, lake.QUARANTINE))
     lake.replace_files(spark, quarantine, paths["quarantine"], lake.QUARANTINE, every_file,
                        fresh=created)
+    _after_commit("quarantine")
+    held.check()
     created = lake.ensure_table(spark, paths["ingest_files"], lake.MANIFEST)
     lake.replace_files(spark, _manifest(spark, plan, todo, tally, ingest_id, now),
                        paths["ingest_files"], lake.MANIFEST, every_file, fresh=created)
+    _after_commit("ingest_files")
+
+
+# Quarantined lines keep this many characters of their text (and their full length): a
+# malformed file of one huge line must not copy itself into the quarantine table.
+QUARANTINED_TEXT_CHARS = 1024
+
+
+def _table_properties(table: str, plan: SourcePlan) -> dict[str, str]:
+    scale = formats.FORMATS[plan.format].scale
+    # File statistics only on the data columns: lineage columns are not queried by range.
+    props = {"prizeflow.format": plan.format,
+             "delta.dataSkippingNumIndexedCols": str(len(parse.TABLE_COLUMNS[table]))}
+    if table == "ratings":
+        props.update({"prizeflow.rating_low": str(scale.low),
+                      "prizeflow.rating_high": str(scale.high),
+                      "prizeflow.rating_step": str(scale.step)})
+    return props

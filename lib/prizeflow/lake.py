@@ -3,7 +3,8 @@ each is read and written.
 
 Tables: the data tables of an ingest (``ratings``, ``movies``, ``probe``, ``qualifying``: columns
 from :mod:`prizeflow.parse` plus lineage), ``quarantine``, ``ingest_files`` (the per-file
-manifest) and ``recommendations``. The transformations never touch storage: the library's
+manifest), ``ingest_commits`` (the publish point, :mod:`prizeflow.snapshots`) and
+``recommendations``. The transformations never touch storage: the library's
 pipelines (ingestion, training, scoring) read and write through here.
 """
 
@@ -30,11 +31,16 @@ NOT_NULL = {
     "probe": {"movie_id", "user_id"},
     "qualifying": {"movie_id", "user_id"},
 }
+# ``line`` holds at most the first 1,024 characters of the rejected line, ``line_length`` its
+# whole length.
 QUARANTINE_COLUMNS = [("target", "string"), ("source_file", "string"), ("line_no", "bigint"),
-                      ("line", "string"), ("reason", "string"), ("ingest_id", "string"),
-                      ("ingested_at", "timestamp")]
+                      ("line", "string"), ("line_length", "bigint"), ("reason", "string"),
+                      ("ingest_id", "string"), ("ingested_at", "timestamp")]
+# ``source_file`` is the file's name under the source root (its identity), ``location`` where it
+# was read from (credentials masked), ``fingerprint`` the SHA-256 of a local file's bytes.
 MANIFEST_COLUMNS = [("source_file", "string"), ("target", "string"), ("format", "string"),
-                    ("size", "bigint"), ("modified", "double"), ("lines_read", "bigint"),
+                    ("location", "string"), ("size", "bigint"), ("modified", "double"),
+                    ("fingerprint", "string"), ("lines_read", "bigint"),
                     ("header_lines", "bigint"), ("rows", "bigint"), ("quarantined", "bigint"),
                     ("skipped", "bigint"), ("ingest_id", "string"), ("ingested_at", "timestamp")]
 RUN_COLUMNS = [("ingest_id", "string"), ("ingested_at", "timestamp")]
@@ -79,9 +85,10 @@ def table_path(root: str, name: str) -> str:
 
 
 def local_root(config) -> Path | None:
-    """``lake.root`` as a local folder when it surely is one (a ``file:`` root, or a plain path
-    with a local master and no other default filesystem); None when a cluster's default
-    filesystem (HDFS, DBFS) may resolve it."""
+    """Before Spark starts: ``lake.root`` as a local folder when it surely is one (a ``file:``
+    root, or a plain path with a local master and no other default filesystem); None when a
+    cluster's default filesystem (HDFS, DBFS) may resolve it. For the start-up checks only:
+    once Spark is up, :func:`local_path` asks Hadoop."""
     root = config.lake.root
     if remote_url(config) is not None:
         return None  # the Connect server resolves it, on its own filesystem
@@ -95,6 +102,30 @@ def local_root(config) -> Path | None:
             config.spark.conf:
         return None
     return Path(root).absolute()
+
+
+def local_path(spark: SparkSession, root: str) -> Path | None:
+    """The lake's folder when its filesystem is this machine's disk, as Hadoop resolves it for
+    this session (a plain path goes to ``fs.defaultFS``); None for any other filesystem, and for
+    every lake over Spark Connect (its paths name the server's filesystems)."""
+    from prizeflow.spark import is_connect
+
+    from py4j.protocol import Py4JError
+
+    if is_connect(spark):
+        return None
+    try:
+        jvm = spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(table_path(root, "").rstrip("/"))
+        filesystem = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        scheme = filesystem.getScheme()
+        local = Path(filesystem.makeQualified(path).toUri().getPath())
+    except (Py4JError, AttributeError):
+        # A cluster that hides the JVM from Python (Databricks' shared access mode): the Delta
+        # lock works on any filesystem.
+        logger.debug("cannot ask Hadoop which filesystem holds %s", root, exc_info=True)
+        return None
+    return local if scheme == "file" else None
 
 
 def check_writable(config) -> None:
@@ -166,6 +197,11 @@ def version(spark: SparkSession, path: str) -> int | None:
     return None if latest is None else int(latest["version"])
 
 
+def table_id(spark: SparkSession, path: str) -> str:
+    """The Delta table's id: a table re-created at the same path gets a new one."""
+    return str(spark.sql(f"DESCRIBE DETAIL {ident(path)}").select("id").first()[0])
+
+
 def properties(spark: SparkSession, path: str) -> dict[str, str]:
     detail = spark.sql(f"DESCRIBE DETAIL {ident(path)}").select("properties").first()
     return dict(detail[0] or {})
@@ -205,6 +241,11 @@ def ensure_table(spark: SparkSession, path: str, spec: TableSpec,
 
 def _sql_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def empty(spark: SparkSession, spec: TableSpec) -> DataFrame:
+    """No rows, with the table's columns."""
+    return spark.createDataFrame([], ", ".join(f"{n} {t}" for n, t in spec.columns))
 
 
 def conform(df: DataFrame, spec: TableSpec) -> DataFrame:

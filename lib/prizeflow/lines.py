@@ -13,6 +13,10 @@ JVM and without shuffling the lines:
    splits of the same file;
 3. the lines are joined to the broadcast intervals on a coarse id bucket plus a range test.
 
+The per-split aggregate also names each file: Spark spells a line's file as a URL-encoded URI
+(``_metadata.file_path``), which is decoded there (a few rows per file, not per line) and
+matched to the file's identity in the source plan (:mod:`prizeflow.sources`).
+
 Both uses of the scan see the same files with the same split layout, so ids agree; a line that
 finds no interval is reported (``located`` false) rather than silently dropped.
 """
@@ -48,6 +52,23 @@ def _split_stats(lines: DataFrame, with_headers: bool) -> DataFrame:
     return stats
 
 
+def decoded_location(file_path: Column) -> Column:
+    """Spark's URL-encoded file URI as the plain Hadoop path (``file:/pf dir/x``). Hadoop's URIs
+    leave ``+`` literal, and a URL decoder would read it as a space: it is escaped first."""
+    return F.url_decode(F.replace(file_path, F.lit("+"), F.lit("%2B")))
+
+
+def _named(stats: DataFrame, files: DataFrame | None) -> DataFrame:
+    """``file_name``: each split's file by its identity in ``files`` (``location``, ``name``),
+    null for a file the plan does not hold; without ``files``, the decoded location."""
+    stats = stats.withColumn("_location", decoded_location(F.col("source_file")))
+    if files is None:
+        return stats.withColumn("file_name", F.col("_location"))
+    names = F.broadcast(files.select(F.col("location").alias("_location"),
+                                     F.col("name").alias("file_name")))
+    return stats.join(names, on="_location", how="left")
+
+
 def _intervals(stats: DataFrame) -> DataFrame:
     in_file = Window.partitionBy("source_file").orderBy("block_start")
     before = in_file.rowsBetween(Window.unboundedPreceding, -1)
@@ -74,9 +95,10 @@ def _intervals(stats: DataFrame) -> DataFrame:
         lambda k: F.struct(F.get("starts", k).alias("start"), F.get("ends", k).alias("end"),
                            F.get("labels", k).alias("header")))
     intervals = (
-        stats.select("first_seq", "line_offset", "last_content_line",
+        stats.select("first_seq", "line_offset", "last_content_line", "file_name", "_location",
                      F.explode(pieces).alias("piece"))
-        .select("first_seq", "line_offset", "last_content_line", "piece.*")
+        .select("first_seq", "line_offset", "last_content_line", "file_name", "_location",
+                "piece.*")
         .where(F.col("start") < F.col("end"))
     )
     return intervals.withColumn(
@@ -84,14 +106,17 @@ def _intervals(stats: DataFrame) -> DataFrame:
                                        F.shiftright(F.col("end") - 1, BUCKET_BITS))))
 
 
-def locate_lines(raw: DataFrame, with_headers: bool = True) -> DataFrame:
+def locate_lines(raw: DataFrame, with_headers: bool = True,
+                 files: DataFrame | None = None) -> DataFrame:
     """Add ``line_no`` (1-based within its file), ``header`` (text of the governing header line,
     null before the first one), ``is_header``, ``last_content_line`` (the file's last non-blank
-    line number) and ``located`` to a frame of ``value, source_file, block_start`` lines."""
+    line number) and ``located`` to a frame of ``value, source_file, block_start`` lines, and
+    name each line's file (``source_file``) by its identity in ``files`` (columns ``location``,
+    ``name``). A line of a file ``files`` does not hold keeps its location and is not located."""
     lines = raw.withColumn("_seq", F.monotonically_increasing_id())
     lines = lines.withColumn("is_header", is_header_line(F.col("value")) if with_headers
                              else F.lit(False))
-    intervals = _intervals(_split_stats(lines, with_headers)).alias("iv")
+    intervals = _intervals(_named(_split_stats(lines, with_headers), files)).alias("iv")
     joined = lines.alias("ln").join(
         F.broadcast(intervals),
         on=[F.shiftright(F.col("ln._seq"), BUCKET_BITS) == F.col("iv.bucket"),
@@ -100,10 +125,11 @@ def locate_lines(raw: DataFrame, with_headers: bool = True) -> DataFrame:
     )
     return joined.select(
         F.col("ln.value").alias("value"),
-        F.col("ln.source_file").alias("source_file"),
+        F.coalesce(F.col("iv.file_name"), F.col("iv._location"),
+                   decoded_location(F.col("ln.source_file"))).alias("source_file"),
         (F.col("iv.line_offset") + F.col("ln._seq") - F.col("iv.first_seq") + 1).alias("line_no"),
         F.col("iv.header").alias("header"),
         F.col("ln.is_header").alias("is_header"),
         F.col("iv.last_content_line").alias("last_content_line"),
-        F.col("iv.start").isNotNull().alias("located"),
+        (F.col("iv.start").isNotNull() & F.col("iv.file_name").isNotNull()).alias("located"),
     )

@@ -72,10 +72,16 @@ def _iso_date(text: Column) -> Column:
     return F.when(shaped, text.try_cast("date"))
 
 
+# 9999-12-31T23:59:59Z: a later "timestamp" (milliseconds, or any huge number) is no date in
+# seconds, and converting it would overflow Spark's date type and fail the whole job.
+MAX_UNIX_SECONDS = 253_402_300_799
+
+
 def _unix_day(text: Column) -> Column:
     """The UTC date of a unix timestamp in seconds, or null."""
     seconds = text.try_cast("bigint")
-    return F.when(seconds >= 0, F.date_from_unix_date(F.floor(seconds / 86400).cast("int")))
+    return F.when(seconds.between(0, MAX_UNIX_SECONDS),
+                  F.date_from_unix_date(F.floor(seconds / 86400).cast("int")))
 
 
 def _finish(df: DataFrame, table: str, reason: Column, header: Column | None = None) -> DataFrame:
@@ -309,6 +315,20 @@ def parse_mlcsv_movies(df: DataFrame) -> DataFrame:
 
 
 # --- after parsing --------------------------------------------------------------------------
+
+def check_dates(parsed: DataFrame, earliest, latest) -> DataFrame:
+    """Quarantine rows dated outside [``earliest``, ``latest``] as ``date_out_of_range``: a
+    well-formed date can still be implausible (a timestamp in milliseconds read as seconds, a
+    typo in the year, a clock in the future)."""
+    if "rated_on" not in parsed.columns:
+        return parsed
+    outside = (F.col("outcome") == ROW) & ~F.col("rated_on").between(
+        F.lit(earliest).cast("date"), F.lit(latest).cast("date"))
+    return (parsed
+            .withColumn("reason", F.when(outside, F.lit("date_out_of_range"))
+                        .otherwise(F.col("reason")))
+            .withColumn("outcome", F.when(outside, F.lit(QUARANTINED)).otherwise(F.col("outcome"))))
+
 
 def duplicate_keys(parsed: DataFrame, table: str) -> DataFrame:
     """Keys that more than one row of ``parsed`` holds, with the place of the first of them

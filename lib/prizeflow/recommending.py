@@ -3,7 +3,7 @@
 :func:`recommend` (what ``prizeflow recommend`` runs) loads ``models:/<mlflow.registered_model>@
 <alias>`` and, for every user the model knows, scores the catalogue in Spark tasks with the
 model's own rule (:func:`prizeflow.scoring.top_n`): each task holds a bucket of users with their
-ratings from the latest ``ratings`` table (the history the neighbourhood term reads, and the
+ratings as the last complete ingest left them (the history the neighbourhood term reads, and the
 movies not to recommend again). It replaces the rows of the Delta table ``recommendations``
 (:data:`prizeflow.lake.RECOMMENDATIONS`) in one commit.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import lake, partitions, registry, scoring, tracking
+from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 
@@ -32,10 +32,9 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
     name = config.mlflow.registered_model
     model, version = registry.load_model(name, alias)
     root = config.lake.root
-    ratings_path = lake.table_path(root, "ratings")
-    if not lake.is_table(spark, ratings_path):
-        raise JobError(f"no ratings table at {ratings_path}: run `prizeflow ingest` first")
-    history = lake.read(spark, ratings_path).select("user_id", "movie_id", "rating")
+    # The ratings as the last complete ingest left them, never half of a running one.
+    snapshot = snapshots.for_reading(spark, root)
+    history = snapshot.read(spark, root, "ratings").select("user_id", "movie_id", "rating")
     buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     created = datetime.now(timezone.utc).replace(tzinfo=None)
     recommendations = (scoring.top_n(model, scoring.user_frame(spark, model), history, top, buckets)
@@ -49,7 +48,8 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
                 path)
     return {"model_name": name, "alias": alias, "model_version": version, "top": top,
             "users": int(counts["users"]), "rows": int(counts["rows"]), "table": path,
-            "delta_version": lake.version(spark, path)}
+            "delta_version": lake.version(spark, path), "ingest_id": snapshot.ingest_id,
+            "ratings_version": snapshot.version("ratings")}
 
 
 def check_top(top: int) -> None:

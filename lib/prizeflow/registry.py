@@ -4,11 +4,15 @@
 gets a registered version's model.
 
 Aliases, not stages (deprecated in MLflow 3): ``champion`` is the model to serve, ``challenger``
-the latest version that did not beat it. Every version carries its test RMSE, lift, data version
-and split signature as tags, so the next registration can tell whether two RMSEs are comparable;
-the gate compares exact metrics of the two train runs, never the rounded tags. A version's
+the latest version that did not beat it. The gate reads what each train run recorded in its
+immutable params (:mod:`prizeflow.gate`): the exact test RMSE and a hash of the exact test set.
+Two runs with the same test set compare their RMSEs; otherwise the champion is re-scored on the
+data the candidate was trained on (its own lake, found from the run, never from the register's
+working folder), and a register is refused when that data cannot be read. Version tags (test
+RMSE, lift, data version, split) are for people; the gate never reads them. A version's
 ``prizeflow.gate`` tag is written last: a version without it was left half-registered by a
-crash, and the next ``register`` of the same run completes it.
+crash, and the next ``register`` of the same run completes it; two registers of one run that
+race on a tracking server keep the lower-numbered version.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from prizeflow import gate
 from prizeflow.config import Config
 from prizeflow.errors import JobError, first_line
+from prizeflow.secrets import redact_text
 
 if TYPE_CHECKING:  # the served pyfunc imports this module; it needs no Spark
     from pyspark.sql import SparkSession
@@ -40,13 +46,25 @@ class RegistryError(JobError):
     """No run or model to work with; the message says what is missing."""
 
 
-def latest_train_run(client: MlflowClient, experiment_id: str) -> Run:
-    runs = client.search_runs(
-        [experiment_id],
-        "tags.`prizeflow.command` = 'train' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+PIPELINE_RUN_TAG = "prizeflow.pipeline_run"
+
+
+def latest_train_run(client: MlflowClient, experiment_id: str,
+                     pipeline_run: str | None = None) -> Run:
+    """The latest finished train run, or with ``pipeline_run`` the latest one tagged with it (a
+    scheduler's run id: the DAG registers the run its own train task made)."""
+    query = "tags.`prizeflow.command` = 'train' and attributes.status = 'FINISHED'"
+    if pipeline_run is not None:
+        if "'" in pipeline_run or "\\" in pipeline_run:
+            raise RegistryError(f"--pipeline-run {pipeline_run!r}: quotes and backslashes are "
+                                "not allowed")
+        query += f" and tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run}'"
+    runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
+                              max_results=1)
     if not runs:
-        raise RegistryError("no finished `prizeflow train` run in the experiment: train first")
+        which = f" of pipeline run {pipeline_run!r}" if pipeline_run is not None else ""
+        raise RegistryError(f"no finished `prizeflow train` run{which} in the experiment: "
+                            "train first")
     return runs[0]
 
 
@@ -65,10 +83,19 @@ def train_run(client: MlflowClient, run_id: str) -> Run:
 @dataclass(frozen=True)
 class Candidate:
     run: Run
+    record: gate.Record
+
+    @classmethod
+    def of(cls, run: Run) -> "Candidate":
+        record = gate.record_of(run)
+        if record is None:
+            raise RegistryError(f"train run {run.info.run_id} has no gate record (its gate.* "
+                                "params): an earlier prizeflow trained it; train again")
+        return cls(run, record)
 
     @property
     def test_rmse(self) -> float:
-        return float(self.run.data.metrics["test_rmse"])
+        return self.record.test_rmse
 
     @property
     def lift_pct(self) -> dict[str, float]:
@@ -88,7 +115,7 @@ class Candidate:
         # The exact value (repr round-trips a float); the gate reads the run's metric anyway.
         out = {"test_rmse": repr(self.test_rmse), "train_run_id": self.run.info.run_id,
                "data_version": params.get("data_version", ""),
-               "split": tags.get("prizeflow.split", ""),
+               "split": self.record.split,
                "git_commit": tags.get("prizeflow.git_commit", "unknown")}
         out.update({f"lift_pct_{k}": f"{v:.3f}" for k, v in self.lift_pct.items()})
         out.update({k: v for k, v in params.items() if k.startswith("best_")})
@@ -131,14 +158,15 @@ def current_champion(client: MlflowClient, name: str):
                             f"{_first_line(exc)}") from exc
 
 
-def champion_rmse(client: MlflowClient, champion) -> float:
-    """The champion's exact test RMSE: the metric of the train run it came from."""
+def champion_record(client: MlflowClient, champion) -> gate.Record | None:
+    """The gate record of the train run the champion came from (None: that run has none, and
+    the champion is re-scored)."""
     run_id = champion.tags.get("train_run_id")
     try:
-        return float(client.get_run(run_id).data.metrics["test_rmse"])
-    except (MlflowException, KeyError, TypeError) as exc:
-        raise RegistryError(f"cannot read the test RMSE of champion v{champion.version} "
-                            f"(train run {run_id}): {_first_line(exc)}") from exc
+        return gate.record_of(client.get_run(run_id))
+    except (MlflowException, TypeError) as exc:
+        raise RegistryError(f"cannot read the train run {run_id} of champion "
+                            f"v{champion.version}: {_first_line(exc)}") from exc
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -162,10 +190,8 @@ def registered_version(client: MlflowClient, name: str, run_id: str):
     """The version already registered from train run ``run_id``, or None."""
     versions = _unless_missing(lambda: client.search_model_versions(f"name = '{name}'"),
                                f"the versions of {name!r}") or []
-    for version in versions:
-        if version.tags.get("train_run_id") == run_id:
-            return version
-    return None
+    same = [v for v in versions if v.tags.get("train_run_id") == run_id]
+    return min(same, key=lambda v: int(v.version)) if same else None
 
 
 def load_model(name: str, alias: str):
@@ -181,30 +207,61 @@ def load_model(name: str, alias: str):
     return model.unwrap_python_model().model, int(version.version)
 
 
+def candidate_lake_root(config: Config, candidate: Candidate) -> str:
+    """The lake the candidate was trained on: the root its run recorded when nothing in it was
+    masked, else ``lake.root`` if that is the same lake (same hash of the exact root)."""
+    from prizeflow import lake
+
+    record = candidate.record
+    if record.lake_root_is_exact:
+        return record.lake_root
+    root = lake.table_path(config.lake.root, "").rstrip("/")
+    if record.same_lake(root):
+        return config.lake.root
+    raise RegistryError(f"train run {candidate.run.info.run_id} was trained on the lake "
+                        f"{record.lake_root}, and lake.root {redact_text(root)} is another "
+                        "lake: set lake.root to the run's lake to re-score the champion")
+
+
 def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
                      name: str) -> float:
     """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
     own rule with each user's history taken from the candidate's training ratings (what the
-    candidate's own test RMSE was scored with)."""
+    candidate's own test RMSE was scored with), read from the lake the candidate was trained
+    on. A RegistryError when that data cannot be read or is not what the candidate read."""
     import mlflow.artifacts
     import yaml
+    from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
-    from prizeflow import data, metrics, partitions, scoring, splits, training
-    from prizeflow.config import DataSettings, SplitSettings
+    from prizeflow import data, lake, metrics, partitions, scoring, splits, training
+    from prizeflow.config import DataSettings, LakeSettings, SplitSettings
 
+    run = candidate.run
+    root = candidate_lake_root(config, candidate)
     run_config = yaml.safe_load(
-        mlflow.artifacts.load_text(f"runs:/{candidate.run.info.run_id}/config.yaml"))
+        mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
     scoring_config = config.model_copy(update={
+        "lake": LakeSettings(root=root),
         "split": SplitSettings.model_validate(run_config["split"]),
-        "data": DataSettings(version=int(candidate.run.data.params["data_version"]),
-                             probe_version=_int_or_none(
-                                 candidate.run.data.params.get("probe_version")))})
-    source = data.load_training_data(spark, scoring_config)
+        "data": DataSettings(version=int(run.data.params["data_version"]),
+                             probe_version=_int_or_none(run.data.params.get("probe_version")))})
+    try:
+        source = data.load_training_data(spark, scoring_config)
+        table = lake.table_id(spark, source.ratings_path)
+    except (JobError, PySparkException) as exc:
+        raise RegistryError(f"cannot read the data train run {run.info.run_id} was trained on "
+                            f"(lake {redact_text(root)}): {first_line(str(exc))}; the champion "
+                            "cannot be re-scored, nothing was registered") from exc
+    if table != candidate.record.ratings_table:
+        raise RegistryError(f"the ratings table in lake {redact_text(root)} is not the one train "
+                            f"run {run.info.run_id} read (table id {table}, the run's "
+                            f"{candidate.record.ratings_table}): the lake was re-created; "
+                            "nothing was registered")
     method = data.choose_split_method(scoring_config, source)
     split = data.split_ratings(source, scoring_config, method)
     history_parts = [splits.TRAIN]
-    if candidate.run.data.params.get("refit", "True") == "True":
+    if run.data.params.get("refit", "True") == "True":
         history_parts.append(splits.VALIDATION)
     history = splits.part(split, *history_parts).select("user_id", "movie_id", "rating")
     test = (splits.part(split, splits.TEST).select("user_id", "movie_id", "rating")
@@ -217,11 +274,12 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
 
 
 def register(config: Config, run_id: str | None = None,
-             spark: SparkSession | None = None) -> dict[str, Any]:
-    """Register the model of train run ``run_id`` (None: the latest finished one) and gate it
-    against the champion; the summary. Spark (``spark``, else a session from the config) starts
-    only when the champion must be re-scored on a different test set. Registering a run again
-    returns its version (completing a registration a crash cut short)."""
+             spark: SparkSession | None = None, pipeline_run: str | None = None) -> dict[str, Any]:
+    """Register the model of train run ``run_id`` (None: the latest finished one, of
+    ``pipeline_run`` when given) and gate it against the champion; the summary. Spark
+    (``spark``, else a session from the config) starts only when the champion must be re-scored
+    on a different test set. Registering a run again returns its version (completing a
+    registration a crash cut short)."""
     from prizeflow import tracking
 
     experiment_id = tracking.configure(config, create=False)
@@ -231,7 +289,7 @@ def register(config: Config, run_id: str | None = None,
     client = MlflowClient()
     name = config.mlflow.registered_model
     run = (train_run(client, run_id) if run_id
-           else latest_train_run(client, experiment_id))
+           else latest_train_run(client, experiment_id, pipeline_run))
     if run.info.experiment_id != experiment_id:
         raise RegistryError(f"run {run.info.run_id} belongs to experiment "
                             f"{run.info.experiment_id}, not {experiment!r} ({experiment_id})")
@@ -263,7 +321,7 @@ def _store_lock(config: Config):
 
 def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run,
                        spark: SparkSession | None) -> dict[str, Any]:
-    candidate = Candidate(run)
+    candidate = Candidate.of(run)
     version = registered_version(client, name, run.info.run_id)
     if version is not None and version.tags.get(GATE_TAG):
         # What it holds now: a later champion may have taken its alias since.
@@ -289,6 +347,12 @@ def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run
             alias = BELOW_BASELINE
     if version is None:
         version = _create_version(client, name, candidate)
+        first = _first_version_of_run(client, name, run.info.run_id, version)
+        if int(first.version) != int(version.version):
+            # Another register of this run (on a server, where no lock is taken) created a
+            # version first: it gates that one.
+            return _summary(name, first, None, candidate, None, None, False, already=True,
+                            gate=first.tags.get(GATE_TAG) or "pending")
     if alias == CHAMPION:
         _check_champion_unchanged(client, name, champion)
     if alias in (CHAMPION, CHALLENGER):
@@ -304,6 +368,21 @@ def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run
     logger.info("registered %s v%s as %s (test RMSE %r vs champion %s)", name, version.version,
                 alias, candidate.test_rmse, "none" if best_before is None else repr(best_before))
     return _summary(name, version, alias, candidate, best_before, champion, rescored)
+
+
+def _first_version_of_run(client: MlflowClient, name: str, run_id: str, mine):
+    """The lowest-numbered version registered from ``run_id``; ``mine`` is deleted when another
+    register of the same run created an earlier one (MLflow has no create-if-absent)."""
+    versions = _unless_missing(lambda: client.search_model_versions(f"name = '{name}'"),
+                               f"the versions of {name!r}") or []
+    same = sorted((v for v in versions if v.tags.get("train_run_id") == run_id),
+                  key=lambda v: int(v.version))
+    first = same[0] if same else mine
+    if int(first.version) != int(mine.version):
+        logger.warning("another register of train run %s created %s v%s first: v%s is deleted",
+                       run_id, name, first.version, mine.version)
+        client.delete_model_version(name, mine.version)
+    return first
 
 
 def _check_champion_unchanged(client: MlflowClient, name: str, champion) -> None:
@@ -327,9 +406,9 @@ def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candi
     """(the champion's exact RMSE on the candidate's test set, whether it was re-scored)."""
     if champion is None:
         return None, False
-    same_test_set = champion.tags.get("split") == candidate.run.data.tags.get("prizeflow.split")
-    if same_test_set:
-        return champion_rmse(client, champion), False
+    record = champion_record(client, champion)
+    if record is not None and record.split == candidate.record.split:
+        return record.test_rmse, False
     from pyspark.sql import SparkSession
 
     from prizeflow.spark import get_spark, release

@@ -283,12 +283,17 @@ def _quiet_known_warnings(spark) -> None:
 def _follow_cores(spark, config: Config) -> None:
     """Spark's fixed default of 200 shuffle partitions is far too many tasks for a laptop and too
     few for a big cluster: unless ``spark.conf`` sets it, follow the cores (AQE still coalesces
-    small shuffles)."""
+    small shuffles). Likewise Delta's 50 partitions for rebuilding a table's state from its log
+    (every read, write and RESTORE does): prizeflow's tables hold hundreds of files, not
+    millions, and 50 tasks cost local[2] about a second each time (an ingest of a small change
+    spent over half its time there)."""
     from prizeflow import partitions
 
+    cores = partitions.parallelism(spark)
     if "spark.sql.shuffle.partitions" not in config.spark.conf:
-        spark.conf.set("spark.sql.shuffle.partitions",
-                       str(SHUFFLE_PARTITIONS_PER_CORE * partitions.parallelism(spark)))
+        spark.conf.set("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS_PER_CORE * cores))
+    if "spark.databricks.delta.snapshotPartitions" not in config.spark.conf:
+        spark.conf.set("spark.databricks.delta.snapshotPartitions", str(cores))
 
 
 _OWN_CONNECT_SESSIONS: set[str] = set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -70,9 +71,7 @@ def check_reachable(config: Config) -> None:
     import requests
 
     settings = config.mlflow
-    # MLflow retries a dead server 7 times with doubling back-off (minutes) unless told.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    bound_http_calls(settings)
     checked = set()
     for role, uri in (("tracking", settings.tracking_uri), ("registry", registry_uri(settings))):
         if not uri or not uri.startswith(("http://", "https://")) or uri in checked:
@@ -86,10 +85,21 @@ def check_reachable(config: Config) -> None:
                            "is it running, and is mlflow.tracking_uri right?") from None
 
 
+def bound_http_calls(settings: MlflowSettings) -> None:
+    """Every MLflow HTTP call waits at most ``mlflow.timeout_seconds`` for each answer (MLflow's
+    own default is 120 s), and is tried at most 4 times with 1-2-4 s back-off (its default is
+    7 tries with minutes of back-off): a server that accepts connections but hangs fails a call
+    within 4 x timeout + 7 s. The environment is MLflow's only switch for this."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(settings.timeout_seconds)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+
 def configure(config: Config, create: bool = True) -> str | None:
     """Point MLflow at the configured store and return the experiment id: created if new, or
     None when it does not exist and ``create`` is false."""
     settings = config.mlflow
+    bound_http_calls(settings)
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
     registry = registry_uri(settings)
@@ -117,18 +127,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def split_signature(config: Config, ratings_path: str, data_version: int, method: str,
-                    probe_version: int | None = None) -> str:
-    """What decides a test set: two runs with equal signatures were scored on the same rows
-    (the ratings and, for the probe split, the probe pairs, each at its Delta version)."""
-    split = config.split
-    keys = ["test_fraction", "validation_fraction", "folds", "fold", "seed"]
-    parts = [f"path={redact_text(ratings_path)}", f"version={data_version}", f"method={method}"]
-    if method == "probe":
-        parts.append(f"probe_version={probe_version}")
-    return ";".join(parts + [f"{k}={getattr(split, k)}" for k in keys])
 
 
 def log_point(client: MlflowClient, experiment_id: str, parent_run_id: str,

@@ -36,8 +36,8 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import (als, baselines, blend, data, grid, lake, metrics, neighbours, partitions,
-                       progress, scoring, splits)
+from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, neighbours,
+                       partitions, progress, scoring, splits)
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
@@ -322,11 +322,12 @@ class FinalModel:
     parts: DataFrame | None = None  # test parts already scored (a blend without refit)
 
 
-def train(spark: SparkSession, config: Config) -> TrainResult:
-    """Run the whole training pipeline; see the module docstring."""
+def train(spark: SparkSession, config: Config, pipeline_run: str | None = None) -> TrainResult:
+    """Run the whole training pipeline; see the module docstring. ``pipeline_run``: a
+    scheduler's run id to tag the run with (``register --pipeline-run`` finds it by it)."""
     pipeline = Pipeline(spark, config)
     try:
-        return _train(pipeline)
+        return _train(pipeline, pipeline_run)
     finally:
         pipeline.cache.release()
 
@@ -342,7 +343,7 @@ def _set_checkpoint_dir(p: Pipeline) -> None:
                                           or lake_path(p.config, "_checkpoints"))
 
 
-def _train(p: Pipeline) -> TrainResult:
+def _train(p: Pipeline, pipeline_run: str | None = None) -> TrainResult:
     import mlflow
 
     from prizeflow import tracking
@@ -353,6 +354,8 @@ def _train(p: Pipeline) -> TrainResult:
     experiment_id = tracking.configure(p.config)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
         run_id = parent.info.run_id
+        if pipeline_run is not None:
+            mlflow.set_tag("prizeflow.pipeline_run", pipeline_run)
         _log_inputs(source, method, p.config, points, counts, p)
         held_out = _baselines(p, split, source)
         search = _search(p, points, held_out, experiment_id, run_id)
@@ -526,6 +529,8 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
         "model_bytes": float(final.model.nbytes()),
         **{f"baseline_rmse_{k}": v for k, v in baseline_rmse.items()},
         **{f"lift_pct_{k}": v for k, v in lift.items()}})
+    # The gate's RMSE, as a param: fixed from now on, where a metric can be logged over.
+    mlflow.log_params(gate.test_rmse_param(model_errors.rmse))
     for kind in sorted({r.point.kind for r in search.results}):
         mlflow.log_figure(tracking.grid_heatmap(search.results, kind), f"plots/grid_{kind}.png")
     model_name = "blend\n(ALS + neighbours)" if final.use_blend else f"{chosen.point.kind} ALS"
@@ -555,6 +560,16 @@ def lake_path(config: Config, name: str) -> str:
     return lake.table_path(config.lake.root, name)
 
 
+def data_identity(spark: SparkSession, root: str, source: data.TrainingData) -> gate.DataIdentity:
+    """The exact identity of the data a run reads (table ids, paths, versions)."""
+    probe_path = lake.table_path(root, "probe") if source.probe_version is not None else None
+    return gate.DataIdentity(
+        lake.table_path(root, "").rstrip("/"), lake.table_id(spark, source.ratings_path),
+        source.ratings_path, source.version,
+        lake.table_id(spark, probe_path) if probe_path else None, probe_path,
+        source.probe_version)
+
+
 def _dataset(source: data.TrainingData):
     """The ratings table at its version as an MLflow dataset input: metadata only.
     (``mlflow.data.from_spark`` profiles the frame with an approximate count through the
@@ -581,14 +596,19 @@ def _log_inputs(source: data.TrainingData, method: str, config: Config, points,
 
     from prizeflow import tracking
 
+    identity = data_identity(p.spark, config.lake.root, source)
+    split_settings = config.split.model_dump()
     mlflow.log_input(_dataset(source), context="training")
     mlflow.set_tags({"prizeflow.command": "train", "prizeflow.git_commit": tracking.git_commit(),
                      "prizeflow.data_path": redact_text(source.ratings_path),
-                     "prizeflow.split": tracking.split_signature(
-                         config, source.ratings_path, source.version, method,
-                         source.probe_version)})
+                     "prizeflow.split": identity.split_signature(method, split_settings)})
+    # Immutable (params): what the gate compares and re-scores on (prizeflow.gate).
+    mlflow.log_params(identity.params(method, split_settings))
     mlflow.log_params({"data_version": source.version, "split_method": method,
-                       "probe_version": source.probe_version, "grid_points": len(points),
+                       "probe_version": source.probe_version,
+                       # The complete ingest it read: every table at the version it left.
+                       "ingest_id": source.snapshot.ingest_id if source.snapshot else None,
+                       "grid_points": len(points),
                        "parallelism": p.conf.parallelism,
                        "session_parallelism": p.parallelism,
                        "halving": p.conf.halving.enabled,

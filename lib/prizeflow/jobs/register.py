@@ -1,6 +1,6 @@
 """``prizeflow register``: put a training run's model into the MLflow Model Registry.
 
-    prizeflow register [--run-id RUN] [--conf F] [--set k=v]
+    prizeflow register [--run-id RUN | --pipeline-run ID] [--conf F] [--set k=v]
     spark-submit --packages io.delta:... jobs/register.py --conf conf/<env>.yaml
 
 Registers the model of the latest finished ``prizeflow train`` run (or ``--run-id``) under
@@ -23,14 +23,19 @@ from prizeflow.jobs.common import make_parser, run_job
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("register", "Register a trained model and gate champion vs challenger.")
-    parser.add_argument("--run-id", default=None, help="train run to register (default: latest)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run-id", default=None, help="train run to register (default: latest)")
+    which.add_argument("--pipeline-run", default=None, metavar="ID",
+                       help="register the latest train run tagged with this pipeline run id "
+                            "(what `train --pipeline-run ID` tags; the Airflow DAG passes its "
+                            "run id to both)")
     return parser
 
 
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from prizeflow import registry
 
-    return registry.register(config, args.run_id, spark)
+    return registry.register(config, args.run_id, spark, pipeline_run=args.pipeline_run)
 
 
 def main(argv: list[str] | None = None) -> int:

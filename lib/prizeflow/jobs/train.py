@@ -19,7 +19,11 @@ from prizeflow.jobs.common import make_parser, run_job
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return make_parser("train", "Train the ALS grid on the ratings table and track it in MLflow.")
+    parser = make_parser("train", "Train the ALS grid on the ratings table and track it in MLflow.")
+    parser.add_argument("--pipeline-run", default=None, metavar="ID",
+                        help="tag the run with a scheduler's run id, for `register "
+                             "--pipeline-run ID`")
+    return parser
 
 
 def precheck(config: Config, args: argparse.Namespace) -> None:
@@ -31,7 +35,7 @@ def precheck(config: Config, args: argparse.Namespace) -> None:
 def run(spark, config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from prizeflow import training
 
-    return training.train(spark, config).summary()
+    return training.train(spark, config, pipeline_run=args.pipeline_run).summary()
 
 
 def main(argv: list[str] | None = None) -> int:
