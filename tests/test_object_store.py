@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -123,6 +124,23 @@ def test_ingest_from_a_bucket_into_a_lake_on_a_bucket(s3, tmp_path):
     assert again["files_ingested"] == 1 and again["files_unchanged"] == len(files) - 1
     assert again["lines_read"] == len(text.splitlines()) + 2  # the whole changed file, no other
     assert again["ratings"] == 20001 and again["quarantined"] == 1
+
+    # The corpus copied to another prefix: every object is new to the lister (new times), so
+    # each is read; its lines are the lines the lake holds, so nothing is written but the
+    # manifest's rows (the new place), and the next ingest skips them without reading.
+    shutil.copytree(corpus, root / "corpus" / "netflix-copy", copy_function=shutil.copy)
+    third = _ingest("s3a://corpus/netflix-copy", settings, env, tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    copied = json.loads(third.stdout.strip().splitlines()[-1])
+    assert copied["files_ingested"] == 0 and copied["files_reread_unchanged"] == len(files)
+    assert copied["ratings"] == 20001 and copied["quarantined"] == 0
+    unchanged = ("ratings", "movies", "probe", "qualifying", "quarantine")
+    assert {t: copied["delta_versions"][t] for t in unchanged} == \
+        {t: again["delta_versions"][t] for t in unchanged}
+    fourth = json.loads(_ingest("s3a://corpus/netflix-copy", settings, env, tmp_path)
+                        .stdout.strip().splitlines()[-1])
+    assert fourth["files_unchanged"] == len(files) and fourth["files_reread_unchanged"] == 0
+    assert fourth["lines_read"] == 0
 
     missing = _ingest("s3a://corpus/nothing-here", settings, env, tmp_path)
     assert missing.returncode == 1

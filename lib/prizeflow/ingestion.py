@@ -7,8 +7,9 @@ file: its location, size, fingerprint, and how its lines were accounted for) and
 
 A file is known by its name under the source root (:mod:`prizeflow.sources`): a local file whose
 bytes are unchanged (same SHA-256) is skipped wherever the corpus now lives; a file listed by
-Spark is skipped while its size and modification time are unchanged. New or changed files
-replace their earlier rows. A file the manifest knows but the source no longer holds is named in
+Spark is skipped while its size and modification time are unchanged, and one read again whose
+lines are the lines the lake holds (:func:`lines_fingerprint`) writes only its manifest row.
+New or changed files replace their earlier rows. A file the manifest knows but the source no longer holds is named in
 the summary, and its rows are removed only with ``ingest.remove_missing``. Every check runs
 before the first write, and readers see the tables only as the last complete ingest left them.
 The formats are declared in :mod:`prizeflow.formats`; ``prizeflow ingest``
@@ -145,24 +146,56 @@ def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFi
     return parse.flag_duplicates(parsed, table, repeated, existing)
 
 
-def _tally(parsed: dict[str, DataFrame]) -> dict[str, dict[str, Any]]:
-    """Per source file: lines by outcome and quarantine reasons (one Spark job for all tables)."""
+def lines_fingerprint(digest: int, lines: int) -> str:
+    """A file's content as Spark read it: the XOR of a 64-bit hash of each (line number, text)
+    and the number of lines (order-free, so it adds up across splits and tasks)."""
+    return f"lines-xxh64:{digest & 0xFFFFFFFFFFFFFFFF:016x}:{lines}"
+
+
+def _tally(parsed: dict[str, DataFrame], fingerprint_lines: bool) -> dict[str, dict[str, Any]]:
+    """Per source file: lines by outcome, quarantine reasons and, with ``fingerprint_lines`` (for
+    files Spark listed, which have no byte hash), a fingerprint of its lines
+    (:func:`lines_fingerprint`); one Spark job for all tables."""
     outcomes = None
     for table, df in parsed.items():
-        part = df.select(F.lit(table).alias("target"), "source_file", "outcome", "reason")
+        line_hash = F.xxhash64("line_no", "line") if fingerprint_lines else F.lit(0).cast("bigint")
+        part = df.select(F.lit(table).alias("target"), "source_file", "outcome", "reason",
+                         line_hash.alias("_hash"))
         outcomes = part if outcomes is None else outcomes.unionByName(part)
     per_file: dict[str, dict[str, Any]] = {}
-    for row in outcomes.groupBy("target", "source_file", "outcome", "reason").count().collect():
+    grouped = outcomes.groupBy("target", "source_file", "outcome", "reason").agg(
+        F.count(F.lit(1)).alias("count"), F.bit_xor("_hash").alias("digest"))
+    for row in grouped.collect():
         entry = per_file.setdefault(row.source_file, {
             "target": row.target, "lines_read": 0, "header_lines": 0, "rows": 0,
-            "quarantined": 0, "skipped": 0, "reasons": {}})
+            "quarantined": 0, "skipped": 0, "reasons": {}, "digest": 0})
+        entry["digest"] ^= int(row.digest)
         entry["lines_read"] += row["count"]
         key = {parse.ROW: "rows", parse.HEADER: "header_lines", parse.SKIPPED: "skipped",
                parse.QUARANTINED: "quarantined"}[row.outcome]
         entry[key] += row["count"]
         if row.reason:
             entry["reasons"][row.reason] = entry["reasons"].get(row.reason, 0) + row["count"]
+    for entry in per_file.values():
+        digest = entry.pop("digest")
+        if fingerprint_lines:
+            entry["fingerprint"] = lines_fingerprint(digest, entry["lines_read"])
     return per_file
+
+
+def _read_unchanged(todo: list[SourceFile], tally: dict[str, dict[str, Any]],
+                    manifest: dict[str, Any]) -> list[SourceFile]:
+    """Files listed by Spark that were read again (a new size or time: a copy, a move, a
+    re-upload) whose lines are the very lines the lake holds for them: nothing of theirs is
+    written again, only their manifest row (so the next run skips them without reading)."""
+    empty = lines_fingerprint(0, 0)
+    same = []
+    for f in todo:
+        seen = manifest.get(f.name)
+        if f.fingerprint is None and seen is not None and seen.target == f.table and \
+                seen.fingerprint == tally.get(f.name, {}).get("fingerprint", empty):
+            same.append(f)
+    return same
 
 
 def _validate(parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
@@ -196,8 +229,9 @@ def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
     rows = []
     for f in files:
         entry = tally.get(f.name) or empty  # an emptied file has no lines
+        fingerprint = f.fingerprint or entry.get("fingerprint") or lines_fingerprint(0, 0)
         rows.append((f.name, f.table, plan.format, redact_text(f.path), f.size, f.modified,
-                     f.fingerprint, entry["lines_read"], entry["header_lines"], entry["rows"],
+                     fingerprint, entry["lines_read"], entry["header_lines"], entry["rows"],
                      entry["quarantined"], entry["skipped"], ingest_id, now))
     schema = ", ".join(f"{n} {t}" for n, t in lake.MANIFEST_COLUMNS)
     return spark.createDataFrame(rows, schema)
@@ -205,7 +239,7 @@ def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
 
 def _summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[SourceFile],
              manifest: dict[str, Any], missing: list[str], removed: bool,
-             snapshot: snapshots.Snapshot | None) -> dict[str, Any]:
+             snapshot: snapshots.Snapshot | None, reread_unchanged: int = 0) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for entry in tally.values():
         for reason, count in entry["reasons"].items():
@@ -216,6 +250,8 @@ def _summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[Sour
         "format": plan.format,
         "files_ingested": len(todo),
         "files_unchanged": len(plan.files) - len(todo),
+        # Of those, listed by Spark with a new size or time but the same lines: read, not written.
+        "files_reread_unchanged": reread_unchanged,
         "files_ignored": len(plan.ignored),
         # Known from an earlier ingest, gone from the source: kept unless ingest.remove_missing.
         "files_missing": len(missing),
@@ -275,18 +311,29 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
             if files:
                 parsed[table] = _parse_table(spark, plan.format, table, files, paths[table],
                                              replaced, dates, cached)
-        tally = _tally(parsed) if parsed else {}
+        tally = _tally(parsed, any(f.fingerprint is None for f in todo)) if parsed else {}
+        kept = _read_unchanged(todo, tally, manifest)
+        if kept:
+            names = {f.name for f in kept}
+            logger.info("%d file(s) read again hold the same lines as before: only their "
+                        "manifest rows are updated", len(kept))
+            parsed = {t: df.where(~F.col("source_file").isin(sorted(names)))
+                      for t, df in parsed.items()}
+            todo = [f for f in todo if f.name not in names]
+            for name in names:
+                tally.pop(name, None)
         _validate(parsed, tally, float(config.ingest.max_quarantine_fraction))
         removed = {name: manifest[name].target for name in missing} if remove else {}
         ingest_id = uuid.uuid4().hex
-        _write(spark, paths, plan, todo, parsed, tally, removed, held, ingest_id)
+        _write(spark, paths, plan, todo, parsed, tally, removed, held, ingest_id,
+               {f.name: f for f in kept}, manifest)
         held.check()
         snapshot = snapshots.publish(spark, root, ingest_id, plan.format, published)
         _after_commit(snapshots.TABLE)
     finally:
         for df in cached:
             df.unpersist()
-    return _summary(tally, plan, todo, manifest, missing, remove, snapshot)
+    return _summary(tally, plan, todo, manifest, missing, remove, snapshot, len(kept))
 
 
 # Fault injection for the crash tests only: the process kills itself (SIGKILL, like `kill -9`)
@@ -302,9 +349,11 @@ def _after_commit(table: str) -> None:
 
 def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: list[SourceFile],
            parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
-           removed: dict[str, str], held: Held, ingest_id: str) -> None:
+           removed: dict[str, str], held: Held, ingest_id: str,
+           kept: dict[str, SourceFile], manifest: dict[str, Any]) -> None:
     """Each table's rows, then the quarantine, then the manifest: one commit per table, each
-    replacing whatever rows the files of this run (and the removed ones) had there before.
+    replacing whatever rows the files of this run (and the removed ones) had there before;
+    ``kept`` files (read again, the same lines) only get their manifest rows updated.
     Nothing is visible to readers until :func:`prizeflow.snapshots.publish`."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     scale = formats.FORMATS[plan.format].scale
@@ -333,18 +382,25 @@ def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: l
         logger.info("wrote %s", table)
         _after_commit(table)
     every_file = sorted(set(tally) | {f.name for f in todo} | set(removed))
+    if every_file:
+        held.check()
+        created = lake.ensure_table(spark, paths["quarantine"], lake.QUARANTINE)
+        quarantine = lake.empty(spark, lake.QUARANTINE)
+        for part in quarantine_parts:
+            quarantine = quarantine.unionByName(lake.conform(part, lake.QUARANTINE))
+        lake.replace_files(spark, quarantine, paths["quarantine"], lake.QUARANTINE, every_file,
+                           fresh=created)
+        _after_commit("quarantine")
     held.check()
-    created = lake.ensure_table(spark, paths["quarantine"], lake.QUARANTINE)
-    quarantine = lake.empty(spark, lake.QUARANTINE)
-    for part in quarantine_parts:
-        quarantine = quarantine.unionByName(lake.conform(part, lake.QUARANTINE))
-    lake.replace_files(spark, quarantine, paths["quarantine"], lake.QUARANTINE, every_file,
-                       fresh=created)
-    _after_commit("quarantine")
-    held.check()
+    # A kept file's row keeps the counts of the read that wrote its rows, at its new place.
+    kept_counts = {name: {k: manifest[name][k] for k in (
+        "lines_read", "header_lines", "rows", "quarantined", "skipped", "fingerprint")}
+        for name in kept}
     created = lake.ensure_table(spark, paths["ingest_files"], lake.MANIFEST)
-    lake.replace_files(spark, _manifest(spark, plan, todo, tally, ingest_id, now),
-                       paths["ingest_files"], lake.MANIFEST, every_file, fresh=created)
+    lake.replace_files(spark, _manifest(spark, plan, todo + list(kept.values()),
+                                        {**tally, **kept_counts}, ingest_id, now),
+                       paths["ingest_files"], lake.MANIFEST, sorted(set(every_file) | set(kept)),
+                       fresh=created)
     _after_commit("ingest_files")
 
 
