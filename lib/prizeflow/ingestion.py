@@ -9,8 +9,9 @@ A file is known by its name under the source root (:mod:`prizeflow.sources`): a 
 bytes are unchanged (same SHA-256) is skipped wherever the corpus now lives; a file listed by
 Spark is skipped while its size and modification time are unchanged, and one read again whose
 lines are the lines the lake holds (:func:`lines_fingerprint`) writes only its manifest row.
-New or changed files replace their earlier rows. A file the manifest knows but the source no longer holds is named in
-the summary, and its rows are removed only with ``ingest.remove_missing``. Every check runs
+New or changed files replace their earlier rows. A file the manifest knows but the source no
+longer holds is named in the summary, and its rows are removed only with
+``ingest.remove_missing``. Every check runs
 before the first write, and readers see the tables only as the last complete ingest left them.
 The formats are declared in :mod:`prizeflow.formats`; ``prizeflow ingest``
 (:mod:`prizeflow.jobs.ingest`) is the command around :func:`ingest`.
@@ -152,6 +153,9 @@ def lines_fingerprint(digest: int, lines: int) -> str:
     return f"lines-xxh64:{digest & 0xFFFFFFFFFFFFFFFF:016x}:{lines}"
 
 
+NO_LINES = lines_fingerprint(0, 0)  # an emptied file: read, no line
+
+
 def _tally(parsed: dict[str, DataFrame], fingerprint_lines: bool) -> dict[str, dict[str, Any]]:
     """Per source file: lines by outcome, quarantine reasons and, with ``fingerprint_lines`` (for
     files Spark listed, which have no byte hash), a fingerprint of its lines
@@ -188,12 +192,11 @@ def _read_unchanged(todo: list[SourceFile], tally: dict[str, dict[str, Any]],
     """Files listed by Spark that were read again (a new size or time: a copy, a move, a
     re-upload) whose lines are the very lines the lake holds for them: nothing of theirs is
     written again, only their manifest row (so the next run skips them without reading)."""
-    empty = lines_fingerprint(0, 0)
     same = []
     for f in todo:
         seen = manifest.get(f.name)
         if f.fingerprint is None and seen is not None and seen.target == f.table and \
-                seen.fingerprint == tally.get(f.name, {}).get("fingerprint", empty):
+                seen.fingerprint == tally.get(f.name, {}).get("fingerprint", NO_LINES):
             same.append(f)
     return same
 
@@ -229,7 +232,7 @@ def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
     rows = []
     for f in files:
         entry = tally.get(f.name) or empty  # an emptied file has no lines
-        fingerprint = f.fingerprint or entry.get("fingerprint") or lines_fingerprint(0, 0)
+        fingerprint = f.fingerprint or entry.get("fingerprint") or NO_LINES
         rows.append((f.name, f.table, plan.format, redact_text(f.path), f.size, f.modified,
                      fingerprint, entry["lines_read"], entry["header_lines"], entry["rows"],
                      entry["quarantined"], entry["skipped"], ingest_id, now))

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from prizeflow.errors import JobError
 from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
-from prizeflow.spark import remote_url
+from prizeflow.spark import is_connect, remote_url
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ def table_path(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
+def absolute_root(root: str) -> str:
+    """``lake.root`` as its tables' paths spell it (a relative local root made absolute)."""
+    return table_path(root, "").rstrip("/")
+
+
 def local_root(config) -> Path | None:
     """Before Spark starts: ``lake.root`` as a local folder when it surely is one (a ``file:``
     root, or a plain path with a local master and no other default filesystem); None when a
@@ -108,15 +113,13 @@ def local_path(spark: SparkSession, root: str) -> Path | None:
     """The lake's folder when its filesystem is this machine's disk, as Hadoop resolves it for
     this session (a plain path goes to ``fs.defaultFS``); None for any other filesystem, and for
     every lake over Spark Connect (its paths name the server's filesystems)."""
-    from prizeflow.spark import is_connect
-
     from py4j.protocol import Py4JError
 
     if is_connect(spark):
         return None
     try:
         jvm = spark.sparkContext._jvm
-        path = jvm.org.apache.hadoop.fs.Path(table_path(root, "").rstrip("/"))
+        path = jvm.org.apache.hadoop.fs.Path(absolute_root(root))
         filesystem = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
         scheme = filesystem.getScheme()
         local = Path(filesystem.makeQualified(path).toUri().getPath())

@@ -134,6 +134,18 @@ def _lease(seconds: float) -> str:
     return f"current_timestamp() + make_interval(0, 0, 0, 0, 0, 0, {float(seconds)!r})"
 
 
+def _set_holder(spark: SparkSession, path: str, condition: str, value: str | None,
+                lease_seconds: float = 0.0) -> int:
+    """One conditional Delta UPDATE of the lock row: ``value`` takes it with a fresh lease, None
+    frees it; how many rows it changed."""
+    taken = value is not None
+    return _conflict_guard(lambda: lake.update(spark, path, {
+        "holder": lake.sql_string(value),
+        "since": "current_timestamp()" if taken else "CAST(NULL AS TIMESTAMP)",
+        "lease_until": _lease(lease_seconds) if taken else "CAST(NULL AS TIMESTAMP)"},
+        condition))
+
+
 def _try_take(spark: SparkSession, path: str, me: str, lease_seconds: float = 120.0) -> str | None:
     """None when the lock is now ours; else who holds it."""
     holder, expired = _state(spark, path)
@@ -147,9 +159,7 @@ def _try_take(spark: SparkSession, path: str, me: str, lease_seconds: float = 12
     else:
         return holder
     try:
-        _conflict_guard(lambda: lake.update(
-            spark, path, {"holder": lake.sql_string(me), "since": "current_timestamp()",
-                          "lease_until": _lease(lease_seconds)}, condition))
+        _set_holder(spark, path, condition, me, lease_seconds)
     except _Conflict:
         logger.debug("the ingest lock changed while taking it; looking again")
     holder = _holder(spark, path)
@@ -288,10 +298,7 @@ def _release(spark: SparkSession, path: str, me: str) -> None:
     is what the caller must see; a lock left behind runs out with its lease."""
     for _ in range(10):  # a conflict here is only another run taking it: try again
         try:
-            _conflict_guard(lambda: lake.update(
-                spark, path, {"holder": "NULL", "since": "CAST(NULL AS TIMESTAMP)",
-                              "lease_until": "CAST(NULL AS TIMESTAMP)"},
-                f"holder = {lake.sql_string(me)}"))
+            _set_holder(spark, path, f"holder = {lake.sql_string(me)}", None)
             return
         except _Conflict:
             time.sleep(0.2)

@@ -187,7 +187,8 @@ def decide(new_rmse: float, champion_rmse: float | None) -> str:
 
 
 def registered_version(client: MlflowClient, name: str, run_id: str):
-    """The version already registered from train run ``run_id``, or None."""
+    """The version already registered from train run ``run_id`` (the lowest-numbered one, should
+    two registers have raced), or None."""
     versions = _unless_missing(lambda: client.search_model_versions(f"name = '{name}'"),
                                f"the versions of {name!r}") or []
     same = [v for v in versions if v.tags.get("train_run_id") == run_id]
@@ -215,7 +216,7 @@ def candidate_lake_root(config: Config, candidate: Candidate) -> str:
     record = candidate.record
     if record.lake_root_is_exact:
         return record.lake_root
-    root = lake.table_path(config.lake.root, "").rstrip("/")
+    root = lake.absolute_root(config.lake.root)
     if record.same_lake(root):
         return config.lake.root
     raise RegistryError(f"train run {candidate.run.info.run_id} was trained on the lake "
@@ -373,11 +374,7 @@ def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run
 def _first_version_of_run(client: MlflowClient, name: str, run_id: str, mine):
     """The lowest-numbered version registered from ``run_id``; ``mine`` is deleted when another
     register of the same run created an earlier one (MLflow has no create-if-absent)."""
-    versions = _unless_missing(lambda: client.search_model_versions(f"name = '{name}'"),
-                               f"the versions of {name!r}") or []
-    same = sorted((v for v in versions if v.tags.get("train_run_id") == run_id),
-                  key=lambda v: int(v.version))
-    first = same[0] if same else mine
+    first = registered_version(client, name, run_id) or mine
     if int(first.version) != int(mine.version):
         logger.warning("another register of train run %s created %s v%s first: v%s is deleted",
                        run_id, name, first.version, mine.version)

@@ -56,10 +56,6 @@ class Snapshot:
             raise JobError(f"the lake at {root} has no {table} table (ingest {self.ingest_id})")
         return lake.read(spark, lake.table_path(root, table), version)
 
-    def as_dict(self) -> dict[str, object]:
-        return {"ingest_seq": self.seq, "ingest_id": self.ingest_id,
-                "versions": dict(self.versions)}
-
 
 def _rows(spark: SparkSession, root: str):
     path = lake.table_path(root, TABLE)
@@ -74,13 +70,15 @@ def _snapshot(row) -> Snapshot:
     return Snapshot(int(row.seq), row.ingest_id, row.committed_at, versions)
 
 
+def _newest(rows) -> Snapshot | None:
+    row = rows.orderBy(F.col("seq").desc()).first()
+    return None if row is None else _snapshot(row)
+
+
 def latest(spark: SparkSession, root: str) -> Snapshot | None:
     """The last complete ingest into the lake at ``root``, or None."""
     rows = _rows(spark, root)
-    if rows is None:
-        return None
-    row = rows.orderBy(F.col("seq").desc()).first()
-    return None if row is None else _snapshot(row)
+    return None if rows is None else _newest(rows)
 
 
 def for_reading(spark: SparkSession, root: str, ratings_version: int | None = None) -> Snapshot:
@@ -88,7 +86,8 @@ def for_reading(spark: SparkSession, root: str, ratings_version: int | None = No
     last complete ingest that left ``ratings`` at that version. A JobError says why there is
     none."""
     rows = _rows(spark, root)
-    if rows is None or rows.limit(1).count() == 0:
+    newest = None if rows is None else _newest(rows)
+    if newest is None:
         ratings = lake.table_path(root, "ratings")
         if lake.is_table(spark, ratings):
             raise JobError(f"the lake at {root} holds no complete ingest (its ingest did not "
@@ -96,7 +95,7 @@ def for_reading(spark: SparkSession, root: str, ratings_version: int | None = No
                            "again")
         raise JobError(f"no ratings table at {ratings}: run `prizeflow ingest` first")
     if ratings_version is None:
-        return _snapshot(rows.orderBy(F.col("seq").desc()).first())
+        return newest
     row = (rows.where(F.col("ratings_version") == ratings_version)
            .orderBy(F.col("seq").desc()).first())
     if row is None:

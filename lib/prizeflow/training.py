@@ -564,7 +564,7 @@ def data_identity(spark: SparkSession, root: str, source: data.TrainingData) -> 
     """The exact identity of the data a run reads (table ids, paths, versions)."""
     probe_path = lake.table_path(root, "probe") if source.probe_version is not None else None
     return gate.DataIdentity(
-        lake.table_path(root, "").rstrip("/"), lake.table_id(spark, source.ratings_path),
+        lake.absolute_root(root), lake.table_id(spark, source.ratings_path),
         source.ratings_path, source.version,
         lake.table_id(spark, probe_path) if probe_path else None, probe_path,
         source.probe_version)
