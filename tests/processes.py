@@ -85,3 +85,66 @@ def generate_corpus(out: Path, ratings: int, users: int, movies: int, seed: int,
                              "--seed", str(seed), *options],
                             capture_output=True, text=True, timeout=300, env=pipeline_env())
     assert result.returncode == 0, result.stderr
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and every process below it (from /proc: Linux)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return tree
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp's little-endian hex address as text (IPv4, or IPv6 with ::ffff: for a
+    mapped IPv4 one)."""
+    import ipaddress
+
+    raw = bytes.fromhex(hex_address)
+    # Each 32-bit word is stored in host (little-endian) order.
+    ordered = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(ordered))
+
+
+def listening_sockets(root: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket listening in ``root``'s process tree."""
+    inodes = set()
+    for pid in process_tree(root):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:["):-1])
+        except OSError:
+            continue
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                found.append((_address(address), int(port, 16)))
+    return sorted(found)
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+
+    parsed = ipaddress.ip_address(address)
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return (mapped or parsed).is_loopback

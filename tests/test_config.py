@@ -36,7 +36,7 @@ def test_bad_files_name_the_key(tmp_path, text, key):
     ("lake.nope=1", "'lake.nope'"),
     ("ingest.max_quarantine_fraction=abc", "'ingest.max_quarantine_fraction'"),
     ("lake=1", "'lake' is a section"),
-    ("no_equals_sign", "dotted.key=value"),
+    ("no_equals_sign", "dotted.name=value"),
     ("train.neighbours.k=0", r"'train.neighbours.k' must be >= 1"),
     ("train.neighbours.damping=-1", r"'train.neighbours.damping' must be >= 0"),
     ("train.neighbours.kk=3", "'train.neighbours.kk'"),

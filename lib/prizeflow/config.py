@@ -264,7 +264,7 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     from prizeflow.secrets import is_secret_name
 
     if "=" not in assignment:
-        raise ConfigError(f"--set expects dotted.key=value, got {assignment[:80]!r}")
+        raise ConfigError(f"--set expects dotted.name=value, got {assignment[:80]!r}")
     dotted, raw = assignment.split("=", 1)
     dotted = dotted.strip()
     try:

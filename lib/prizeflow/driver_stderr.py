@@ -11,11 +11,12 @@ Three lines reach the terminal outside any logger, so no log4j config can filter
 
 So the JVM's stderr goes to a pipe, and a daemon thread passes every other byte on to this
 process's stderr (file descriptor 2, where the JVM would have written), line by line and in
-order, after wiping a progress bar on the terminal as a log line does; the known lines go to
-this module's logger at DEBUG (``-v`` shows them). The thread reads from before the JVM starts
+order, secrets masked (:mod:`prizeflow.secrets`), after wiping a progress bar on the terminal
+as a log line does; the known lines go to this module's logger at DEBUG (``-v`` shows them). The thread reads from before the JVM starts
 until the JVM and the Python workers it starts have all closed the pipe, so the JVM never waits
 on a full pipe. Under ``spark-submit`` (and on Databricks) the JVM is not prizeflow's to launch
-and its stderr is left as it is.
+and its stderr is left as it is (Spark's own ``spark.redaction.regex``, which prizeflow extends,
+still applies to what Spark logs of its settings).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import re
 import select
 import threading
 from typing import Callable
+
+from prizeflow.secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +71,23 @@ def pass_on(source: int, target: int, before_write: Callable[[], None] | None = 
             if is_known(line):
                 logger.debug("JVM: %s", line.decode(errors="replace"))
             else:
-                kept.append(line + b"\n")
+                kept.append(_redacted(line) + b"\n")
         if len(held) > LONGEST_HELD_LINE:
-            kept.append(held)
+            kept.append(_redacted(held))
             held = b""
         if kept and writable:
             _make_way(before_write)
             writable = _write_all(target, b"".join(kept))
     if held and writable:
-        _write_all(target, held)
+        _write_all(target, _redacted(held))
     os.close(source)
+
+
+def _redacted(line: bytes) -> bytes:
+    """``line`` with secrets masked (:mod:`prizeflow.secrets`); bytes that are not UTF-8 pass
+    through as they are."""
+    text = line.decode("utf-8", errors="surrogateescape")
+    return redact_text(text).encode("utf-8", errors="surrogateescape")
 
 
 def _make_way(before_write: Callable[[], None] | None) -> None:

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from prizeflow import driver_stderr
 from prizeflow.config import Config
+from prizeflow.private_files import content_file, is_private_folder, write_whole
+from prizeflow.secrets import spark_redaction_settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ GRID_POOL_PREFIX = "prizeflow-grid-"
 # master's executors run too). SparkStringUtils says a plan's debug string was truncated: MLlib's
 # wide plans do that in every train run, and nothing is lost but a log line's length.
 QUIET_LOGGERS = ("org.apache.spark.util.SparkStringUtils",)
+LOOPBACK = "127.0.0.1"
+LOOPBACK_SETTINGS = ("spark.driver.bindAddress", "spark.driver.host")
+UI_ENABLED = "spark.ui.enabled"
 
 
 def delta_package(spark_version: str) -> str:
@@ -78,6 +83,8 @@ def session_settings(config: Config, spark_version: str) -> dict[str, str]:
             raise FileNotFoundError(f"spark.delta_jars: jar not found: {missing[0]}")
         settings["spark.jars"] = ",".join(jars)
     settings.update({str(k): str(v) for k, v in spark_conf.conf.items()})
+    # Spark hides in its UI and event logs what prizeflow hides in its own output.
+    settings.update(spark_redaction_settings(settings))
     # Read only by a driver JVM that prizeflow launches (a running one keeps its config); the
     # user's own options come first, and a log4j config of theirs wins.
     options = settings.get("spark.driver.extraJavaOptions", "")
@@ -99,12 +106,18 @@ def jar_cache_file(settings: dict[str, str]) -> Path:
     return root / f"jars-{hashlib.sha256(key.encode()).hexdigest()[:16]}.txt"
 
 
+NOT_WRITABLE_BY_OTHERS = 0o022
+
+
 def cached_jars(settings: dict[str, str]) -> list[str] | None:
-    """The remembered jar files of these packages, or None (never resolved here, or a file is
-    gone: Ivy resolves again)."""
+    """The remembered jar files of these packages, or None (never resolved here, a file is gone,
+    or the cache folder is not this user's alone to write: the list decides the JVM's classpath, so
+    one another user could write is not trusted; Ivy resolves again)."""
     from urllib.parse import urlparse
 
     path = jar_cache_file(settings)
+    if not is_private_folder(path.parent, closed=NOT_WRITABLE_BY_OTHERS):
+        return None
     try:
         jars = path.read_text(encoding="utf-8").split()
     except OSError:
@@ -116,26 +129,28 @@ def cached_jars(settings: dict[str, str]) -> list[str] | None:
 
 def remember_jars(settings: dict[str, str], jars: str) -> None:
     """Write the jar files Spark resolved the packages to (``spark.jars`` of the session
-    started with them), minus any jar the config listed itself."""
+    started with them), minus any jar the config listed itself, in a cache folder created
+    ``0700``."""
     own = set(filter(None, settings.get("spark.jars", "").split(",")))
     resolved = [j for j in jars.split(",") if j and j not in own]
     if not resolved:
         return
     path = jar_cache_file(settings)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_whole(path, "\n".join(resolved) + "\n")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if is_private_folder(path.parent, closed=NOT_WRITABLE_BY_OTHERS):
+            write_whole(path, ("\n".join(resolved) + "\n").encode("utf-8"))
     except OSError as exc:  # a read-only home only costs the next start a resolution
         logger.debug("could not remember the resolved jars in %s: %s", path, exc)
 
 
 def pool_file(slots: int) -> str:
-    """An allocation file declaring the grid's pools (equal weight, FIFO within each), written
-    once per content in the temp folder; the driver reads it at start."""
+    """An allocation file declaring the grid's pools (equal weight, FIFO within each), in this
+    user's private folder (:mod:`prizeflow.private_files`); the driver reads it at start."""
     pools = "".join(f'  <pool name="{GRID_POOL_PREFIX}{slot}"><schedulingMode>FIFO'
                     "</schedulingMode><weight>1</weight><minShare>0</minShare></pool>\n"
                     for slot in range(slots))
-    return str(_content_file("prizeflow-pools", ".xml",
+    return str(content_file("prizeflow-pools", ".xml",
                              f'<?xml version="1.0"?>\n<allocations>\n{pools}</allocations>\n'))
 
 
@@ -170,27 +185,7 @@ LOG4J_PROPERTY = "log4j2.configurationFile"
 
 
 def log4j_file() -> Path:
-    return _content_file("prizeflow-log4j2", ".properties", LOG4J_CONFIG)
-
-
-def _content_file(prefix: str, suffix: str, text: str) -> Path:
-    """A file named by its content's hash in the temp folder, written once."""
-    import hashlib
-    import tempfile
-
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"{prefix}-{digest}{suffix}"
-    if not path.exists():
-        _write_whole(path, text)
-    return path
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write through a private temporary name and rename: a concurrent start never reads half
-    a file."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    return content_file("prizeflow-log4j2", ".properties", LOG4J_CONFIG)
 
 
 def is_connect(spark) -> bool:
@@ -211,7 +206,7 @@ def describe(spark) -> str:
 
 def get_spark(config: Config):
     """Return the active SparkSession or build one from config."""
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
     import pyspark
 
@@ -226,19 +221,23 @@ def get_spark(config: Config):
     options: dict[str, str] = {}
     # Under spark-submit the JVM is already up with the submitted master; the Python process
     # only connects to it (PySpark finds it through PYSPARK_GATEWAY_PORT).
-    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
+    if "PYSPARK_GATEWAY_PORT" in os.environ and SparkContext._jvm is None:
+        # spark-submit's JVM is up: connect to it, so its settings can be read.
+        SparkContext._ensure_initialized()
+    launched = SparkConf()
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or launched.contains("spark.master")
     if not submitted and config.spark.master:
         options["spark.master"] = config.spark.master
         if config.spark.master.startswith("local"):
             # Local Python workers (mapInPandas) must run this interpreter, with its packages,
             # not whatever `python3` is first on the PATH. PySpark reads only the environment.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-            # The JVM reads it at launch: no "hostname resolves to a loopback address" warning.
-            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-            # Nothing outside this machine needs to reach a local driver: bind it to loopback
-            # (spark.conf may still say otherwise).
-            options.update({"spark.driver.bindAddress": "127.0.0.1",
-                            "spark.driver.host": "127.0.0.1"})
+            # The JVM reads it at launch: no "hostname resolves to a loopback address" warning,
+            # and its web UI (when enabled) binds to it instead of every interface.
+            os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+    master = launched.get("spark.master", "") if submitted else config.spark.master or ""
+    if master.startswith("local"):
+        options.update(_loopback_options(config, launched, submitted))
     settings = session_settings(config, pyspark.__version__)
     packages = settings.get("spark.jars.packages") if not submitted else None
     resolved = cached_jars(settings) if packages else None
@@ -258,6 +257,37 @@ def get_spark(config: Config):
     _follow_cores(spark, config)
     logger.info("SparkSession up: %s, Spark %s", describe(spark), spark.version)
     return spark
+
+
+def _loopback_options(config: Config, launched, submitted: bool) -> dict[str, str]:
+    """Nothing outside this machine needs to reach a local driver: its RPC and block manager
+    bind to loopback however it was launched (spark-submit starts the JVM, but the driver's
+    services start with this session). A setting of the user's (``spark.conf``, spark-submit
+    ``--conf``) wins. The web UI binds where the JVM's ``SPARK_LOCAL_IP`` says, else on every
+    interface: a JVM that spark-submit started without it gets no UI unless asked for."""
+    def user_set(key: str) -> bool:
+        return key in config.spark.conf or launched.contains(key)
+
+    options = {key: LOOPBACK for key in LOOPBACK_SETTINGS if not user_set(key)}
+    if submitted and not user_set(UI_ENABLED):
+        from pyspark import SparkContext
+
+        local_ip = SparkContext._jvm.java.lang.System.getenv("SPARK_LOCAL_IP")
+        if not _is_loopback(local_ip):
+            logger.info("spark-submit started the JVM without SPARK_LOCAL_IP=%s: the Spark UI "
+                        "would listen on every interface, so it is off (export SPARK_LOCAL_IP="
+                        "%s before spark-submit, or set %s)", LOOPBACK, LOOPBACK, UI_ENABLED)
+            options[UI_ENABLED] = "false"
+    return options
+
+
+def _is_loopback(address: str | None) -> bool:
+    import ipaddress
+
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def _launch_driver(options: dict[str, str]) -> None:
