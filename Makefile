@@ -35,16 +35,21 @@ demo: install
 # The demo's MLflow store in the browser, and the champion behind HTTP (POST /invocations).
 # MLflow's server runs `uvicorn` by name: the venv's bin goes on PATH here, not in your shell.
 TRACKING_URI ?= sqlite:///mlflow.db
-MODEL        ?= models:/prizeflow-als@champion
 UI_PORT      ?= 5000
 SERVE_PORT   ?= 5001
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
+# Serves a copy of the registered version whose files were checked against the digest `register`
+# recorded (MODEL is NAME@ALIAS or NAME/VERSION); a changed model is refused, naming the version.
+MODEL        ?= prizeflow-als@champion
 serve: install
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
-	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+	@copy=$$(mktemp -d) && trap 'rm -rf "$$copy"' EXIT && \
+	  model=$$(MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/python -m prizeflow.model_integrity \
+	    $(MODEL) "$$copy") && \
+	  PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) \
+	  $(BIN)/mlflow models serve -m "$$model" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 test: install
 	$(BIN)/pytest

@@ -16,7 +16,10 @@ Optional: PRIZEFLOW_SCHEDULE (default @daily), PRIZEFLOW_DELTA_PACKAGE, PRIZEFLO
 `make dist` zip, for clusters without the wheel installed).
 
 Run parameters (trigger with a conf JSON): `conf` (YAML path), `source` (corpus folder),
-`overrides` (list of `key=value` config overrides), `top` (recommendations per user).
+`overrides` (list of `key=value` config overrides), `top` (recommendations per user). `conf` must
+be a file in the deployment's config folder and `overrides` may set only tuning keys unless the
+deployment allows more (PRIZEFLOW_DAG_CONF_DIR, PRIZEFLOW_DAG_ALLOWED_OVERRIDES: see
+`prizeflow_params.py`): a trigger cannot point the pipeline at another tracking server or lake.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Param
+
+from prizeflow_params import check_conf, check_overrides
 
 PRIZEFLOW_HOME = Path(os.environ.get("PRIZEFLOW_HOME", Path(__file__).resolve().parents[1]))
 CONN_ID = os.environ.get("PRIZEFLOW_SPARK_CONN_ID", "prizeflow_spark")
@@ -39,15 +44,15 @@ def job_arguments(step: str, params: dict, run_id: str = "") -> list[str]:
     """The arguments after `jobs/<step>.py`: the conf, the step's own options, the overrides.
     train tags its MLflow run with the DAG run's id and register takes the run with that tag,
     so a DAG run registers the model its own train task made."""
-    arguments = ["--conf", str(params["conf"])]
+    arguments = ["--conf", check_conf(str(params["conf"]), PRIZEFLOW_HOME)]
     if step == "ingest":
         arguments += ["--source", str(params["source"])]
     elif step in ("train", "register"):
         arguments += ["--pipeline-run", str(run_id)]
     elif step == "recommend":
         arguments += ["--top", str(params["top"])]
-    for assignment in params.get("overrides") or []:
-        arguments += ["--set", str(assignment)]
+    for assignment in check_overrides(params.get("overrides")):
+        arguments += ["--set", assignment]
     return arguments
 
 

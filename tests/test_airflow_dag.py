@@ -47,7 +47,9 @@ def airflow(tmp_path_factory):
     env = pipeline_env(
         AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT / "dags"),
-        AIRFLOW_CONN_PRIZEFLOW_SPARK=json.dumps({"conn_type": "spark", "host": "local[2]"}))
+        AIRFLOW_CONN_PRIZEFLOW_SPARK=json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        # A test deployment: its runs write to their own temporary lake and store.
+        PRIZEFLOW_DAG_ALLOWED_OVERRIDES="lake.root,mlflow.tracking_uri")
     env.pop("MLFLOW_TRACKING_URI", None)
 
     def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

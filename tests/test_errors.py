@@ -51,7 +51,8 @@ def _one_movie_corpus(tmp_path):
 
 def test_an_unreadable_source_file_is_named_before_spark_starts(tmp_path):
     source = _one_movie_corpus(tmp_path)
-    os.symlink(tmp_path / "gone.txt", source / "training_set" / "mv_0000002.txt")
+    # A link inside the source whose file is gone (a link out of it is refused as such).
+    os.symlink(source / "gone.txt", source / "training_set" / "mv_0000002.txt")
     result, last = _prizeflow("ingest", "--source", source, "--set",
                               f"lake.root={tmp_path / 'lake'}")
     assert result.returncode == 1 and "SparkSession up" not in result.stderr

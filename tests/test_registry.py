@@ -195,3 +195,64 @@ def test_new_data_version_rescores_the_champion(spark, lake, history, tmp_path):
     test, with_history, _ = pyfunc_on_test(spark, at_weak, champion, refit=False)
     assert result["champion_rmse_before"] == pytest.approx(rmse(test["rating"], with_history),
                                                            abs=1e-9)
+
+
+@pytest.mark.parametrize("part", ["code", "arrays"])
+def test_a_tampered_model_is_refused_before_its_code_runs(spark, lake, history, tmp_path, part):
+    """The attack: someone who can write the artifact store changes the champion's files: its
+    code (a line that runs on import, here writing a marker file) or its arrays. Every load
+    refuses it in one line naming the version, before any of its code runs; `register`'s check
+    of a run's model against the digest train recorded fails the same way. (Last in this
+    module: the files are put back after.)"""
+    from pathlib import Path
+
+    from prizeflow import model_integrity
+
+    config = lake["config"]
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    client = MlflowClient()
+    name = config.mlflow.registered_model
+    champion = client.get_model_version_by_alias(name, "champion")
+    run = client.get_run(champion.tags["train_run_id"])
+    digest = champion.tags[model_integrity.DIGEST_TAG]
+    assert digest.startswith("sha256:") and digest == run.data.params["model_digest"]
+    stored = Path(client.get_model_version_download_uri(name, champion.version)
+                  .removeprefix("file://"))
+    marker = tmp_path / "ran.txt"
+    target = stored / ("served_model.py" if part == "code" else "artifacts/factors.npz")
+    original = target.read_bytes()
+    try:
+        if part == "code":
+            target.write_bytes(f"open({str(marker)!r}, 'w').write('ran')\n".encode() + original)
+        else:
+            target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(model_integrity.ModelIntegrityError) as caught:
+            registry.load_model(name, "champion")
+        message = str(caught.value)
+        assert "\n" not in message and f"model version {champion.version} of {name!r}" in message
+        assert "changed after it was logged" in message
+        with pytest.raises(model_integrity.ModelIntegrityError):
+            recommending.recommend(spark, config, top=3, alias="champion")
+        with pytest.raises(model_integrity.ModelIntegrityError, match="train run"):
+            model_integrity.check(run.data.params["model_digest"],
+                                  model_integrity.digest_of(champion.source),
+                                  f"the model of train run {run.info.run_id}")
+        # The serving helper (`make serve`), as a process: exit 1, one line, nothing copied out.
+        served = subprocess.run(
+            [sys.executable, "-m", "prizeflow.model_integrity", f"{name}@champion",
+             str(tmp_path / "copy")], capture_output=True, text=True, timeout=300,
+            env={**os.environ, "MLFLOW_TRACKING_URI": config.mlflow.tracking_uri})
+        assert served.returncode == 1 and served.stdout == ""
+        assert served.stderr.strip().splitlines()[-1].startswith(
+            f"prizeflow: error: ModelIntegrityError: model version {champion.version} of {name!r}")
+        assert not marker.exists()
+    finally:
+        target.write_bytes(original)
+    model, version = registry.load_model(name, "champion")
+    assert version == int(champion.version) and len(model.user_ids) > 0
+    served = subprocess.run(
+        [sys.executable, "-m", "prizeflow.model_integrity", f"{name}@champion",
+         str(tmp_path / "copy")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": config.mlflow.tracking_uri})
+    assert served.returncode == 0 and (Path(served.stdout.strip()) / "MLmodel").is_file()
+    assert not marker.exists()

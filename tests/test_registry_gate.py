@@ -9,7 +9,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from prizeflow import gate, registry, tracking
+from prizeflow import gate, model_integrity, registry, tracking
 from prizeflow.config import load_config
 
 from test_factors import _model
@@ -26,7 +26,8 @@ def shared(tmp_path_factory):
     experiment_id = tracking.configure(config)
     with mlflow.start_run(experiment_id=experiment_id, run_name="model holder"):
         model_uri = tracking.log_factor_model(_model(np.random.default_rng(2))).model_uri
-    return {"config": config, "experiment_id": experiment_id, "model_uri": model_uri}
+    return {"config": config, "experiment_id": experiment_id, "model_uri": model_uri,
+            "digest": model_integrity.digest_of(model_uri)}
 
 
 @pytest.fixture
@@ -42,13 +43,16 @@ SAME_DATA = gate.DataIdentity("/data/lake", "table-1", "/data/lake/ratings", 0, 
 
 
 def train_run(store, test_rmse: float, bias_rmse: float = 1.0, experiment_id=None,
-              command: str = "train", pipeline_run: str | None = None) -> str:
+              command: str = "train", pipeline_run: str | None = None,
+              digest: str | None = None) -> str:
     """A finished run shaped like `prizeflow train`'s, with the given test RMSE: its gate
-    record written by the functions train writes it with."""
+    record written by the functions train writes it with, and its model's digest (``digest``:
+    another one, as if the model had changed since)."""
     with mlflow.start_run(experiment_id=experiment_id or store["experiment_id"]) as run:
         mlflow.set_tags({"prizeflow.command": command, "prizeflow.model_uri": store["model_uri"],
                          **({registry.PIPELINE_RUN_TAG: pipeline_run} if pipeline_run else {})})
         mlflow.log_params({"data_version": 0, "best_rank": 2,
+                           model_integrity.DIGEST_PARAM: digest or store["digest"],
                            **SAME_DATA.params("hash", {"seed": 42}),
                            **gate.test_rmse_param(test_rmse)})
         mlflow.log_metrics({"test_rmse": test_rmse, "baseline_rmse_bias": bias_rmse,
@@ -300,3 +304,18 @@ def test_a_masked_lake_root_must_match_lake_root_to_rescore(store, tmp_path):
     candidate = registry.Candidate.of(store["client"].get_run(run.info.run_id))
     same = config.override(f"lake.root={secret_lake}")
     assert registry.candidate_lake_root(same, candidate) == secret_lake
+
+
+def test_a_run_whose_model_changed_since_train_is_not_registered(store):
+    """register reads the run's model back from the artifact store: files that no longer have
+    the digest train recorded are refused in one line, and no version is created."""
+    config = store["config"]
+    changed = train_run(store, 0.80, digest="sha256:" + "0" * 64)
+    with pytest.raises(model_integrity.ModelIntegrityError) as caught:
+        registry.register(config, changed)
+    assert f"the model of train run {changed} does not match" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert store["client"].search_model_versions(f"name = '{store['name']}'") == []
+    result = registry.register(config, train_run(store, 0.80))
+    version = store["client"].get_model_version(store["name"], str(result["version"]))
+    assert version.tags[model_integrity.DIGEST_TAG] == store["digest"]

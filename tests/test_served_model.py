@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prizeflow import tracking
+from prizeflow import model_integrity, tracking
 
 from test_factors import _model, _neighbour_table
 
@@ -60,7 +60,8 @@ def test_logged_from_code_and_loaded_without_pickle(tmp_path):
 
 
 def test_make_serve_answers_invocations_with_the_champions_predictions(tmp_path):
-    """`make serve` as the README gives it, from a shell whose PATH lacks the venv."""
+    """`make serve` as the README gives it, from a shell whose PATH lacks the venv: it serves a
+    verified copy of the champion."""
     import os
     import urllib.request
 
@@ -69,7 +70,10 @@ def test_make_serve_answers_invocations_with_the_champions_predictions(tmp_path)
     model, uri, info = _logged_model(tmp_path, 5)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("prizeflow-als")
-    version = client.create_model_version("prizeflow-als", info.model_uri, info.run_id)
+    # As `register` records it: `make serve` serves only a version whose files match it.
+    digest = model_integrity.digest_of(info.model_uri)
+    version = client.create_model_version("prizeflow-als", info.model_uri, info.run_id,
+                                          tags={model_integrity.DIGEST_TAG: digest})
     client.set_registered_model_alias("prizeflow-als", "champion", version.version)
 
     port = free_port()

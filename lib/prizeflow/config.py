@@ -93,6 +93,8 @@ class IngestSettings(Section):
     latest_date: Optional[date] = None
     # Remove the rows of files ingested earlier that the source no longer holds.
     remove_missing: StrictBool = False
+    # Follow symlinks that lead out of the source folder (else such a link is an error).
+    follow_external_links: StrictBool = False
 
 
 class DataSettings(Section):

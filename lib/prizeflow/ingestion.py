@@ -43,11 +43,12 @@ from prizeflow.spark import is_connect, remote_url
 logger = logging.getLogger(__name__)
 
 
-def find_source(source: str, fmt: str = "auto", spark: SparkSession | None = None) -> SourcePlan:
+def find_source(source: str, fmt: str = "auto", spark: SparkSession | None = None,
+                follow_external_links: bool = False) -> SourcePlan:
     """The files to ingest under ``source``, listed by ``spark`` (None: on this machine's disk);
     a JobError that says why when there are none."""
     try:
-        return discover(source, fmt, spark)
+        return discover(source, fmt, spark, follow_external_links)
     except SourceError as exc:
         raise JobError(str(exc)) from exc
 
@@ -56,7 +57,7 @@ def check_source(config: Config, source: str, fmt: str = "auto") -> None:
     """Before Spark starts: a source on this machine's disk must hold a corpus (others are
     listed once Spark is up)."""
     if not listed_by_spark(source, remote_url(config) is not None):
-        find_source(source, fmt)
+        find_source(source, fmt, follow_external_links=config.ingest.follow_external_links)
 
 
 def read_lines(spark: SparkSession, files: list[SourceFile]) -> DataFrame:
@@ -276,7 +277,8 @@ def ingest(spark: SparkSession, config: Config, source: str,
     """Ingest the corpus under ``source`` (``fmt``: one of :data:`prizeflow.formats.CHOICES`)
     into the lake at ``lake.root``; the run's summary."""
     plan = find_source(source, fmt,
-                       spark if listed_by_spark(source, is_connect(spark)) else None)
+                       spark if listed_by_spark(source, is_connect(spark)) else None,
+                       config.ingest.follow_external_links)
     with ingest_lock(spark, config) as held:
         return _ingest_locked(spark, config, plan, held)
 

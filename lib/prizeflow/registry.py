@@ -27,7 +27,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from prizeflow import gate
+from prizeflow import gate, model_integrity
 from prizeflow.config import Config
 from prizeflow.errors import JobError, first_line
 from prizeflow.secrets import redact_text
@@ -196,15 +196,14 @@ def registered_version(client: MlflowClient, name: str, run_id: str):
 
 
 def load_model(name: str, alias: str):
-    """(FactorModel, version) of ``models:/<name>@<alias>``; MLflow must be configured."""
-    import mlflow.pyfunc
-
+    """(FactorModel, version) of ``models:/<name>@<alias>``, its files verified against the
+    digest register recorded (:mod:`prizeflow.model_integrity`); MLflow must be configured."""
     try:
         version = MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         raise RegistryError(f"no model version of {name!r} has alias {alias!r}: "
                             "run `prizeflow register` first") from exc
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    model = model_integrity.load_verified(name, version)
     return model.unwrap_python_model().model, int(version.version)
 
 
@@ -430,9 +429,16 @@ def _create_version(client: MlflowClient, name: str, candidate: Candidate):
                        f"registered model {name!r}") is None:
         client.create_registered_model(
             name, description="prizeflow ALS rating predictor (bias-aware ALS on Spark MLlib).")
+    # The model as train logged it, or nothing: its files must still have the digest train
+    # recorded in the run's (immutable) params.
+    digest = model_integrity.digest_of(candidate.model_uri)
+    model_integrity.check(candidate.run.data.params.get(model_integrity.DIGEST_PARAM), digest,
+                          f"the model of train run {candidate.run.info.run_id}",
+                          unrecorded="an earlier prizeflow trained it; train again")
+    tags = {**candidate.version_tags(), model_integrity.DIGEST_TAG: digest}
     # register_model prints "Registered model ... already exists" for the model created above.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        version = mlflow.register_model(candidate.model_uri, name, tags=candidate.version_tags())
+        version = mlflow.register_model(candidate.model_uri, name, tags=tags)
     client.update_model_version(name, version.version, candidate.description())
     return version
 

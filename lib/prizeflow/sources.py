@@ -13,8 +13,9 @@ SHA-256 of its bytes, so a file whose content changed is read again even when it
 modification time were kept.
 
 Two listers, one result (path, size, modification time per file):
-- a folder on this machine's disk is walked here, before Spark starts (symlink loops are named
-  and cut, an unreadable file fails now, naming it);
+- a folder on this machine's disk is walked here, before Spark starts (a symlink leading out of
+  it is refused unless ``ingest.follow_external_links``, symlink loops are named and cut, an
+  unreadable file fails now, naming it);
 - any other source (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``, ``dbfs:/``: a URI; or any
   path over Spark Connect, where paths name the server's filesystems) is listed by Spark through the Hadoop filesystem that holds it: the ``binaryFile`` source with
   only its path, length and modification time selected, so no content is read. Hadoop hides
@@ -60,18 +61,29 @@ class SourcePlan:
         return [f for f in self.files if f.table == table]
 
 
-def _walk(source: str) -> list[str]:
+def _walk(source: str, follow_external_links: bool = False) -> list[str]:
     """Every file under ``source``, following symlinks, each folder once: a symlink to a folder
     already listed (a loop, or a second way to the same files) is named in a warning and not
-    followed."""
+    followed. A symlink whose target lies outside ``source`` is a SourceError naming it, unless
+    ``follow_external_links``: a link planted in a corpus (``combined_data_5.txt ->
+    ~/.aws/credentials``) must not carry another file's lines into the lake."""
     if os.path.isfile(source):
         return [source]
+    root = os.path.realpath(source)
     found = []
-    visited = {os.path.realpath(source)}
+    visited = {root}
 
     def unreadable(error: OSError) -> None:
         # os.walk skips a folder it cannot list unless told: that would drop its files silently.
         raise SourceError(f"cannot read source folder {error.filename}: {error.strerror}")
+
+    def check_inside(path: str) -> None:
+        if follow_external_links or not os.path.islink(path):
+            return
+        target = os.path.realpath(path)
+        if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
+            raise SourceError(f"symlink {path} leads out of the source folder (to {target}): "
+                              "refused; set ingest.follow_external_links to read it")
 
     for folder, dirs, names in os.walk(source, onerror=unreadable, followlinks=True):
         kept = []
@@ -79,6 +91,7 @@ def _walk(source: str) -> list[str]:
         names_first = sorted((d for d in dirs if not d.startswith(".")),
                              key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         for name in names_first:
+            check_inside(os.path.join(folder, name))
             target = os.path.realpath(os.path.join(folder, name))
             if target in visited:
                 logger.warning("not following %s: %s is already listed (a symlink loop or a "
@@ -87,7 +100,10 @@ def _walk(source: str) -> list[str]:
             visited.add(target)
             kept.append(name)
         dirs[:] = sorted(kept)
-        found.extend(os.path.join(folder, n) for n in sorted(names) if not n.startswith("."))
+        files = [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".")]
+        for path in files:
+            check_inside(path)
+        found.extend(files)
     return found
 
 
@@ -141,13 +157,13 @@ def listed_by_spark(source: str, connect: bool) -> bool:
     return connect or (bool(_SCHEME.match(source)) and not source.startswith("file:"))
 
 
-def _local_files(source: str) -> list[tuple[str, int, float]]:
+def _local_files(source: str, follow_external_links: bool = False) -> list[tuple[str, int, float]]:
     if source.startswith("file:"):
         source = source[len("file:"):]
     if not os.path.exists(source):
         raise SourceError(f"source not found: {source}")
     files = []
-    for path in _walk(source):
+    for path in _walk(source, follow_external_links):
         try:
             stat = os.stat(path)
         except OSError as exc:
@@ -179,11 +195,14 @@ def _spark_files(spark, source: str) -> list[tuple[str, int, float]]:
     return sorted((row.path, int(row.length), float(row.modified)) for row in rows)
 
 
-def discover(source: str, fmt: str = "auto", spark=None) -> SourcePlan:
+def discover(source: str, fmt: str = "auto", spark=None,
+             follow_external_links: bool = False) -> SourcePlan:
     """List the corpus files under ``source``; ``fmt`` is ``auto``, ``netflix`` or ``movielens``
     (or one of the exact MovieLens variants). ``spark``: the session that lists a source this
-    machine cannot (see :func:`listed_by_spark`); None lists the local disk."""
-    listed = _local_files(source) if spark is None else _spark_files(spark, source)
+    machine cannot (see :func:`listed_by_spark`); None lists the local disk, where symlinks out
+    of ``source`` are refused unless ``follow_external_links``."""
+    listed = (_local_files(source, follow_external_links) if spark is None
+              else _spark_files(spark, source))
     stats = {path: (size, modified) for path, size, modified in listed}
     by_format: dict[str, list[tuple[str, str]]] = {}
     unmatched = []

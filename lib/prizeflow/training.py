@@ -36,8 +36,8 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, neighbours,
-                       partitions, progress, scoring, splits)
+from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, model_integrity,
+                       neighbours, partitions, progress, scoring, splits)
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
@@ -538,6 +538,8 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
                       "plots/model_vs_baselines.png")
     model_info = tracking.log_factor_model(final.model)
     mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
+    # What the artifact store holds now, fixed as a param: register and every load check it.
+    mlflow.log_param(model_integrity.DIGEST_PARAM, model_integrity.digest_of(model_info.model_uri))
     spark_model_uri = None
     if p.conf.log_spark_model and is_connect(p.spark):
         logger.warning("Spark Connect: the Spark ML form of the model is not logged (it is built "
