@@ -482,11 +482,13 @@ def test_a_live_lease_is_never_taken_and_a_dead_one_runs_out(spark, tmp_path):
 
     # A holder that stopped renewing: its row stays, its lease runs out.
     lock._ensure(spark, path)
+    # Its own deadline starts before the row's lease does, as a holder's renewal does: the row
+    # cannot run out (and be taken) before the holder's own clock says it lost it.
+    dead = lock.Held("ingest=dead host=elsewhere pid=1", root)
+    dead.extend(lease)
     lake.update(spark, path, {"holder": "'ingest=dead host=elsewhere pid=1'",
                               "since": "current_timestamp()",
                               "lease_until": lock._lease(lease)}, "true")
-    dead = lock.Held("ingest=dead host=elsewhere pid=1", root)
-    dead.extend(lease)
     with lock.delta_lock(spark, root, 6 * lease, lease_seconds=lease) as taker:
         assert lock._holder(spark, path) == taker.name
         with pytest.raises(JobError, match="lost the ingest lock .* lease ran out"):
