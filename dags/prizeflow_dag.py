@@ -31,7 +31,21 @@ from pathlib import Path
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Param
 
-from prizeflow_params import check_conf, check_overrides
+
+def _load_params_module():
+    """dags/prizeflow_params.py, loaded by its path: Airflow does not promise that the DAG
+    folder is on sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "prizeflow_params", Path(__file__).resolve().with_name("prizeflow_params.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_params = _load_params_module()
+check_conf, check_overrides = _params.check_conf, _params.check_overrides
 
 PRIZEFLOW_HOME = Path(os.environ.get("PRIZEFLOW_HOME", Path(__file__).resolve().parents[1]))
 CONN_ID = os.environ.get("PRIZEFLOW_SPARK_CONN_ID", "prizeflow_spark")
