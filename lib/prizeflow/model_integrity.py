@@ -13,8 +13,9 @@ code as the pipeline. So:
   a version whose files differ from its tag (or that has no tag) in one line naming the version,
   and only then imports the model, from that checked copy.
 
-The digest: SHA-256 over each file's path under the model folder and its bytes, in path order
-(``sha256:<hex>``): the code, the arrays (``factors.npz``), ``MLmodel`` and the requirements.
+The digest: SHA-256 over each file's path under the model folder, its size and the SHA-256 of
+its bytes, in path order (``sha256:<hex>``): the code, the arrays (``factors.npz``), ``MLmodel``
+and the requirements. A symlink in the folder is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ModelIntegrityError(JobError):
 
 
 def folder_digest(folder: str | Path) -> str:
-    """``sha256:<hex>`` of every file under ``folder``: its relative path and its bytes."""
+    """``sha256:<hex>`` of every file under ``folder``: its relative path, size and bytes."""
     root = Path(folder)
     digest = hashlib.sha256()
     files = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
