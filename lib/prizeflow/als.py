@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from prizeflow.baselines import Biases, with_baseline
 from prizeflow.rule import Rule
-from prizeflow.spark import is_connect
+from prizeflow.sessions import connect_state, is_connect
 
 RESIDUAL, PLAIN = "residual", "plain"
 
@@ -84,13 +84,6 @@ def residuals(ratings: DataFrame, biases: Biases) -> DataFrame:
                     (F.col("rating") - F.col("baseline")).alias("residual")))
 
 
-# Over Spark Connect, pyspark 4.2 deletes a fitted model's server-side copy from the model's
-# finalizer with a blocking RPC, which can hang against another RPC of the same client
-# (SPARK-57655). Fitted models are kept here instead; ending the session frees them all
-# (:func:`prizeflow.spark.release`).
-_CONNECT_MODELS: list[ALSModel] = []
-
-
 def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
         biases: Biases | None, low: float, high: float) -> FittedModel:
     """Fit one grid point. ``training`` has (user_id, movie_id, residual) for the residual kind
@@ -102,13 +95,9 @@ def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: floa
               checkpointInterval=settings.checkpoint_interval, coldStartStrategy="nan")
     fitted = als.fit(training)
     if is_connect(training.sparkSession):
-        _CONNECT_MODELS.append(fitted)
+        # Held until the session ends (SPARK-57655: see prizeflow.sessions.ConnectState).
+        connect_state(training.sparkSession).keep(fitted)
     return FittedModel(point, mean, biases if point.kind == RESIDUAL else None, fitted, low, high)
-
-
-def release_connect_models() -> None:
-    """Forget the models kept over Spark Connect (after their session ended: no RPC is sent)."""
-    _CONNECT_MODELS.clear()
 
 
 def with_parts(model: FittedModel, pairs: DataFrame) -> DataFrame:

@@ -28,6 +28,7 @@ import select
 import threading
 from typing import Callable
 
+from prizeflow import progress
 from prizeflow.secrets import redact_text
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ def is_known(line: bytes) -> bool:
 def launch_gateway(conf):
     """PySpark's own ``launch_gateway`` for ``conf``, with the JVM's stderr filtered."""
     from pyspark.java_gateway import launch_gateway as pyspark_launch
-
-    from prizeflow import progress
 
     read_end, write_end = os.pipe()
     threading.Thread(target=pass_on, args=(read_end, 2, progress.make_way),

@@ -38,7 +38,8 @@ from prizeflow.lock import Held, ingest_lock
 from prizeflow.secrets import redact_text
 from prizeflow.sources import (SourceError, SourceFile, SourcePlan, discover, listed_by_spark,
                                spark_readable)
-from prizeflow.spark import is_connect, remote_url
+from prizeflow.sessions import is_connect
+from prizeflow.spark import remote_url
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from pyspark.sql import functions as F
 
 from prizeflow.errors import JobError
 from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
-from prizeflow.spark import is_connect, remote_url
+from prizeflow.sessions import is_connect
+from prizeflow.spark import remote_url
 
 logger = logging.getLogger(__name__)
 

@@ -12,26 +12,24 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from prizeflow.sessions import connect_state, is_connect
+
 TASK = "_pf_task"
 _KEY = "_pf_key"
-
-
-_CONNECT_PARALLELISM: dict[str, int] = {}
 
 
 def parallelism(spark: SparkSession) -> int:
     """Cores the session's executors offer (Spark's default parallelism). Over Spark Connect,
     where the client has no ``sparkContext``, the server tells it through the number of
     partitions a range gets by default (one small job, once per session)."""
-    from prizeflow.spark import is_connect
-
     if not is_connect(spark):
         return max(1, int(spark.sparkContext.defaultParallelism))
-    if spark.session_id not in _CONNECT_PARALLELISM:
+    state = connect_state(spark)
+    if state.parallelism is None:
         last = (spark.range(0, 1 << 20).select(F.spark_partition_id().alias("part"))
                 .agg(F.max("part")).first()[0])
-        _CONNECT_PARALLELISM[spark.session_id] = int(last) + 1
-    return _CONNECT_PARALLELISM[spark.session_id]
+        state.parallelism = int(last) + 1
+    return state.parallelism
 
 
 def _keys(spark: SparkSession, count: int) -> DataFrame:

@@ -23,6 +23,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, TextIO
 
+from prizeflow.sessions import connect_state, is_connect
+
 logger = logging.getLogger(__name__)
 
 _state = {"step": None, "since": time.monotonic(), "last_line": time.monotonic(), "bar": None}
@@ -113,15 +115,10 @@ class ConnectStages:
         return done, total, left
 
 
-_connect_stages: dict[str, ConnectStages] = {}
-
-
 def spark_progress(spark) -> tuple[int, int, float | None]:
     """(tasks done, tasks, seconds left or None) of Spark's active stages."""
-    from prizeflow.spark import is_connect
-
     if is_connect(spark):
-        stages = _connect_stages.get(spark.session_id)
+        stages = connect_state(spark).progress_handler
         return stages.progress() if stages is not None else (0, 0, None)
     tracker = spark.sparkContext.statusTracker()
     done = total = 0
@@ -176,12 +173,10 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="prizeflow-progress", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
-        from prizeflow.spark import is_connect
-
         if self.spark is not None:
-            if is_connect(self.spark) and self.spark.session_id not in _connect_stages:
-                _connect_stages[self.spark.session_id] = ConnectStages()
-                self.spark.registerProgressHandler(_connect_stages[self.spark.session_id])
+            if is_connect(self.spark) and connect_state(self.spark).progress_handler is None:
+                connect_state(self.spark).progress_handler = ConnectStages()
+                self.spark.registerProgressHandler(connect_state(self.spark).progress_handler)
             _state["last_line"] = time.monotonic()
             # First among the root's handlers: the bar is wiped before any logger's line.
             root = logging.getLogger()

@@ -13,7 +13,7 @@ spark-submit always wins over ``spark.master`` in conf.
 
 With ``spark.remote`` (or ``SPARK_REMOTE``) the session is a Spark Connect client: no local JVM,
 no ``sparkContext``; the server brings Delta and its own static settings, and only the runtime
-settings of ``spark.conf`` are applied. :func:`is_connect` tells the two kinds apart wherever a
+settings of ``spark.conf`` are applied. :func:`prizeflow.sessions.is_connect` tells the two kinds apart wherever a
 job needs something only classic Spark has.
 """
 
@@ -23,10 +23,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from prizeflow import driver_stderr
+from prizeflow import driver_stderr, partitions
 from prizeflow.config import Config
+from prizeflow.errors import JobError
 from prizeflow.private_files import content_file, is_private_folder, write_whole
-from prizeflow.secrets import spark_redaction_settings
+from prizeflow.secrets import redact_text, spark_redaction_settings
+from prizeflow.sessions import connect_state, forget, is_connect
 
 logger = logging.getLogger(__name__)
 
@@ -188,11 +190,6 @@ def log4j_file() -> Path:
     return content_file("prizeflow-log4j2", ".properties", LOG4J_CONFIG)
 
 
-def is_connect(spark) -> bool:
-    """True for a Spark Connect session (no ``sparkContext``, no JVM in this process)."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
 def remote_url(config: Config) -> str | None:
     """The Spark Connect endpoint asked for: ``spark.remote``, else ``SPARK_REMOTE``."""
     return config.spark.remote or os.environ.get("SPARK_REMOTE") or None
@@ -317,8 +314,6 @@ def _follow_cores(spark, config: Config) -> None:
     (every read, write and RESTORE does): prizeflow's tables hold hundreds of files, not
     millions, and 50 tasks cost local[2] about a second each time (an ingest of a small change
     spent over half its time there)."""
-    from prizeflow import partitions
-
     cores = partitions.parallelism(spark)
     if "spark.sql.shuffle.partitions" not in config.spark.conf:
         spark.conf.set("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS_PER_CORE * cores))
@@ -326,19 +321,13 @@ def _follow_cores(spark, config: Config) -> None:
         spark.conf.set("spark.databricks.delta.snapshotPartitions", str(cores))
 
 
-_OWN_CONNECT_SESSIONS: set[str] = set()
-
-
 def release(spark) -> None:
     """End a Spark Connect session this process opened (the server frees its cached models and
     frames). Classic sessions and sessions found already open are left as they are."""
-    if spark is None or not is_connect(spark) or spark.session_id not in _OWN_CONNECT_SESSIONS:
+    if spark is None or not is_connect(spark) or not connect_state(spark).opened_here:
         return
-    from prizeflow import als
-
-    _OWN_CONNECT_SESSIONS.discard(spark.session_id)
     spark.stop()
-    als.release_connect_models()
+    forget(spark)
 
 
 # Settings prizeflow asks of a Connect session: the runtime ones only (the server owns the rest).
@@ -351,11 +340,9 @@ def _connect(config: Config, remote: str):
     from pyspark.errors import AnalysisException
     from pyspark.sql import SparkSession
 
-    from prizeflow.secrets import redact_text
-
     check_reachable(remote)
     spark = SparkSession.builder.remote(remote).getOrCreate()
-    _OWN_CONNECT_SESSIONS.add(spark.session_id)
+    connect_state(spark).opened_here = True
     settings = {**CONNECT_SETTINGS, **{str(k): str(v) for k, v in config.spark.conf.items()}}
     skipped = []
     for key, value in settings.items():
@@ -378,9 +365,6 @@ def check_reachable(remote: str, timeout: float = 10.0) -> None:
     would retry for minutes before saying so)."""
     import socket
     from urllib.parse import urlparse
-
-    from prizeflow.errors import JobError
-    from prizeflow.secrets import redact_text
 
     if remote.startswith("local"):
         return  # pyspark starts a local Connect server itself

@@ -43,7 +43,8 @@ from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
 from prizeflow.rule import Rule
 from prizeflow.secrets import redact_text
-from prizeflow.spark import GRID_POOL_PREFIX, is_connect
+from prizeflow.sessions import is_connect
+from prizeflow.spark import GRID_POOL_PREFIX
 
 logger = logging.getLogger(__name__)
 
