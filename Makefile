@@ -55,7 +55,7 @@ test: install
 	$(BIN)/pytest
 
 test-fast: install
-	$(BIN)/pytest -m "not integration and not deploy"
+	$(BIN)/pytest -m "not spark and not deploy"
 
 # spark-submit on a standalone cluster, Spark Connect, an S3 server, the notebooks, and the
 # Airflow DAG (its own venv).
@@ -76,9 +76,10 @@ dist: install
 	rm -rf $(DIST) build
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(DIST) .
 	cp $(DIST)/prizeflow-*-py3-none-any.whl $(DIST)/prizeflow-$$($(BIN)/python -c 'import prizeflow; print(prizeflow.__version__)').zip
-	mkdir -p $(DIST)/jobs $(DIST)/conf
+	mkdir -p $(DIST)/jobs $(DIST)/conf $(DIST)/lib/prizeflow
 	cp jobs/*.py $(DIST)/jobs/
 	cp conf/*.yaml $(DIST)/conf/
+	cp lib/prizeflow/steps.py $(DIST)/lib/prizeflow/  # the Airflow DAG reads the step table
 	@ls -1 $(DIST) $(DIST)/jobs
 
 # Airflow in its own venv, pinned (dags/requirements-airflow.txt + dags/airflow-constraints.txt).

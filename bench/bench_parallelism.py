@@ -53,7 +53,7 @@ def stage_times(lake: str, master: str, overrides: list[str], repeat: int = 1) -
     times in a row (the first run pays the JIT's warm-up, later ones find the code compiled)."""
     from proctree import jvm_threads_cpu, tree, tree_cpu_seconds
 
-    from prizeflow import als, data, neighbours, partitions, splits, training
+    from prizeflow import als, data, grid, neighbours, partitions, splits, training
     from prizeflow.config import load_config
     from prizeflow.spark import get_spark
 
@@ -68,7 +68,7 @@ def stage_times(lake: str, master: str, overrides: list[str], repeat: int = 1) -
     fit_data = training.prepare(train, [3.0], 3, cache)
     cores = partitions.parallelism(spark)
     settings = als.AlsSettings(42, config.train.num_blocks or cores, 10)
-    point = als.GridPoint("residual", 20, 0.1, 10, 3.0)
+    point = grid.GridPoint("residual", 20, 0.1, 10, 3.0)
     jvm = next(pid for pid in tree(os.getpid())[1:] if _command(pid) == "java")
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     collector = [bean.getName() for bean in management.getGarbageCollectorMXBeans()]

@@ -231,7 +231,7 @@ def blend_cost(args, command: str) -> None:
 
 
 def iterations(args, command: str) -> None:
-    from prizeflow import als, data, partitions, splits, training
+    from prizeflow import als, data, grid, partitions, splits, training
     from prizeflow.generate import generate_corpus, make_spec
 
     rows = []
@@ -249,7 +249,7 @@ def iterations(args, command: str) -> None:
                                    or partitions.parallelism(spark), 10)
         timings = {}
         for iters in (2, 6):
-            point = als.GridPoint("residual", args.rank, 0.1, iters, 3.0)
+            point = grid.GridPoint("residual", args.rank, 0.1, iters, 3.0)
             samples = []
             for _ in range(args.runs):
                 t0 = time.monotonic()

@@ -7,8 +7,8 @@ prizeflow: every task is `spark-submit <PRIZEFLOW_HOME>/jobs/<step>.py --conf <c
 What the Airflow worker needs in its environment:
 - `spark-submit` on PATH, with SPARK_HOME and PYSPARK_PYTHON pointing at the pipeline's venv
   (or a cluster's Spark client);
-- PRIZEFLOW_HOME: the folder holding `jobs/` and `conf/` (default: this file's parent folder's
-  parent, i.e. a checkout of the project);
+- PRIZEFLOW_HOME: the folder holding `jobs/`, `conf/` and `lib/prizeflow/steps.py` (default:
+  this file's parent folder's parent, i.e. a checkout of the project);
 - an Airflow connection `prizeflow_spark` (or PRIZEFLOW_SPARK_CONN_ID) whose host is the master,
   e.g. AIRFLOW_CONN_PRIZEFLOW_SPARK='{"conn_type": "spark", "host": "local[2]"}' or
   host `spark://spark-master` with port 7077, or `yarn`.
@@ -32,22 +32,24 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Param
 
 
-def _load_params_module():
-    """dags/prizeflow_params.py, loaded by its path: Airflow does not promise that the DAG
-    folder is on sys.path."""
+def _load_by_path(name: str, path: Path):
+    """A module loaded from its file: Airflow does not promise that the DAG folder is on
+    sys.path, and prizeflow itself is not installed in Airflow's virtualenv."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location(
-        "prizeflow_params", Path(__file__).resolve().with_name("prizeflow_params.py"))
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
 
-_params = _load_params_module()
-check_conf, check_overrides = _params.check_conf, _params.check_overrides
-
 PRIZEFLOW_HOME = Path(os.environ.get("PRIZEFLOW_HOME", Path(__file__).resolve().parents[1]))
+_params = _load_by_path("prizeflow_params", Path(__file__).resolve().with_name("prizeflow_params.py"))
+check_conf, check_overrides = _params.check_conf, _params.check_overrides
+# The step table (standard library only): each step's options, the scheduled order.
+steps = _load_by_path("prizeflow_steps", PRIZEFLOW_HOME / "lib" / "prizeflow" / "steps.py")
 CONN_ID = os.environ.get("PRIZEFLOW_SPARK_CONN_ID", "prizeflow_spark")
 # Must match prizeflow.spark.delta_package for the pipeline's pyspark (a test checks it).
 DELTA_PACKAGE = os.environ.get("PRIZEFLOW_DELTA_PACKAGE", "io.delta:delta-spark_4.2_2.13:4.4.0")
@@ -59,12 +61,8 @@ def job_arguments(step: str, params: dict, run_id: str = "") -> list[str]:
     train tags its MLflow run with the DAG run's id and register takes the run with that tag,
     so a DAG run registers the model its own train task made."""
     arguments = ["--conf", check_conf(str(params["conf"]), PRIZEFLOW_HOME)]
-    if step == "ingest":
-        arguments += ["--source", str(params["source"])]
-    elif step in ("train", "register"):
-        arguments += ["--pipeline-run", str(run_id)]
-    elif step == "recommend":
-        arguments += ["--top", str(params["top"])]
+    arguments += steps.cli_arguments(step, {"source": params["source"], "pipeline_run": run_id,
+                                            "top": params["top"]})
     for assignment in check_overrides(params.get("overrides")):
         arguments += ["--set", assignment]
     return arguments
@@ -113,7 +111,7 @@ with DAG(
     tags=["prizeflow", "spark", "mlflow"],
 ) as dag:
     previous = None
-    for step in ("ingest", "train", "register", "recommend"):
+    for step in steps.SCHEDULED:
         task = SparkSubmitOperator(
             task_id=step,
             doc_md=STEP_DOCS[step],

@@ -14,7 +14,7 @@
 
 from mlflow.tracking import MlflowClient
 
-from prizeflow import explore, notebook, registry, snapshots, tracking
+from prizeflow import explore, notebook, plots, snapshots, tracking, train_runs
 
 try:
     dbutils, display  # noqa: F821 - provided by Databricks
@@ -38,7 +38,7 @@ spark = notebook.spark_session(config)
 ratings = snapshots.for_reading(spark, config.lake.root).read(spark, config.lake.root, "ratings")
 distribution = explore.rating_distribution(ratings).toPandas()
 display(distribution)
-display(explore.rating_histogram(distribution))
+display(plots.rating_histogram(distribution))
 
 # COMMAND ----------
 
@@ -49,12 +49,12 @@ display(explore.rating_histogram(distribution))
 
 experiment_id = tracking.configure(config)
 client = MlflowClient()
-run = (registry.train_run(client, params["run_id"]) if params["run_id"]
-       else registry.latest_train_run(client, experiment_id))
-outcome = explore.training_outcome(client, run)
-display(notebook.summary_table({"run_id": outcome.run_id, "test_rmse": outcome.test_rmse,
-                                "baseline_rmse": outcome.baselines, "lift_pct": outcome.lift_pct}))
-for kind in sorted({result.point.kind for result in outcome.grid}):
-    display(tracking.grid_heatmap(outcome.grid, kind))
-display(tracking.model_vs_baselines(outcome.test_rmse, outcome.baselines))
-display(explore.lift_bars(outcome.lift_pct))
+run = (train_runs.get(client, params["run_id"]) if params["run_id"]
+       else train_runs.latest(client, experiment_id))
+display(notebook.summary_table({"run_id": run.run_id, "test_rmse": run.test_rmse,
+                                "baseline_rmse": run.baselines, "lift_pct": run.lift_pct}))
+points = run.points(client)
+for kind in sorted({result.point.kind for result in points}):
+    display(plots.grid_heatmap(points, kind))
+display(plots.model_vs_baselines(run.test_rmse, run.baselines))
+display(plots.lift_bars(run.lift_pct))

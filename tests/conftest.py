@@ -1,8 +1,12 @@
 """One Spark session for the whole run (local[2], few shuffle partitions, UI off, temp
-warehouse, Delta on) and helpers to run jobs in-process against a temp lake."""
+warehouse, Delta on), helpers to run jobs in-process against a temp lake, and the check of the
+``spark`` and ``mlflow`` markers (what they mean: pytest.ini)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,15 +31,91 @@ TEST_SPARK_CONF = {
 }
 
 
+SPARK_MARK_OPTIONS = {"process"}
+
+
+def _marker_problems(item) -> list[str]:
+    """What is wrong with one test's ``spark`` and ``mlflow`` markers."""
+    problems = []
+    fixtures = set(getattr(item, "fixturenames", ()))
+    spark_marks = list(item.iter_markers("spark"))
+    for mark in spark_marks:
+        if mark.args or set(mark.kwargs) - SPARK_MARK_OPTIONS:
+            problems.append(f"@pytest.mark.spark takes only process=True, not args {mark.args} "
+                            f"kwargs {mark.kwargs}")
+    in_process = "spark" in fixtures
+    in_child = any(mark.kwargs.get("process") for mark in spark_marks)
+    if in_process and not spark_marks:
+        problems.append("uses the spark fixture (directly or through another fixture) and is "
+                        "not marked spark: add @pytest.mark.spark, or pytestmark = "
+                        "pytest.mark.spark when the whole module uses it")
+    if spark_marks and not in_process and not in_child:
+        problems.append("is marked spark and uses no spark fixture: drop the marker, or, if it "
+                        "starts a JVM in a child process, mark it @pytest.mark.spark(process=True)")
+    if "uses_mlflow" in fixtures and not item.get_closest_marker("mlflow"):
+        problems.append("uses a fixture that writes or reads an MLflow store (it requests "
+                        "uses_mlflow) and is not marked mlflow: add @pytest.mark.mlflow")
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
 def pytest_collection_modifyitems(items):
-    """A test that starts Spark is an integration test, whatever its file says: anything that
-    uses the ``spark`` fixture, directly or through another fixture, gets the mark, so
-    ``make test-fast`` (``-m "not integration"``) never starts a JVM."""
-    integration = pytest.mark.integration
+    """Markers are written in the test files, never added here: a test that uses the ``spark``
+    fixture (directly or through other fixtures) must be marked ``spark``; a test marked
+    ``spark`` must use the fixture or be marked ``spark(process=True)`` (it starts a JVM in a
+    child process: a command, spark-submit, a server); a test using a fixture that requests
+    ``uses_mlflow`` must be marked ``mlflow``. Anything else stops the collection, naming the
+    tests."""
+    found = {}
     for item in items:
-        if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
-                "integration"):
-            item.add_marker(integration)
+        for problem in _marker_problems(item):
+            found.setdefault(f"{item.nodeid.split('[')[0]} {problem}", None)
+    if found:
+        raise pytest.UsageError("tests with wrong markers (see pytest.ini):\n  "
+                                + "\n  ".join(found))
+
+
+@pytest.fixture(scope="session")
+def uses_mlflow():
+    """Requested by every fixture that writes or reads a real MLflow store (runs, the registry):
+    the tests that use such a fixture must be marked ``mlflow``. Provides nothing."""
+
+
+@pytest.fixture(scope="session")
+def _java_starts(tmp_path_factory):
+    """(a JAVA_HOME whose bin/java notes each start in a log and then runs the real java, the
+    log)."""
+    real = (str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME")
+            else shutil.which("java"))
+    home = tmp_path_factory.mktemp("java-starts")
+    log = home / "started.log"
+    (home / "bin").mkdir()
+    java = home / "bin" / "java"
+    run = f"exec {shlex.quote(real)} \"$@\"" if real else "echo 'java: not found' >&2; exit 127"
+    java.write_text(f"#!/bin/sh\necho \"$$ $*\" >> {shlex.quote(str(log))}\n{run}\n")
+    java.chmod(0o755)
+    return home, log
+
+
+@pytest.fixture(autouse=True)
+def _no_jvm_unless_marked_spark(request, monkeypatch):
+    """A test not marked ``spark`` fails if it (or a process it starts) launches a JVM: java is
+    found through a stand-in that notes each start. (A JVM started by a module or session
+    fixture before this test, or one already running, is not seen.)"""
+    if request.node.get_closest_marker("spark"):
+        yield
+        return
+    home, log = request.getfixturevalue("_java_starts")
+    log.write_text("")
+    monkeypatch.setenv("JAVA_HOME", str(home))
+    monkeypatch.setenv("PATH", f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    yield
+    started = log.read_text().splitlines()
+    if started:
+        pytest.fail(f"{request.node.nodeid} is not marked spark and started {len(started)} java "
+                    f"process(es), first: java {started[0].split(' ', 1)[-1][:300]}\nmark it "
+                    "@pytest.mark.spark(process=True) (or use the spark fixture and mark it "
+                    "spark)", pytrace=False)
 
 
 def head_commit() -> str:

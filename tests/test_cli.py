@@ -67,6 +67,7 @@ def test_generate_prints_its_summary(tmp_path):
 
 # A spark-submit JVM of its own (~90 s here): with the other spark-submit tests in `make test-deploy`.
 @pytest.mark.deploy
+@pytest.mark.spark(process=True)
 def test_ingest_under_spark_submit_prints_the_summary(tmp_path):
     """The console script and jobs/ingest.py share main(); spark-submit is the harder path."""
     corpus = tmp_path / "corpus"
@@ -99,17 +100,19 @@ def test_ingest_under_spark_submit_prints_the_summary(tmp_path):
     (ValueError("no ratings table in lake"), "step train: no ratings table in lake"),
     (KeyError("user_id"), "step train: KeyError: 'user_id'"),
 ])
-def test_a_failing_step_is_named_on_the_error_line(capsys, error, line):
-    from prizeflow.jobs.common import make_parser, run_job, run_step
+def test_a_failing_step_is_named_on_the_error_line(capsys, monkeypatch, error, line):
+    """`prizeflow run`'s own code path (the step table, pipeline.run, the job's error line),
+    with ingest and train replaced: train fails, and the line names it."""
+    from prizeflow import pipeline
+    from prizeflow.jobs.common import build_parser, run_job
 
-    def failing_train():
+    def failing_train(spark, config, **inputs):
         raise error
 
-    def pipeline(spark, config, args):
-        run_step("ingest", lambda: {"rows": 1})
-        return run_step("train", failing_train)
-
-    code = run_job("run", make_parser("run", "test"), pipeline, ["--set", "lake.root=x"],
-                   needs_spark=False)
+    monkeypatch.setattr(pipeline, "ingest", lambda spark, config, **inputs: {"rows": 1})
+    monkeypatch.setattr(pipeline, "train", failing_train)
+    code = run_job("run", build_parser("run"),
+                   lambda spark, config, args: pipeline.run(spark, config, args.source),
+                   ["--source", "x", "--set", "lake.root=x"], needs_spark=False)
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"prizeflow run: error: {line}"

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from processes import (BIN, free_port, generate_corpus, pipeline_env, start_daemon,
                        stop_daemon, wait_until)
 
-pytestmark = pytest.mark.deploy
+pytestmark = [pytest.mark.deploy, pytest.mark.spark(process=True)]  # a Spark Connect server
 
 SMALL_GRID = ["--set", "train.grid.rank=[4,8]", "--set", "train.grid.reg_param=[0.1]",
               "--set", "train.grid.max_iter=[6]", "--set", "spark.master=local[2]",
@@ -83,6 +83,7 @@ def _pipeline(corpus: Path, base: Path, extra: list[str], env: dict[str, str]):
     return {**summaries, "logs": "\n".join(logs), "tracking_uri": tracking_uri, "base": base}
 
 
+@pytest.mark.mlflow
 def test_the_jobs_over_spark_connect_match_classic_spark(connect_server, tmp_path):
     url, server_log = connect_server
     corpus = tmp_path / "corpus"

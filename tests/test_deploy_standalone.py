@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from processes import (BIN, free_port, generate_corpus, pipeline_env, start_daemon,
                        stop_daemon, wait_until)
 
-pytestmark = pytest.mark.deploy
+# A Spark master and workers, drivers started by spark-submit; train and register into MLflow.
+pytestmark = [pytest.mark.deploy, pytest.mark.spark(process=True), pytest.mark.mlflow]
 
 PROJECT = Path(__file__).resolve().parents[1]
 

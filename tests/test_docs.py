@@ -80,3 +80,108 @@ def test_the_readme_example_report_is_what_the_code_prints():
     seconds = {step: round(summary[step]["seconds"]) for step in ("ingest", "train")}
     assert (f"`prizeflow run`\ntook {round(summary['seconds'])} s, of which ingest "
             f"{seconds['ingest']} s and train {seconds['train']} s") in text
+
+
+PROJECT = README.parent
+PACKAGE = PROJECT / "lib" / "prizeflow"
+
+
+def _prizeflow_imports(path: Path) -> set[str]:
+    """Every prizeflow module a file imports, at the top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("prizeflow"):
+            if node.module == "prizeflow":
+                found |= {f"prizeflow.{alias.name}" for alias in node.names}
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("prizeflow.")}
+    return found
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_package_imports_form_no_circle():
+    """README: "their imports form no circle", function-local imports included (a circle hidden
+    behind a local import is still a circle)."""
+    graph = {_module_name(p): _prizeflow_imports(p) for p in PACKAGE.rglob("*.py")}
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                raise AssertionError("import circle: " + " -> ".join(path + [module, dep]))
+            if dep not in state:
+                visit(dep, path + [module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    # The leaf the Spark-facing modules share imports nothing from prizeflow.
+    assert graph["prizeflow.sessions"] == set() and graph["prizeflow.steps"] == set()
+
+
+def test_every_module_and_file_the_readme_layout_names_exists():
+    text = README.read_text(encoding="utf-8")
+    layout = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", layout))
+    assert len(named) > 25
+    for name in named:
+        assert (PACKAGE / name).is_file() or (PROJECT / name).is_file(), name
+    listed = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py"}
+    # Every module of the package is placed in the layout (a new module says where it belongs).
+    assert listed - named <= {"cli.py", "config.py", "errors.py", "lock.py", "snapshots.py",
+                              "gate.py", "ingestion.py", "metrics.py", "rule.py", "explore.py",
+                              "generate.py", "notebook.py", "recommending.py", "report.py",
+                              "served_model.py", "sparkmodel.py", "progress.py",
+                              "driver_stderr.py", "spark.py"}, listed - named
+
+
+def _collected(*marks: str) -> int:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", *marks], cwd=PROJECT, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    # "334/345 tests collected (11 deselected)", or "345 tests collected" with nothing left out
+    match = re.search(r"^(\d+)(?:/\d+)? tests? collected", out, re.M)
+    assert match, out[-500:]
+    return int(match.group(1))
+
+
+def test_the_readme_test_counts_are_the_suites():
+    """README's "make test ran N tests" and "make test-deploy M tests" are what pytest collects
+    for those targets now."""
+    text = README.read_text(encoding="utf-8")
+    default = int(re.search(r"`make test` ran (\d+) tests", text).group(1))
+    deploy = int(re.search(r"`make test-deploy` (\d+) tests", text).group(1))
+    assert default == _collected()
+    assert deploy == _collected("-m", "deploy")
+
+
+def test_the_makefile_targets_select_by_the_markers_pytest_declares():
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(PROJECT / "pytest.ini")
+    declared = {line.split(":")[0].strip() for line in ini["pytest"]["markers"].splitlines()
+                if line.strip()}
+    assert {"spark", "mlflow", "deploy"} <= declared
+    pytest_lines = [line for line in (PROJECT / "Makefile").read_text(encoding="utf-8")
+                    .splitlines() if "pytest" in line]
+    selections = [m for line in pytest_lines
+                  for m in re.findall(r'-m "([^"]+)"|-m (\w+)', line) for m in m if m]
+    assert selections
+    for selection in selections:
+        used = set(re.findall(r"\b(?!not\b|and\b|or\b)(\w+)", selection))
+        assert used <= declared, selection

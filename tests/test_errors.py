@@ -131,6 +131,7 @@ def test_secrets_are_masked_in_the_config_dump_logs_and_errors(tmp_path):
     assert SECRET not in result.stdout + result.stderr
 
 
+@pytest.mark.spark
 def test_a_java_failure_is_told_by_its_root_cause(spark):
     from py4j.protocol import Py4JJavaError
 

@@ -17,6 +17,32 @@ MOVIES = np.arange(101, 131, dtype=np.int64)  # 30 movies, ids 101..130
 USERS = np.arange(1, 41, dtype=np.int64)
 
 
+def _to_arrays(table, movie_ids: np.ndarray, keep: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A neighbour table (a pandas frame of movie_id, other_id, similarity) as the model's padded
+    arrays: positions in ``movie_ids`` (-1 pads), similarities, best first (ties: lower other
+    position first)."""
+    movie_pos = np.searchsorted(movie_ids, table["movie_id"].to_numpy(np.int64))
+    other_pos = np.searchsorted(movie_ids, table["other_id"].to_numpy(np.int64))
+    values = table["similarity"].to_numpy(np.float32)
+    known = ((movie_pos < len(movie_ids)) & (other_pos < len(movie_ids)))
+    known[known] &= (movie_ids[movie_pos[known]] == table["movie_id"].to_numpy(np.int64)[known])
+    known[known] &= (movie_ids[other_pos[known]] == table["other_id"].to_numpy(np.int64)[known])
+    movie_pos, other_pos, values = movie_pos[known], other_pos[known], values[known]
+    order = np.lexsort((other_pos, -values, movie_pos))
+    movie_pos, other_pos, values = movie_pos[order], other_pos[order], values[order]
+    starts = np.searchsorted(movie_pos, movie_pos, side="left")
+    within = np.arange(len(movie_pos)) - starts
+    width = int(within.max()) + 1 if len(within) else 0
+    if keep is not None:
+        width = min(width, keep)
+    near = np.full((len(movie_ids), width), -1, dtype=np.int32)
+    similarity = np.zeros((len(movie_ids), width), dtype=np.float32)
+    inside = within < width
+    near[movie_pos[inside], within[inside]] = other_pos[inside]
+    similarity[movie_pos[inside], within[inside]] = values[inside]
+    return near, similarity
+
+
 def _neighbour_table(rng, keep=8):
     """Random positive similarities with ties; (table as dict, padded arrays)."""
     table = {}
@@ -27,7 +53,7 @@ def _neighbour_table(rng, keep=8):
             table[(m, int(other))] = float(np.float32(np.round(rng.random(), 1) + 0.05))
     frame = pd.DataFrame([(MOVIES[m], MOVIES[o], s) for (m, o), s in table.items()],
                          columns=["movie_id", "other_id", "similarity"])
-    arrays = neighbours.to_arrays(frame, MOVIES, keep)
+    arrays = _to_arrays(frame, MOVIES, keep)
     kept = {(m, int(o)): float(s) for m in range(len(MOVIES))
             for o, s in zip(*arrays_row(arrays, m))}
     return kept, arrays

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from prizeflow import grid
-from prizeflow.als import GridPoint
+from prizeflow.grid import GridPoint
 from prizeflow.config import GridSettings, HalvingSettings
 from prizeflow.metrics import lift_pct
 

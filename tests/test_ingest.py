@@ -13,7 +13,7 @@ from prizeflow import lake
 from prizeflow.generate import generate_corpus, make_spec
 from prizeflow.jobs.common import JobError
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.spark
 
 
 def _versions(spark, config):

@@ -56,6 +56,7 @@ def _assert_exact(spark, config, source: Path, ratings: int) -> None:
 # Eight ingest processes of their own (30-90 s each here: JVM start-up, and each rolls back
 # what the one before left): with the other real-process tests in `make test-deploy`.
 @pytest.mark.deploy
+@pytest.mark.spark(process=True)
 @pytest.mark.timeout(1800)
 def test_a_kill_at_each_commit_leaves_readers_on_the_last_complete_ingest(spark, tmp_path):
     source = tmp_path / "corpus"
@@ -104,6 +105,7 @@ def test_a_kill_at_each_commit_leaves_readers_on_the_last_complete_ingest(spark,
 
 
 @pytest.mark.deploy
+@pytest.mark.spark(process=True)
 def test_a_cli_ingest_and_a_spark_submit_ingest_into_one_lake_take_turns(spark, tmp_path):
     """The two ways users start an ingest (the DAG runs spark-submit), at once, on overlapping
     sources: movie 3's ratings are in both (in files of different names)."""

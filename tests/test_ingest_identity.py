@@ -16,8 +16,6 @@ from conftest import make_config, table, write
 from prizeflow import lake, snapshots
 from prizeflow.sources import SourceError, discover
 
-pytestmark = pytest.mark.integration
-
 # Every character Spark or a URL decoder spells differently: a space, %, #, +, non-ASCII, a
 # literal %20, and the glob characters Spark's readers would expand.
 ODD_FOLDER = "pf dir/50%off #1+é/a[1]{x}?"
@@ -47,6 +45,7 @@ def _keys(spark, config, name="ratings"):
     return sorted((r.movie_id, r.user_id) for r in rows)
 
 
+@pytest.mark.spark
 def test_odd_characters_in_names_keep_one_identity(spark, tmp_path, ingest):
     source = _corpus(tmp_path / ODD_FOLDER)
     config = make_config(tmp_path)
@@ -73,6 +72,7 @@ def test_odd_characters_in_names_keep_one_identity(spark, tmp_path, ingest):
     assert table(spark, config, "ratings").where("movie_id = 3").count() == 21
 
 
+@pytest.mark.spark
 def test_a_moved_or_copied_corpus_is_the_same_data(spark, tmp_path, ingest):
     config = make_config(tmp_path)
     source = _corpus(tmp_path / "first")
@@ -93,6 +93,7 @@ def test_a_moved_or_copied_corpus_is_the_same_data(spark, tmp_path, ingest):
     assert _keys(spark, config) == keys
 
 
+@pytest.mark.spark
 def test_a_change_behind_the_same_size_and_mtime_is_read_again(spark, tmp_path, ingest):
     config = make_config(tmp_path)
     source = _corpus(tmp_path / "corpus")
@@ -110,6 +111,7 @@ def test_a_change_behind_the_same_size_and_mtime_is_read_again(spark, tmp_path, 
     assert row.rating == 5.0
 
 
+@pytest.mark.spark
 def test_files_that_left_the_source_are_reported_and_removed_on_request(spark, tmp_path, ingest):
     source = _corpus(tmp_path / "corpus")
     config = make_config(tmp_path)
@@ -135,6 +137,7 @@ def test_files_that_left_the_source_are_reported_and_removed_on_request(spark, t
     assert back["files_ingested"] == 1 and back["ratings"] == 70 and back["quarantined"] == 0
 
 
+@pytest.mark.spark
 def test_implausible_dates_and_long_lines_go_to_quarantine(spark, tmp_path, ingest):
     netflix = tmp_path / "netflix"
     long_line = "9" * 5000 + ",3,2005-01-01"

@@ -7,7 +7,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from prizeflow import als, baselines, splits
-from prizeflow.als import AlsSettings, GridPoint
+from prizeflow.als import AlsSettings
+from prizeflow.grid import GridPoint
+
+pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,7 @@ def test_biases_equal_a_hand_computation(spark, passes):
 def residual_model(ratings):
     train = splits.part(splits.hash_split(ratings, 0.1, 0.0, seed=1), "train")
     biases = baselines.fit_biases(train, 2.0, 2)
-    data = als.residuals(train, biases).cache()
+    data = baselines.residuals(train, biases).cache()
     point = GridPoint("residual", 3, 0.1, 5, 2.0)
     return als.fit(point, data, AlsSettings(1, 2, 10), biases.mean, biases, 1.0, 5.0)
 

@@ -12,7 +12,7 @@ from prizeflow import blend, neighbours, partitions, scoring
 from prizeflow.factors import FactorModel, Neighbourhood, Requests
 from prizeflow.rule import Rule
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.spark
 
 SHRINK = 2.0
 
@@ -53,12 +53,18 @@ def _hand_similarities(rows, shrink):
     return out
 
 
+def _pairs(lists):
+    """{(movie, other): similarity} of :func:`neighbours.similarities`' rows (a small frame)."""
+    movie, other, value = neighbours._unpack_lists(lists.toArrow())
+    return {(int(m), int(o)): float(v) for m, o, v in zip(movie, other, value)}
+
+
 @pytest.mark.parametrize("rows_per_task", [10**9, 30, 7])  # 2 blocks (2 cores), 5, 16
 def test_similarities_equal_a_hand_computation_however_the_blocks_fall(residuals, rows_per_task):
     expected = _hand_similarities(_residual_rows(), SHRINK)
     lists = neighbours.similarities(residuals, SHRINK, None, None, parallelism=2,
                                     rows_per_task=rows_per_task)
-    got = neighbours.pairs(lists)
+    got = _pairs(lists)
     assert len(expected) > 10  # the fixture has positive and non-positive pairs
     assert got == pytest.approx(expected, rel=1e-5)
     movie, other, _ = neighbours._unpack_lists(lists.toArrow())
@@ -208,18 +214,25 @@ def test_spark_top_n_equals_the_numpy_ranking(spark):
 
 def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     rng = np.random.default_rng(3)
-    features = rng.normal(size=(500, 3))
-    rating = 0.5 + features @ np.array([0.9, 1.1, 2.0])
+    # Correlated parts, as the model's are: a subset's weights are not the full fit's, cut short.
+    features = rng.normal(size=(500, 3)) @ np.array([[1, 0.5, 0.3], [0, 1, 0.6], [0, 0, 1]])
+    rating = 0.5 + features @ np.array([0.9, 1.1, 2.0]) + rng.normal(0, 0.2, 500)
+    # The columns in another order than blend.FEATURES: the weights follow the names.
     frame = spark.createDataFrame(
-        [tuple(map(float, row)) + (float(r),) for row, r in zip(features, rating)],
-        "baseline double, factor_term double, neighbour_term double, rating double")
+        [(float(r),) + tuple(map(float, row[::-1])) for row, r in zip(features, rating)],
+        "rating double, neighbour_term double, factor_term double, baseline double")
     nested = blend.fit_nested_weights(frame)
-    assert nested[3] == pytest.approx([0.5, 0.9, 1.1, 2.0], abs=1e-3)
-    assert blend.fit_weights(frame) == nested[3]
-    design = np.column_stack([np.ones(500), features[:, :2]])
-    assert nested[2] == pytest.approx(np.linalg.lstsq(design, rating, rcond=None)[0], abs=1e-4)
+    assert len(nested) == 4 and [len(w) for w in nested] == [1, 2, 3, 4]
+    assert nested[3] == pytest.approx([0.5, 0.9, 1.1, 2.0], abs=0.05)  # the generating rule
+    # Each leading subset's weights are its own least-squares solution, computed here in numpy
+    # from the rows Spark holds (the ridge, 1e-6 x rows, moves them by about 1e-6).
+    rows = frame.toPandas()
+    for n, weights in enumerate(nested):
+        design = np.column_stack([np.ones(len(rows))] + [rows[name] for name in blend.FEATURES[:n]])
+        expected = np.linalg.lstsq(design, rows["rating"], rcond=None)[0]
+        assert weights == pytest.approx(expected, abs=1e-4), n
     clipped = frame.select(Rule.linear(nested[3], 1.0, 5.0).column().alias("p")).agg(
         F.min("p"), F.max("p")).first()
     assert clipped[0] >= 1.0 and clipped[1] <= 5.0
     with pytest.raises(ValueError, match="empty"):
-        blend.fit_weights(frame.where(F.lit(False)))
+        blend.fit_nested_weights(frame.where(F.lit(False)))

@@ -63,7 +63,8 @@ def _run_notebook(name: str, monkeypatch, widgets: dict[str, str]) -> dict:
     return runpy.run_path(str(PROJECT / "notebooks" / name), run_name="__main__")
 
 
-@pytest.mark.integration
+@pytest.mark.spark
+@pytest.mark.mlflow
 @pytest.mark.deploy
 def test_every_notebook_runs_end_to_end(spark, tmp_path, monkeypatch):
     corpus = tmp_path / "corpus"
@@ -96,11 +97,12 @@ def test_every_notebook_runs_end_to_end(spark, tmp_path, monkeypatch):
     assert distribution["ratings"].sum() == 20000
     assert distribution["share"].sum() == pytest.approx(1.0)
     assert list(distribution["rating"]) == sorted(distribution["rating"])
-    outcome = explore["outcome"]
-    assert len(outcome.grid) == 2
-    assert min(r.validation_rmse for r in outcome.grid) == pytest.approx(trained["validation_rmse"])
-    assert outcome.test_rmse == pytest.approx(trained["test_rmse"])
-    assert outcome.lift_pct == pytest.approx(trained["lift_pct"])
+    run, points = explore["run"], explore["points"]
+    assert len(points) == 2
+    assert min(r.validation_rmse for r in points) == pytest.approx(trained["validation_rmse"])
+    assert run.run_id == trained["run_id"]
+    assert run.test_rmse == pytest.approx(trained["test_rmse"])
+    assert run.lift_pct == pytest.approx(trained["lift_pct"])
     saved = sorted(p.name for p in figures.glob("*.png"))
     assert saved == ["00_rating_distribution_20_000_ratings.png",
                      "01_validation_rmse_residual_als.png",

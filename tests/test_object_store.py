@@ -20,7 +20,7 @@ import pytest
 from processes import (BIN, free_port, generate_corpus, pipeline_env, start_daemon,
                        stop_daemon, wait_until)
 
-pytestmark = pytest.mark.deploy
+pytestmark = [pytest.mark.deploy, pytest.mark.spark(process=True)]  # ingest commands
 
 PROJECT = Path(__file__).resolve().parents[1]
 SERVER = PROJECT / ".tools" / "bin" / "versitygw"

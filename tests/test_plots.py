@@ -1,8 +1,8 @@
 """The run's plots say what they show: readable cell labels, a labelled colour bar, bars from
 zero, a published baseline marked as published, and the model named."""
 
-from prizeflow import tracking
-from prizeflow.als import GridPoint
+from prizeflow import plots
+from prizeflow.grid import GridPoint
 from prizeflow.grid import PointResult
 
 
@@ -11,8 +11,8 @@ def _result(rank: int, reg: float, rmse: float) -> PointResult:
 
 
 def _contrast(first, second) -> float:
-    light, dark = sorted((tracking.relative_luminance(first),
-                          tracking.relative_luminance(second)), reverse=True)
+    light, dark = sorted((plots.relative_luminance(first),
+                          plots.relative_luminance(second)), reverse=True)
     return (light + 0.05) / (dark + 0.05)
 
 
@@ -22,7 +22,7 @@ def test_grid_heatmap_labels_are_readable_and_the_colour_bar_is_named():
     rmses = [0.90 + 0.01 * i for i in range(12)]
     results = [_result(rank, reg, rmse) for (rank, reg), rmse in zip(
         [(r, g) for r in (10, 20, 50, 100) for g in (0.05, 0.1, 0.15)], rmses)]
-    fig = tracking.grid_heatmap(results, "residual")
+    fig = plots.grid_heatmap(results, "residual")
     heatmap, colour_bar = fig.axes
     image = heatmap.images[0]
     assert len(heatmap.texts) == 12
@@ -37,7 +37,7 @@ def test_grid_heatmap_labels_are_readable_and_the_colour_bar_is_named():
 
 
 def test_model_vs_baselines_starts_at_zero_and_marks_the_published_figure():
-    fig = tracking.model_vs_baselines(0.81, {"global_mean": 1.04, "bias": 0.88,
+    fig = plots.model_vs_baselines(0.81, {"global_mean": 1.04, "bias": 0.88,
                                              "cinematch": 0.9474}, "blend\n(ALS + neighbours)")
     ax = fig.axes[0]
     assert ax.get_ylim()[0] == 0

@@ -131,6 +131,7 @@ def _hold_session(command: list[str], conf: Path, env: dict[str, str], cwd: Path
     return json.loads(out.read_text()), sockets, text
 
 
+@pytest.mark.spark(process=True)
 def test_a_prizeflow_launched_driver_uses_no_planted_file_and_listens_on_loopback(tmp_path):
     """The attack: another local user plants a log4j config that copies the driver's log into a
     file of theirs, both where the old name was (the temp folder) and in an open
@@ -157,6 +158,7 @@ def test_a_prizeflow_launched_driver_uses_no_planted_file_and_listens_on_loopbac
 
 
 @pytest.mark.deploy
+@pytest.mark.spark(process=True)
 def test_a_spark_submit_driver_in_local_mode_listens_on_loopback(tmp_path):
     """spark-submit starts the JVM (the DAG's launch): the driver's services still bind to
     loopback, and the web UI, which would listen on every interface without SPARK_LOCAL_IP in

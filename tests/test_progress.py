@@ -4,7 +4,11 @@ step runs, for how long, and Spark's own task progress."""
 import logging
 import time
 
+import pytest
+
 from prizeflow import progress
+
+pytestmark = pytest.mark.spark
 
 
 def test_a_quiet_spark_job_gets_progress_lines(spark, caplog):
@@ -57,19 +61,22 @@ def test_the_grid_pools_are_declared_so_spark_does_not_warn(spark, tmp_path):
 
 def test_the_plan_truncation_warning_is_kept_out_of_the_terminal(spark):
     """Every train run's wide plans are truncated in debug strings; Spark warns about it at WARN.
-    The session keeps that one logger to errors, and only that one."""
+    The session keeps the quiet loggers to errors, and only those. (That a truncation's warning
+    then stays off a driver's stderr: the launched driver in the next test.)"""
     from prizeflow.spark import QUIET_LOGGERS
 
     jvm = spark.sparkContext._jvm
     manager = jvm.org.apache.logging.log4j.LogManager
-    assert QUIET_LOGGERS == ("org.apache.spark.util.SparkStringUtils",)
-    jvm.java.lang.Class.forName(QUIET_LOGGERS[0])  # the class that warns exists under that name
-    quiet = manager.getLogger(QUIET_LOGGERS[0])
-    assert not quiet.isWarnEnabled() and quiet.isErrorEnabled()
+    assert QUIET_LOGGERS
+    for name in QUIET_LOGGERS:
+        jvm.java.lang.Class.forName(name)  # the class that warns exists under that name
+        quiet = manager.getLogger(name)
+        assert not quiet.isWarnEnabled() and quiet.isErrorEnabled()
     assert manager.getLogger("org.apache.spark.ml.recommendation.ALS").isWarnEnabled()
     assert manager.getLogger("org.apache.spark.util.Utils").isWarnEnabled()
 
 
+@pytest.mark.spark(process=True)  # and a driver of its own
 def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
     """The driver JVM prizeflow launches reads prizeflow's log4j config: no note about Spark's
     default profile, no Hadoop native-library note; a Spark warning still reaches stderr. Its
@@ -99,6 +106,11 @@ def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
         "jvm.java.lang.System.err.println('netlib-blas: JNI_OnLoad: dlopen(libblas.so.3) failed: "
         "libblas.so.3: cannot open shared object file: No such file or directory')\n"
         "jvm.java.lang.System.err.println('a line of the JVM nobody filters')\n"
+        # A plan wider than spark.sql.debug.maxToStringFields (25): its debug string is cut, and
+        # the JVM's first cut warns (once per JVM) at WARN, which must not reach stderr.
+        "from pyspark.sql import functions as F\n"
+        "wide = spark.range(1).select(*[F.lit(i).alias(f'c{i}') for i in range(40)])\n"
+        "print('plan cut:', 'more fields' in wide._jdf.queryExecution().toString())\n"
         "spark.stop()\n")
     result = subprocess.run([sys.executable, "-c", code], env=pipeline_env(), text=True,
                             capture_output=True, timeout=300)
@@ -106,6 +118,8 @@ def test_a_launched_driver_starts_quiet_and_still_shows_real_warnings(spark):
     assert " WARN SparkContext: a real warning" in result.stderr
     assert "log4j profile" not in result.stderr and "Setting default log level" not in result.stderr
     assert "NativeCodeLoader" not in result.stderr
+    assert "plan cut: True" in result.stdout
+    assert "Truncated the string representation" not in result.stderr
     # The JVM's own lines outside any logger: the known ones only at DEBUG, the rest as they are.
     lines = result.stderr.splitlines()
     assert "a line of the JVM nobody filters" in lines

@@ -13,11 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from prizeflow import ingestion, recommending, registry, training
-from prizeflow.jobs.run import pipeline
+from prizeflow import pipeline
 
 from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
 
 # Weak but better than its bias baseline (a model that is not is registered without an alias:
 # test_registry_gate.py): two ALS iterations at rank 2, no neighbourhood.
@@ -43,7 +43,7 @@ def _train(spark, config, grid):
 
 
 def _register(spark, config):
-    return registry.register(config, None, spark)
+    return registry.register(spark, config)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,11 @@ def lake(small_lake, tmp_path_factory):
 
 
 def _run(spark, config, grid, source):
-    return pipeline(spark, _with_grid(config, grid), str(source))
+    return pipeline.run(spark, _with_grid(config, grid), str(source))
 
 
 @pytest.fixture(scope="module")
-def history(spark, lake):
+def history(spark, lake, uses_mlflow):
     """`prizeflow run` with a weak grid -> champion; a good model -> beats it; `prizeflow run`
     with the weak grid again (nothing new to ingest) -> challenger."""
     config = lake["config"]

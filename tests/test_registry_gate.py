@@ -9,15 +9,17 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from prizeflow import gate, model_integrity, registry, tracking
+from prizeflow import gate, model_integrity, registry, tracking, train_runs
+from prizeflow.grid import GridPoint, PointResult
+from prizeflow.metrics import Errors, lift_pct
 from prizeflow.config import load_config
 
 from test_factors import _model
 
-pytestmark = pytest.mark.integration  # MLflow: seconds, not milliseconds
+pytestmark = pytest.mark.mlflow
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(tmp_path_factory, uses_mlflow):
     """One MLflow store and one logged pyfunc for the module; each test registers its own model
     name, so no test sees another's versions."""
     tmp = tmp_path_factory.mktemp("gate")
@@ -42,21 +44,31 @@ def store(shared, request):
 SAME_DATA = gate.DataIdentity("/data/lake", "table-1", "/data/lake/ratings", 0, None, None, None)
 
 
+def _record_train_run(store, identity: gate.DataIdentity, data_version: int, test_rmse: float,
+                      bias_rmse: float, pipeline_run: str | None, digest: str | None) -> None:
+    """Inside an active run: what `prizeflow train` records, through the same writers
+    (prizeflow.train_runs, prizeflow.gate), with the given numbers."""
+    train_runs.log_start("test-commit", identity.ratings_path, "split-1", pipeline_run)
+    train_runs.log_model_uri(store["model_uri"])
+    mlflow.log_params({"data_version": data_version,
+                       model_integrity.DIGEST_PARAM: digest or store["digest"],
+                       **identity.params("hash", {"seed": 42}), **gate.test_rmse_param(test_rmse)})
+    chosen = PointResult(GridPoint("residual", 2, 0.1, 5, 3.0), 5, test_rmse, 1.0)
+    errors = {name: Errors(test_rmse, test_rmse, 100) for name in train_runs.TEST_METRICS}
+    train_runs.log_outcome(chosen, {"refit": True}, errors, {"bias": bias_rmse},
+                           {"bias": lift_pct(bias_rmse, test_rmse)}, figures={})
+
+
 def train_run(store, test_rmse: float, bias_rmse: float = 1.0, experiment_id=None,
               command: str = "train", pipeline_run: str | None = None,
               digest: str | None = None) -> str:
-    """A finished run shaped like `prizeflow train`'s, with the given test RMSE: its gate
-    record written by the functions train writes it with, and its model's digest (``digest``:
-    another one, as if the model had changed since)."""
+    """A finished run as `prizeflow train` records it, with the given test RMSE (``digest``:
+    another model digest, as if the model had changed since; ``command``: another command's
+    tag, as if it were not a train run)."""
     with mlflow.start_run(experiment_id=experiment_id or store["experiment_id"]) as run:
-        mlflow.set_tags({"prizeflow.command": command, "prizeflow.model_uri": store["model_uri"],
-                         **({registry.PIPELINE_RUN_TAG: pipeline_run} if pipeline_run else {})})
-        mlflow.log_params({"data_version": 0, "best_rank": 2,
-                           model_integrity.DIGEST_PARAM: digest or store["digest"],
-                           **SAME_DATA.params("hash", {"seed": 42}),
-                           **gate.test_rmse_param(test_rmse)})
-        mlflow.log_metrics({"test_rmse": test_rmse, "baseline_rmse_bias": bias_rmse,
-                            "lift_pct_bias": 100 * (bias_rmse - test_rmse) / bias_rmse})
+        _record_train_run(store, SAME_DATA, 0, test_rmse, bias_rmse, pipeline_run, digest)
+        if command != train_runs.TRAIN:
+            mlflow.set_tag(train_runs.COMMAND_TAG, command)
     return run.info.run_id
 
 
@@ -71,14 +83,14 @@ def versions(store) -> int:
 
 def test_an_equal_rmse_is_not_a_win_and_the_gate_reads_exact_metrics(store):
     config = store["config"]
-    first = registry.register(config, train_run(store, 0.8099855))
+    first = registry.register(None, config, train_run(store, 0.8099855))
     assert (first["version"], first["alias"]) == (1, "champion")
     # Bit-identical: a rounded tag ("0.809986") would have called this better.
-    same = registry.register(config, train_run(store, 0.8099855))
+    same = registry.register(None, config, train_run(store, 0.8099855))
     assert (same["version"], same["alias"], same["champion_rmse_before"]) == (2, "challenger",
                                                                                 0.8099855)
     # Better by less than the tag's rounding: still better.
-    better = registry.register(config, train_run(store, 0.8099855 - 1e-9))
+    better = registry.register(None, config, train_run(store, 0.8099855 - 1e-9))
     assert (better["version"], better["alias"]) == (3, "champion")
     assert aliases(store) == {"champion": 3}  # the new champion cleared the challenger
     assert store["client"].get_model_version(store["name"], "1").tags["test_rmse"] == repr(0.8099855)
@@ -86,7 +98,7 @@ def test_an_equal_rmse_is_not_a_win_and_the_gate_reads_exact_metrics(store):
 
 def test_a_failed_champion_lookup_fails_register_and_promotes_nothing(store, monkeypatch):
     config = store["config"]
-    registry.register(config, train_run(store, 0.9))
+    registry.register(None, config, train_run(store, 0.9))
     candidate = train_run(store, 0.5)
 
     def unavailable(self, name):
@@ -95,7 +107,7 @@ def test_a_failed_champion_lookup_fails_register_and_promotes_nothing(store, mon
     monkeypatch.setattr(MlflowClient, "get_registered_model", unavailable)
     with pytest.raises(registry.RegistryError,
                        match=f"cannot read registered model '{store['name']}': connection reset"):
-        registry.register(config, candidate)
+        registry.register(None, config, candidate)
     monkeypatch.undo()
     assert aliases(store) == {"champion": 1}
     assert versions(store) == 1
@@ -105,12 +117,12 @@ def test_only_finished_train_runs_of_the_experiment_and_each_once(store):
     config = store["config"]
     other = mlflow.create_experiment(f"elsewhere-{store['name']}")
     with pytest.raises(registry.RegistryError, match="belongs to experiment .* not 'prizeflow'"):
-        registry.register(config, train_run(store, 0.8, experiment_id=other))
-    with pytest.raises(registry.RegistryError, match="is not a `prizeflow train` run"):
-        registry.register(config, train_run(store, 0.8, command="ingest"))
+        registry.register(None, config, train_run(store, 0.8, experiment_id=other))
+    with pytest.raises(train_runs.TrainRunError, match="is not a `prizeflow train` run"):
+        registry.register(None, config, train_run(store, 0.8, command="ingest"))
     run_id = train_run(store, 0.8)
-    first = registry.register(config, run_id)
-    again = registry.register(config, run_id)
+    first = registry.register(None, config, run_id)
+    again = registry.register(None, config, run_id)
     assert again["already_registered"] and not first["already_registered"]
     assert (again["version"], again["alias"]) == (first["version"], "champion")
     assert versions(store) == 1
@@ -119,14 +131,14 @@ def test_only_finished_train_runs_of_the_experiment_and_each_once(store):
 def test_register_does_not_create_the_experiment(store):
     missing = store["config"].override("mlflow.experiment=never-trained")
     with pytest.raises(registry.RegistryError, match="no MLflow experiment 'never-trained'"):
-        registry.register(missing)
+        registry.register(None, missing)
     assert store["client"].get_experiment_by_name("never-trained") is None
 
 
 def test_a_model_worse_than_its_bias_baseline_gets_no_alias(store, caplog):
     config = store["config"]
-    registry.register(config, train_run(store, 0.85, bias_rmse=0.9))
-    worse = registry.register(config, train_run(store, 0.95, bias_rmse=0.9))
+    registry.register(None, config, train_run(store, 0.85, bias_rmse=0.9))
+    worse = registry.register(None, config, train_run(store, 0.95, bias_rmse=0.9))
     assert worse["alias"] is None and worse["gate"] == "below_baseline"
     assert "not better than its own bias baseline" in caplog.text
     assert aliases(store) == {"champion": 1}
@@ -142,11 +154,11 @@ def test_a_rerun_completes_a_register_cut_short(store, monkeypatch):
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", crash)
     with pytest.raises(KeyboardInterrupt):
-        registry.register(config, run_id)
+        registry.register(None, config, run_id)
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
     half = store["client"].get_model_version(store["name"], "1")
     assert registry.GATE_TAG not in half.tags and aliases(store) == {}
-    done = registry.register(config, run_id)
+    done = registry.register(None, config, run_id)
     assert (done["version"], done["alias"], done["already_registered"]) == (1, "champion", False)
     assert store["client"].get_model_version(store["name"], "1").tags[registry.GATE_TAG] == "champion"
     assert versions(store) == 1
@@ -166,7 +178,7 @@ def test_registers_started_together_gate_one_after_the_other(store):
     def register(run_id):
         start.wait()
         try:
-            results.append(registry.register(config, run_id))
+            results.append(registry.register(None, config, run_id))
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -200,7 +212,7 @@ def test_a_champion_moved_by_another_register_stops_this_one(store, monkeypatch)
 
     def another_register_meanwhile(client_, name, candidate):
         monkeypatch.setattr(registry, "_create_version", real_create)
-        crowned = registry._gate_and_register(client, config, name, client.get_run(faster), None)
+        crowned = registry._gate_and_register(client, config, name, train_runs.get(client, faster), None)
         assert crowned["alias"] == "champion"
         return real_create(client_, name, candidate)
 
@@ -208,9 +220,9 @@ def test_a_champion_moved_by_another_register_stops_this_one(store, monkeypatch)
     with pytest.raises(registry.RegistryError, match=(
             f"the champion of '{store['name']}' moved from no champion to v1 while this "
             "register ran .* run `prizeflow register` again")):
-        registry.register(config, slower)
+        registry.register(None, config, slower)
     assert aliases(store) == {"champion": 1}
-    again = registry.register(config, slower)
+    again = registry.register(None, config, slower)
     assert (again["version"], again["alias"], again["champion_rmse_before"]) == (2, "challenger",
                                                                                  0.80)
     assert aliases(store) == {"champion": 1, "challenger": 2}
@@ -220,19 +232,19 @@ def test_the_gate_reads_the_rmse_fixed_at_the_end_of_training(store):
     """A metric can be logged again on a finished run (its latest value wins); the gate's
     RMSE is a param, which MLflow refuses to change."""
     config = store["config"]
-    registry.register(config, train_run(store, 0.80))
+    registry.register(None, config, train_run(store, 0.80))
     worse = train_run(store, 0.82)
     store["client"].log_metric(worse, "test_rmse", 0.10)  # anyone with write access can
     with pytest.raises(MlflowException):
         store["client"].log_param(worse, "gate.test_rmse", "0.10")
-    result = registry.register(config, worse)
+    result = registry.register(None, config, worse)
     assert (result["alias"], result["test_rmse"]) == ("challenger", 0.82)
     assert aliases(store) == {"champion": 1, "challenger": 2}
     with mlflow.start_run(experiment_id=store["experiment_id"]) as run:
         mlflow.set_tags({"prizeflow.command": "train", "prizeflow.model_uri": store["model_uri"]})
         mlflow.log_metrics({"test_rmse": 0.1})
     with pytest.raises(registry.RegistryError, match="has no gate record"):
-        registry.register(config, run.info.run_id)
+        registry.register(None, config, run.info.run_id)
 
 
 def test_two_registers_of_one_run_make_one_version(store, monkeypatch):
@@ -249,11 +261,11 @@ def test_two_registers_of_one_run_make_one_version(store, monkeypatch):
         return real_create(client_, name, candidate)  # this one's: v2
 
     monkeypatch.setattr(registry, "_create_version", another_register_of_the_same_run_first)
-    loser = registry.register(config, run_id)
+    loser = registry.register(None, config, run_id)
     assert (loser["version"], loser["already_registered"], loser["gate"]) == (1, True, "pending")
     assert [int(v.version) for v in store["client"].search_model_versions(
         f"name = '{store['name']}'")] == [1]
-    winner = registry.register(config, run_id)  # the first register, completing its gate
+    winner = registry.register(None, config, run_id)  # the first register, completing its gate
     assert (winner["version"], winner["alias"]) == (1, "champion")
     assert versions(store) == 1
 
@@ -262,26 +274,11 @@ def test_a_pipeline_run_registers_the_run_its_own_train_made(store):
     config = store["config"]
     own = train_run(store, 0.85, pipeline_run="scheduled__2026-12-06T00:00:00+00:00")
     train_run(store, 0.80)  # newer, from another pipeline run or by hand
-    result = registry.register(config, pipeline_run="scheduled__2026-12-06T00:00:00+00:00")
+    result = registry.register(None, config, pipeline_run="scheduled__2026-12-06T00:00:00+00:00")
     assert result["train_run_id"] == own
-    with pytest.raises(registry.RegistryError, match="no finished `prizeflow train` run of "
+    with pytest.raises(train_runs.TrainRunError, match="no finished `prizeflow train` run of "
                                                      "pipeline run 'other'"):
-        registry.register(config, pipeline_run="other")
-
-
-def test_lakes_differing_only_in_a_masked_part_have_different_test_sets():
-    """abfss://lakeA@acct and abfss://lakeB@acct look alike once credentials are masked: the
-    signature hashes the exact identity, and nothing secret is stored."""
-    def params(root):
-        identity = gate.DataIdentity(root, "t", f"{root}/ratings", 3, None, None, None)
-        return identity.params("hash", {"seed": 42})
-
-    a = params("abfss://lakeA@acct.dfs.core.windows.net/p")
-    b = params("abfss://lakeB@acct.dfs.core.windows.net/p")
-    assert a["gate.lake_root"] == b["gate.lake_root"] == "abfss://***@acct.dfs.core.windows.net/p"
-    assert a["gate.split"] != b["gate.split"] and a["gate.lake"] != b["gate.lake"]
-    secret = params("s3a://AKIA:s3cr3t@bucket/lake")
-    assert all("s3cr3t" not in value for value in secret.values())
+        registry.register(None, config, pipeline_run="other")
 
 
 def test_a_masked_lake_root_must_match_lake_root_to_rescore(store, tmp_path):
@@ -289,19 +286,16 @@ def test_a_masked_lake_root_must_match_lake_root_to_rescore(store, tmp_path):
     masked in its record, lake.root must be that very lake; another is refused before any
     Spark work, and nothing is registered."""
     config = store["config"]
-    registry.register(config, train_run(store, 0.80))
+    registry.register(None, config, train_run(store, 0.80))
     secret_lake = "s3a://AKIA:s3cr3t@bucket/lake"
     identity = gate.DataIdentity(secret_lake, "t2", f"{secret_lake}/ratings", 1, None, None, None)
     with mlflow.start_run(experiment_id=store["experiment_id"]) as run:
-        mlflow.set_tags({"prizeflow.command": "train", "prizeflow.model_uri": store["model_uri"]})
-        mlflow.log_params({"data_version": 1, **identity.params("hash", {"seed": 42}),
-                           **gate.test_rmse_param(0.7)})
-        mlflow.log_metrics({"test_rmse": 0.7})
+        _record_train_run(store, identity, 1, 0.7, 1.0, None, None)
     with pytest.raises(registry.RegistryError, match=r"was trained on the lake s3a://\*\*\*@bucket"
                                                      r"/lake, and lake.root .* is another lake"):
-        registry.register(config, run.info.run_id)
+        registry.register(None, config, run.info.run_id)
     assert versions(store) == 1
-    candidate = registry.Candidate.of(store["client"].get_run(run.info.run_id))
+    candidate = registry.Candidate.of(train_runs.get(store["client"], run.info.run_id))
     same = config.override(f"lake.root={secret_lake}")
     assert registry.candidate_lake_root(same, candidate) == secret_lake
 
@@ -312,10 +306,10 @@ def test_a_run_whose_model_changed_since_train_is_not_registered(store):
     config = store["config"]
     changed = train_run(store, 0.80, digest="sha256:" + "0" * 64)
     with pytest.raises(model_integrity.ModelIntegrityError) as caught:
-        registry.register(config, changed)
+        registry.register(None, config, changed)
     assert f"the model of train run {changed} does not match" in str(caught.value)
     assert "\n" not in str(caught.value)
     assert store["client"].search_model_versions(f"name = '{store['name']}'") == []
-    result = registry.register(config, train_run(store, 0.80))
+    result = registry.register(None, config, train_run(store, 0.80))
     version = store["client"].get_model_version(store["name"], str(result["version"]))
     assert version.tags[model_integrity.DIGEST_TAG] == store["digest"]

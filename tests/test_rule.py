@@ -60,6 +60,7 @@ def test_a_models_rules_follow_its_kind_and_neighbourhood():
     assert plain.rule() == Rule.plain(model.mean, model.low, model.high)
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_numpy_spark_and_sql_forms_agree(spark, name):
     rule = RULES[name]

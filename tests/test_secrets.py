@@ -1,5 +1,6 @@
 """The redaction policy (prizeflow.secrets), form by form, and where it is applied: config dumps,
-``--set`` errors, the driver JVM's stderr as prizeflow passes it on, Spark's own redaction."""
+``--set`` errors, the champion gate's record of a run's lake, the driver JVM's stderr as
+prizeflow passes it on, Spark's own redaction."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-from prizeflow import driver_stderr
+from prizeflow import driver_stderr, gate
 from prizeflow import secrets as secrets_module
 from prizeflow.config import ConfigError, describe, load_config
 from prizeflow.secrets import (MASK, SPARK_DEFAULT_REDACTION_REGEX, is_secret_name, redact,
@@ -117,6 +118,21 @@ def test_the_config_dump_and_set_errors_show_no_secret():
     assert "\n" not in message and S not in message and "train.grid.rank" in message
 
 
+def test_lakes_differing_only_in_a_masked_part_have_different_test_sets():
+    """abfss://lakeA@acct and abfss://lakeB@acct look alike once credentials are masked: the
+    champion gate's signature hashes the exact identity, and nothing secret is stored."""
+    def params(root):
+        identity = gate.DataIdentity(root, "t", f"{root}/ratings", 3, None, None, None)
+        return identity.params("hash", {"seed": 42})
+
+    a = params("abfss://lakeA@acct.dfs.core.windows.net/p")
+    b = params("abfss://lakeB@acct.dfs.core.windows.net/p")
+    assert a["gate.lake_root"] == b["gate.lake_root"] == "abfss://***@acct.dfs.core.windows.net/p"
+    assert a["gate.split"] != b["gate.split"] and a["gate.lake"] != b["gate.lake"]
+    secret = params("s3a://AKIA:s3cr3t@bucket/lake")
+    assert all("s3cr3t" not in value for value in secret.values())
+
+
 def test_jvm_stderr_is_passed_on_with_secrets_masked(tmp_path):
     read_end, write_end = os.pipe()
     out = tmp_path / "stderr.txt"
@@ -142,6 +158,7 @@ def test_spark_redaction_is_extended_not_replaced():
     assert own["spark.redaction.string.regex"].startswith("(?:hunter2)|")
 
 
+@pytest.mark.spark
 def test_spark_hides_the_keys_prizeflow_hides(spark):
     """Spark's own redaction, in the session prizeflow built: the settings Spark shows (its UI,
     event logs) with its pattern, applied by Spark's own code."""

@@ -15,7 +15,7 @@ from prizeflow import model_integrity, tracking
 
 from test_factors import _model, _neighbour_table
 
-pytestmark = pytest.mark.integration  # MLflow logging: seconds, not milliseconds
+pytestmark = pytest.mark.mlflow
 
 LOAD_AND_PREDICT = """
 import json, sys

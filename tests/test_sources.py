@@ -41,6 +41,7 @@ def test_errors(tmp_path):
         discover(str(tmp_path / "b"))
 
 
+@pytest.mark.spark
 def test_listing_through_spark_gives_what_the_local_walk_gives(spark, tmp_path):
     """The Hadoop lister (object stores, cluster filesystems, Spark Connect) on a local folder:
     the same files, sizes and times as the local walk, with a space in a name unescaped."""

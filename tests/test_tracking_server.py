@@ -15,11 +15,9 @@ from prizeflow import registry, training
 from conftest import copy_lake
 from processes import answers, free_port, start_daemon, stop_daemon, wait_until
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, uses_mlflow):
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -38,6 +36,8 @@ def mlflow_server(tmp_path):
         stop_daemon(server)
 
 
+@pytest.mark.spark
+@pytest.mark.mlflow
 def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server, monkeypatch):
     url, server_dir = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -48,7 +48,7 @@ def test_train_and_register_over_http(spark, small_lake, tmp_path, mlflow_server
         "train.log_spark_model=false",
         "train.neighbours.enabled=false")  # the blend is tested in test_train
     trained = training.train(spark, config).summary()
-    registered = registry.register(config, None, spark)
+    registered = registry.register(spark, config)
     assert registered["alias"] == "champion" and registered["version"] == 1
     assert registered["train_run_id"] == trained["run_id"]
 

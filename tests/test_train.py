@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from prizeflow import ingestion, training
@@ -16,7 +17,7 @@ from prizeflow.jobs.common import JobError
 
 from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
 
 GRID = {"train.grid.kind": "[residual, plain]", "train.grid.rank": "[8]",
         "train.grid.reg_param": "[0.1]", "train.grid.max_iter": "[6]",
@@ -47,7 +48,7 @@ def _pyfunc_on_test(spark, config, model_uri):
 
 
 @pytest.fixture(scope="module")
-def trained(spark, small_lake, tmp_path_factory):
+def trained(spark, small_lake, tmp_path_factory, uses_mlflow):
     tmp = tmp_path_factory.mktemp("train")
     config = _config(small_lake, tmp)
     summary = training.train(spark, config).summary()
@@ -99,7 +100,15 @@ def test_mlflow_holds_children_metrics_plots_data_version_and_model(trained):
     assert {"plots/grid_residual.png", "plots/grid_plain.png",
             "plots/model_vs_baselines.png"} <= artifacts
     config_text = mlflow.artifacts.load_text(f"runs:/{summary['run_id']}/config.yaml")
-    assert "reg_param" in config_text
+    logged = yaml.safe_load(config_text)
+    assert logged["train"]["grid"] == {"kind": ["residual", "plain"], "rank": [8],
+                                       "reg_param": [0.1], "max_iter": [6], "bias_reg": [5]}
+    assert (logged["train"]["parallelism"], logged["train"]["num_blocks"]) == (2, 2)
+    assert logged["lake"]["root"] == config.lake.root
+    # The whole config the run used, the planted secret masked and nothing else changed.
+    used = config.as_dict()
+    used["spark"]["conf"]["spark.hadoop.fs.s3a.secret.key"] = "***"
+    assert logged == used
     assert "spark.hadoop.fs.s3a.secret.key: '***'" in config_text
     recorded = json.dumps([parent.data.params, parent.data.tags])
     assert FAKE_SECRET not in config_text + recorded
@@ -226,3 +235,33 @@ def test_pinned_data_version_reproduces_split_and_metrics(spark, trained, tmp_pa
     with pytest.raises(JobError, match=r"data.version 999 is not a complete ingest of .*ratings; "
                                        r"complete versions: \d"):
         training.train(spark, missing)
+
+
+def test_the_train_run_reads_back_through_its_contract(trained):
+    """What `train` wrote, read by the one reader the registry and the notebooks use
+    (prizeflow.train_runs.TrainRun): every field equals the run's own summary."""
+    from prizeflow import train_runs
+
+    summary, config = trained["summary"], trained["config"]
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    client = MlflowClient()
+    run = train_runs.get(client, summary["run_id"])
+    assert run.test_rmse == pytest.approx(summary["test_rmse"])
+    assert run.baselines == pytest.approx(summary["baselines"])
+    assert run.lift_pct == pytest.approx(summary["lift_pct"])
+    assert run.best_params == {k: str(v) for k, v in summary["best_params"].items()}
+    assert run.data_version == summary["data_version"]
+    assert run.probe_version is not None  # the probe split read the probe table
+    assert run.refit is config.train.refit_on_validation
+    assert run.git_commit == head_commit()
+    assert run.pipeline_run is None
+    assert run.model_uri == summary["model_uri"]
+    assert run.config()["train"]["grid"]["rank"] == [8]
+    points = run.points(client)
+    assert sorted(p.point.kind for p in points) == ["plain", "residual"]
+    assert points[0].validation_rmse == pytest.approx(summary["validation_rmse"])
+    assert all(p.iterations == 6 and p.seconds > 0 and not p.pruned for p in points)
+    child = client.search_runs([run.experiment_id],
+                               f"tags.`mlflow.parentRunId` = '{run.run_id}'")[0]
+    with pytest.raises(train_runs.TrainRunError, match="is not a `prizeflow train` run"):
+        train_runs.get(client, child.info.run_id)  # a grid point's run is not a train run

@@ -8,46 +8,17 @@ p_u . q_i, falling back to the global mean for unseen ids.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prizeflow.baselines import Biases, with_baseline
+from prizeflow.grid import RESIDUAL, GridPoint
 from prizeflow.rule import Rule
 from prizeflow.sessions import connect_state, is_connect
-
-RESIDUAL, PLAIN = "residual", "plain"
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    kind: str
-    rank: int
-    reg_param: float
-    max_iter: int
-    bias_reg: float | None  # None for plain ALS, which has no biases
-
-    def params(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_params(cls, params: dict[str, str]) -> "GridPoint":
-        """The point back from ``params()`` logged as text (an MLflow run's params)."""
-        bias = params.get("bias_reg")
-        return cls(kind=params["kind"], rank=int(params["rank"]),
-                   reg_param=float(params["reg_param"]), max_iter=int(params["max_iter"]),
-                   bias_reg=float(bias) if bias is not None else None)
-
-    def label(self) -> str:
-        bias = f" bias_reg={self.bias_reg:g}" if self.bias_reg is not None else ""
-        return (f"{self.kind} rank={self.rank} reg_param={self.reg_param:g} "
-                f"max_iter={self.max_iter}{bias}")
-
-    def with_iterations(self, max_iter: int) -> "GridPoint":
-        return replace(self, max_iter=max_iter)
-
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, USER_ID
 
 @dataclass(frozen=True)
 class AlsSettings:
@@ -77,20 +48,13 @@ def default_blocks(ratings: int, parallelism: int) -> int:
     return max(1, parallelism, -(-ratings // RATINGS_PER_BLOCK))
 
 
-def residuals(ratings: DataFrame, biases: Biases) -> DataFrame:
-    """(user_id, movie_id, rating, residual) with residual = rating - (mu + b_u + b_i)."""
-    return (with_baseline(ratings.select("user_id", "movie_id", "rating"), biases)
-            .select("user_id", "movie_id", "rating",
-                    (F.col("rating") - F.col("baseline")).alias("residual")))
-
-
 def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
         biases: Biases | None, low: float, high: float) -> FittedModel:
     """Fit one grid point. ``training`` has (user_id, movie_id, residual) for the residual kind
     and (user_id, movie_id, rating) for the plain kind; it should be persisted by the caller."""
-    target = "residual" if point.kind == RESIDUAL else "rating"
+    target = "residual" if point.kind == RESIDUAL else RATING
     als = ALS(rank=point.rank, regParam=float(point.reg_param), maxIter=point.max_iter,
-              userCol="user_id", itemCol="movie_id", ratingCol=target, seed=settings.seed,
+              userCol=USER_ID, itemCol=MOVIE_ID, ratingCol=target, seed=settings.seed,
               numUserBlocks=settings.num_blocks, numItemBlocks=settings.num_blocks,
               checkpointInterval=settings.checkpoint_interval, coldStartStrategy="nan")
     fitted = als.fit(training)
@@ -105,20 +69,20 @@ def with_parts(model: FittedModel, pairs: DataFrame) -> DataFrame:
     factors for the user or the movie) to every row; residual kind only."""
     if model.biases is None:
         raise ValueError("only residual ALS has a baseline and a factor term")
-    scored = model.als.transform(pairs).withColumnRenamed("prediction", "_factor")
+    scored = model.als.transform(pairs).withColumnRenamed(PREDICTION, "_factor")
     factor = F.coalesce(F.nanvl(F.col("_factor"), F.lit(None).cast("float")), F.lit(0.0))
     return (with_baseline(scored, model.biases, "baseline")
             .withColumn("factor_term", factor.cast("double")).drop("_factor"))
 
 
-def predict(model: FittedModel, pairs: DataFrame, column: str = "prediction") -> DataFrame:
+def predict(model: FittedModel, pairs: DataFrame, column: str = PREDICTION) -> DataFrame:
     """Add a prediction for every (user_id, movie_id) row of ``pairs``; never null or NaN."""
     if model.biases is not None:
         rule = Rule(model.low, model.high)
         scored = with_parts(model, pairs)
     else:
         rule = Rule.plain(model.mean, model.low, model.high)
-        factor = model.als.transform(pairs).withColumnRenamed("prediction", "factor_term")
+        factor = model.als.transform(pairs).withColumnRenamed(PREDICTION, "factor_term")
         scored = factor.withColumn(
             "has_factors", F.nanvl(F.col("factor_term"), F.lit(None)).isNotNull())
     return scored.withColumn(column, rule.column()).drop("factor_term", "baseline", "has_factors")
@@ -149,8 +113,8 @@ def export_factors(model: FittedModel):
     from prizeflow.factors import FactorModel
 
     biases = model.biases
-    user = _side(model.als.userFactors, biases.users if biases else None, "user_id", "b_user")
-    movie = _side(model.als.itemFactors, biases.movies if biases else None, "movie_id", "b_movie")
+    user = _side(model.als.userFactors, biases.users if biases else None, USER_ID, "b_user")
+    movie = _side(model.als.itemFactors, biases.movies if biases else None, MOVIE_ID, "b_movie")
     return FactorModel(model.point.kind, model.mean, model.low, model.high, *user, *movie)
 
 
@@ -162,7 +126,7 @@ def export_movie_side(model: FittedModel):
     from prizeflow.factors import FactorModel
 
     biases = model.biases
-    movie = _side(model.als.itemFactors, biases.movies if biases else None, "movie_id", "b_movie")
+    movie = _side(model.als.itemFactors, biases.movies if biases else None, MOVIE_ID, "b_movie")
     rank = movie[2].shape[1] if movie[2].shape[1] else model.point.rank
     return FactorModel(model.point.kind, model.mean, model.low, model.high,
                        np.zeros(0, dtype=np.int64), np.zeros(0),

@@ -14,6 +14,8 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from prizeflow.columns import MOVIE_ID, RATING, USER_ID
+
 
 @dataclass
 class Biases:
@@ -25,7 +27,7 @@ class Biases:
 
 
 def global_mean(ratings: DataFrame) -> float:
-    value = ratings.agg(F.avg("rating")).first()[0]
+    value = ratings.agg(F.avg(RATING)).first()[0]
     if value is None:
         raise ValueError("cannot fit a baseline on an empty training set")
     return float(value)
@@ -37,19 +39,19 @@ def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None =
     materialised as local checkpoints before the next and joined by broadcast, so the ratings
     are never shuffled. Spark frees a checkpoint once nothing refers to it."""
     mu = global_mean(ratings) if mean is None else mean
-    rows = ratings.select("user_id", "movie_id", (F.col("rating") - F.lit(mu)).alias("centered"))
+    rows = ratings.select(USER_ID, MOVIE_ID, (F.col(RATING) - F.lit(mu)).alias("centered"))
     users = None
     movies = None
     for _ in range(passes):
-        with_users = rows if users is None else rows.join(F.broadcast(users), "user_id", "left")
+        with_users = rows if users is None else rows.join(F.broadcast(users), USER_ID, "left")
         user_part = F.coalesce(F.col("b_user"), F.lit(0.0)) if users is not None else F.lit(0.0)
         new_movies = _materialised(
-            with_users.groupBy("movie_id")
+            with_users.groupBy(MOVIE_ID)
             .agg((F.sum(F.col("centered") - user_part) / (F.lit(reg) + F.count(F.lit(1))))
                  .alias("b_movie")))
         new_users = _materialised(
-            rows.join(F.broadcast(new_movies), "movie_id", "left")
-            .groupBy("user_id")
+            rows.join(F.broadcast(new_movies), MOVIE_ID, "left")
+            .groupBy(USER_ID)
             .agg((F.sum(F.col("centered") - F.coalesce(F.col("b_movie"), F.lit(0.0)))
                   / (F.lit(reg) + F.count(F.lit(1)))).alias("b_user")))
         users, movies = new_users, new_movies
@@ -69,8 +71,8 @@ def _materialised(table: DataFrame) -> DataFrame:
 def with_baseline(pairs: DataFrame, biases: Biases, column: str = "baseline") -> DataFrame:
     """Add mu + b_u + b_i for each (user_id, movie_id) row; unseen ids contribute 0."""
     # Both bias tables are a row per user or movie: broadcast, the pairs are never shuffled.
-    joined = (pairs.join(F.broadcast(biases.users), "user_id", "left")
-              .join(F.broadcast(biases.movies), "movie_id", "left"))
+    joined = (pairs.join(F.broadcast(biases.users), USER_ID, "left")
+              .join(F.broadcast(biases.movies), MOVIE_ID, "left"))
     return (joined.withColumn(column, F.lit(biases.mean)
                               + F.coalesce(F.col("b_user"), F.lit(0.0))
                               + F.coalesce(F.col("b_movie"), F.lit(0.0)))
@@ -79,3 +81,10 @@ def with_baseline(pairs: DataFrame, biases: Biases, column: str = "baseline") ->
 
 def clip(value: Column, low: float, high: float) -> Column:
     return F.least(F.greatest(value, F.lit(low)), F.lit(high))
+
+
+def residuals(ratings: DataFrame, biases: Biases) -> DataFrame:
+    """(user_id, movie_id, rating, residual) with residual = rating - (mu + b_u + b_i)."""
+    return (with_baseline(ratings.select(USER_ID, MOVIE_ID, RATING), biases)
+            .select(USER_ID, MOVIE_ID, RATING,
+                    (F.col(RATING) - F.col("baseline")).alias("residual")))

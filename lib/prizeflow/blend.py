@@ -18,19 +18,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prizeflow.rule import PARTS
+from prizeflow.columns import RATING
 
 FEATURES = PARTS
 RIDGE = 1e-6
 
 
-def fit_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
-                label: str = "rating") -> list[float]:
-    """Least-squares weights [intercept, *features] from one aggregation pass (X'X and X'y)."""
-    return fit_nested_weights(frame, features, label)[-1]
-
-
 def fit_nested_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
-                       label: str = "rating") -> list[list[float]]:
+                       label: str = RATING) -> list[list[float]]:
     """The least-squares weights of every leading subset of ``features`` ([intercept],
     [intercept, f1], ..., [intercept, f1..fn]) from one aggregation pass: each subset's normal
     equations are the leading block of the full X'X. The blend uses the last (with the

@@ -1,28 +1,20 @@
 """The ``prizeflow`` console script: ``prizeflow <command> [--conf F] [--set k=v ...] [options]``.
 
-Each command is a job module under :mod:`prizeflow.jobs` with its own ``main(argv)``; the
-``jobs/<command>.py`` files run the same code under spark-submit.
+The commands and their options are the step table (:mod:`prizeflow.steps`); each runs through
+:func:`prizeflow.jobs.main`, as the ``jobs/<command>.py`` spark-submit files do.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-COMMANDS = {
-    "generate": "Write a synthetic Netflix-Prize-layout corpus.",
-    "ingest": "Ingest Netflix Prize or MovieLens files into Delta tables.",
-    "train": "Train the ALS grid on the ratings table and track it in MLflow.",
-    "register": "Register the latest trained model; gate champion vs challenger.",
-    "recommend": "Write top-N recommendations per user from the champion into Delta.",
-    "run": "The whole pipeline: ingest, train, register.",
-}
+from prizeflow.steps import STEPS
 
 
 def usage() -> str:
     lines = ["usage: prizeflow <command> [--conf conf/local.yaml] [--set key=value ...] [options]",
              "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:<10} {step.description}" for name, step in STEPS.items()]
     return "\n".join(lines)
 
 
@@ -35,12 +27,22 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
+    if command not in STEPS:
         print(f"prizeflow: error: unknown command {command!r}\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"prizeflow.jobs.{command}")
-    return module.main(rest)
+    # Imported here: `prizeflow --help` and a mistyped command answer without loading Spark's
+    # and MLflow's Python packages.
+    from prizeflow.jobs import main as run_job
+
+    return run_job(command, rest)
+
+
+def entry_point() -> None:
+    """The installed ``prizeflow`` command: exits with :func:`main`'s status. A runner that
+    calls the entry point as a function (a Databricks wheel task) sees a failure as
+    ``SystemExit`` with a non-zero code, not as a returned number it would ignore."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -34,7 +34,14 @@ def _one_point_axis(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
-Axis = Annotated[list, BeforeValidator(_one_point_axis)]
+def _axis(item: Any) -> Any:
+    """A grid axis: a non-empty list of ``item`` (a single value is a one-point axis)."""
+    return Annotated[list[item], BeforeValidator(_one_point_axis), Field(min_length=1)]
+
+
+GridKind = Literal["residual", "plain"]  # residual: ALS on r - (mu + b_u + b_i); plain: on r
+Positive = Annotated[StrictInt, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]  # strict: an int or a float, never a bool or text
 
 
 class Section(BaseModel):
@@ -116,19 +123,11 @@ class SplitSettings(Section):
 
 
 class GridSettings(Section):
-    # residual: ALS on r - (mu + b_u + b_i); plain: ALS on raw ratings.
-    kind: Annotated[Axis, Field(min_length=1)] = ["residual"]
-    rank: Annotated[Axis, Field(min_length=1)] = [20, 50]
-    reg_param: Annotated[Axis, Field(min_length=1)] = [0.1, 0.15]
-    max_iter: Annotated[Axis, Field(min_length=1)] = [20]
-    bias_reg: Annotated[Axis, Field(min_length=1)] = [3.0]
-
-
-# Each grid axis: the type of its items and their rule (checked in _check_axes, so that the
-# message can name the axis and the bad item).
-AXES = {"kind": ((str,), ("residual", "plain"), None), "rank": ((int,), None, 1),
-        "reg_param": ((int, float), None, 0), "max_iter": ((int,), None, 1),
-        "bias_reg": ((int, float), None, 0)}
+    kind: _axis(GridKind) = ["residual"]
+    rank: _axis(Positive) = [20, 50]
+    reg_param: _axis(NonNegative) = [0.1, 0.15]
+    max_iter: _axis(Positive) = [20]
+    bias_reg: _axis(NonNegative) = [3.0]
 
 
 class NeighbourSettings(Section):
@@ -325,6 +324,8 @@ def _describe_error(error: dict[str, Any]) -> str:
         # The free mapping's key is one name; what follows it names the union member tried.
         return f"config key 'spark.conf.{loc[2]}' must be a scalar, got {type(given).__name__}"
     dotted = ".".join(loc)
+    if any(isinstance(p, int) for p in error["loc"]):  # one item of a list (a grid axis)
+        return _describe_item_error(dotted, kind, given, ctx)
     if kind == "extra_forbidden":
         return f"unknown config key '{dotted}'{suggestion(dotted)}"
     if kind in BOUNDS:
@@ -338,6 +339,20 @@ def _describe_error(error: dict[str, Any]) -> str:
         return f"config key '{dotted}' must not be empty"
     what = KINDS.get(kind, error["msg"].lower().removeprefix("input should be "))
     return f"config key '{dotted}' must be {what}, got {type(given).__name__} {given!r}"
+
+
+def error_text(kind: str) -> str:
+    return kind.replace("_", " ")
+
+
+def _describe_item_error(dotted: str, kind: str, given: Any, ctx: dict[str, Any]) -> str:
+    if kind in BOUNDS:
+        return (f"config key '{dotted}' items must be {BOUNDS[kind]} {next(iter(ctx.values()))}, "
+                f"got {given!r}")
+    if kind == "literal_error":
+        return f"config key '{dotted}' items must be among {ctx.get('expected')}, got {given!r}"
+    what = KINDS.get(kind, error_text(kind))
+    return f"config key '{dotted}' items must be {what}, got {type(given).__name__} {given!r}"
 
 
 def _origin(dotted: str, origins: dict[str, str] | None) -> str:
@@ -361,7 +376,6 @@ def _validated(raw: dict[str, Any], origins: dict[str, str] | None = None) -> Co
         error = exc.errors()[0]
         raise ConfigError(_describe_error(error) + _origin(_error_key(error), origins)) from None
     try:
-        _check_axes(config)
         _check_ranges(config)
     except _KeyError as exc:
         raise ConfigError(str(exc) + _origin(exc.key, origins)) from None
@@ -427,21 +441,6 @@ def _key_lines(node: yaml.Node, path: str, prefix: str, origins: dict[str, str])
 def _yaml_where(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     return f", line {mark.line + 1} column {mark.column + 1}," if mark is not None else ""
-
-
-def _check_axes(config: Config) -> None:
-    for name, (kinds, choices, minimum) in AXES.items():
-        for item in getattr(config.train.grid, name):
-            dotted = f"train.grid.{name}"
-            if isinstance(item, bool) or not isinstance(item, kinds):
-                raise _KeyError(dotted, f"config key '{dotted}' must be a list of "
-                                f"{' or '.join(k.__name__ for k in kinds)}, got {item!r}")
-            if choices is not None and item not in choices:
-                raise _KeyError(dotted, f"config key '{dotted}' items must be among "
-                                f"{list(choices)}, got {item!r}")
-            if minimum is not None and item < minimum:
-                raise _KeyError(dotted, f"config key '{dotted}' items must be >= {minimum}, "
-                                f"got {item!r}")
 
 
 def _check_ranges(config: Config) -> None:

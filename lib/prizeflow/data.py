@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from prizeflow import lake, snapshots, splits
 from prizeflow.config import Config
 from prizeflow.errors import JobError
+from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def load_training_data(spark: SparkSession, config: Config) -> TrainingData:
     path = lake.table_path(root, "ratings")
     version = snapshot.version("ratings")
     ratings = (lake.read(spark, path, version)
-               .select("user_id", "movie_id", "rating", "rated_on"))
+               .select(USER_ID, MOVIE_ID, RATING, RATED_ON))
     props = lake.properties(spark, path)
     low = float(props.get("prizeflow.rating_low", 1.0))
     high = float(props.get("prizeflow.rating_high", 5.0))
@@ -60,7 +61,7 @@ def load_training_data(spark: SparkSession, config: Config) -> TrainingData:
     probe = None
     if probe_version is not None:
         # At a fixed version: an ingest committing meanwhile cannot change the test set.
-        probe = lake.read(spark, probe_path, probe_version).select("user_id", "movie_id")
+        probe = lake.read(spark, probe_path, probe_version).select(USER_ID, MOVIE_ID)
     logger.info("reading the lake as ingest %s left it (ratings v%d, probe %s)",
                 snapshot.ingest_id, version,
                 "none" if probe_version is None else f"v{probe_version}")

@@ -13,11 +13,41 @@ import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
-from prizeflow.als import PLAIN, GridPoint
 from prizeflow.config import GridSettings, HalvingSettings
+
+
+RESIDUAL, PLAIN = "residual", "plain"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    kind: str
+    rank: int
+    reg_param: float
+    max_iter: int
+    bias_reg: float | None  # None for plain ALS, which has no biases
+
+    def params(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "GridPoint":
+        """The point back from ``params()`` logged as text (an MLflow run's params)."""
+        bias = params.get("bias_reg")
+        return cls(kind=params["kind"], rank=int(params["rank"]),
+                   reg_param=float(params["reg_param"]), max_iter=int(params["max_iter"]),
+                   bias_reg=float(bias) if bias is not None else None)
+
+    def label(self) -> str:
+        bias = f" bias_reg={self.bias_reg:g}" if self.bias_reg is not None else ""
+        return (f"{self.kind} rank={self.rank} reg_param={self.reg_param:g} "
+                f"max_iter={self.max_iter}{bias}")
+
+    def with_iterations(self, max_iter: int) -> "GridPoint":
+        return replace(self, max_iter=max_iter)
 
 
 @dataclass(frozen=True)

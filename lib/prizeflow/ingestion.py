@@ -40,6 +40,7 @@ from prizeflow.sources import (SourceError, SourceFile, SourcePlan, discover, li
                                spark_readable)
 from prizeflow.sessions import is_connect
 from prizeflow.spark import remote_url
+from prizeflow.columns import LINE_NO, SOURCE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def read_lines(spark: SparkSession, files: list[SourceFile]) -> DataFrame:
     """The raw text lines with the file (Spark's URL-encoded URI) and split each came from."""
     return spark.read.text([spark_readable(f.path) for f in files]).select(
         "value",
-        F.col("_metadata.file_path").alias("source_file"),
+        F.col("_metadata.file_path").alias(SOURCE_FILE),
         F.col("_metadata.file_block_start").alias("block_start"),
     )
 
@@ -144,7 +145,7 @@ def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFi
     if lake.is_table(spark, table_path):
         # Rows of the files being replaced (re-read or removed) do not count.
         existing = (lake.read(spark, table_path)
-                    .where(~F.col("source_file").isin(sorted(replaced)))
+                    .where(~F.col(SOURCE_FILE).isin(sorted(replaced)))
                     .select(*parse.TABLE_KEYS[table]))
     return parse.flag_duplicates(parsed, table, repeated, existing)
 
@@ -164,12 +165,12 @@ def _tally(parsed: dict[str, DataFrame], fingerprint_lines: bool) -> dict[str, d
     (:func:`lines_fingerprint`); one Spark job for all tables."""
     outcomes = None
     for table, df in parsed.items():
-        line_hash = F.xxhash64("line_no", "line") if fingerprint_lines else F.lit(0).cast("bigint")
-        part = df.select(F.lit(table).alias("target"), "source_file", "outcome", "reason",
+        line_hash = F.xxhash64(LINE_NO, "line") if fingerprint_lines else F.lit(0).cast("bigint")
+        part = df.select(F.lit(table).alias("target"), SOURCE_FILE, "outcome", "reason",
                          line_hash.alias("_hash"))
         outcomes = part if outcomes is None else outcomes.unionByName(part)
     per_file: dict[str, dict[str, Any]] = {}
-    grouped = outcomes.groupBy("target", "source_file", "outcome", "reason").agg(
+    grouped = outcomes.groupBy("target", SOURCE_FILE, "outcome", "reason").agg(
         F.count(F.lit(1)).alias("count"), F.bit_xor("_hash").alias("digest"))
     for row in grouped.collect():
         entry = per_file.setdefault(row.source_file, {
@@ -210,7 +211,7 @@ def _validate(parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
         if any(bad in entry["reasons"] for entry in tally.values()):
             example = None
             for df in parsed.values():
-                example = df.where(F.col("reason") == bad).select("source_file", "line_no").first()
+                example = df.where(F.col("reason") == bad).select(SOURCE_FILE, LINE_NO).first()
                 if example is not None:
                     break
             where = f"{example.source_file}, line {example.line_no}" if example else "?"
@@ -323,7 +324,7 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
             names = {f.name for f in kept}
             logger.info("%d file(s) read again hold the same lines as before: only their "
                         "manifest rows are updated", len(kept))
-            parsed = {t: df.where(~F.col("source_file").isin(sorted(names)))
+            parsed = {t: df.where(~F.col(SOURCE_FILE).isin(sorted(names)))
                       for t, df in parsed.items()}
             todo = [f for f in todo if f.name not in names]
             for name in names:
@@ -378,7 +379,7 @@ def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: l
             rows = df.where(F.col("outcome") == parse.ROW).select("*", *run_columns)
             quarantine_parts.append(
                 df.where(F.col("outcome") == parse.QUARANTINED)
-                .select(F.lit(table).alias("target"), "source_file", "line_no",
+                .select(F.lit(table).alias("target"), SOURCE_FILE, LINE_NO,
                         F.left("line", F.lit(QUARANTINED_TEXT_CHARS)).alias("line"),
                         F.length("line").alias("line_length"), "reason", *run_columns))
         else:

@@ -22,24 +22,25 @@ from prizeflow.errors import JobError
 from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
 from prizeflow.sessions import is_connect
 from prizeflow.spark import remote_url
+from prizeflow.columns import LINE_NO, MOVIE_ID, RATING, SOURCE_FILE, USER_ID
 
 logger = logging.getLogger(__name__)
 
 DATA_TABLES = ("ratings", "movies", "probe", "qualifying")
 NOT_NULL = {
-    "ratings": {"user_id", "movie_id", "rating"},
-    "movies": {"movie_id"},
-    "probe": {"movie_id", "user_id"},
-    "qualifying": {"movie_id", "user_id"},
+    "ratings": {USER_ID, MOVIE_ID, RATING},
+    "movies": {MOVIE_ID},
+    "probe": {MOVIE_ID, USER_ID},
+    "qualifying": {MOVIE_ID, USER_ID},
 }
 # ``line`` holds at most the first 1,024 characters of the rejected line, ``line_length`` its
 # whole length.
-QUARANTINE_COLUMNS = [("target", "string"), ("source_file", "string"), ("line_no", "bigint"),
+QUARANTINE_COLUMNS = [("target", "string"), (SOURCE_FILE, "string"), (LINE_NO, "bigint"),
                       ("line", "string"), ("line_length", "bigint"), ("reason", "string"),
                       ("ingest_id", "string"), ("ingested_at", "timestamp")]
 # ``source_file`` is the file's name under the source root (its identity), ``location`` where it
 # was read from (credentials masked), ``fingerprint`` the SHA-256 of a local file's bytes.
-MANIFEST_COLUMNS = [("source_file", "string"), ("target", "string"), ("format", "string"),
+MANIFEST_COLUMNS = [(SOURCE_FILE, "string"), ("target", "string"), ("format", "string"),
                     ("location", "string"), ("size", "bigint"), ("modified", "double"),
                     ("fingerprint", "string"), ("lines_read", "bigint"),
                     ("header_lines", "bigint"), ("rows", "bigint"), ("quarantined", "bigint"),
@@ -61,18 +62,18 @@ def data_table_spec(table: str, scale: RatingScale | None = None) -> TableSpec:
     if table == "ratings" and scale is not None:
         checks["rating_in_scale"] = scale.check_sql()
     return TableSpec(table, TABLE_COLUMNS[table] + LINEAGE_COLUMNS + RUN_COLUMNS,
-                     NOT_NULL[table] | {"source_file", "line_no", "ingest_id"}, checks)
+                     NOT_NULL[table] | {SOURCE_FILE, LINE_NO, "ingest_id"}, checks)
 
 
 QUARANTINE = TableSpec("quarantine", QUARANTINE_COLUMNS,
-                       {"target", "source_file", "reason", "ingest_id"}, {})
+                       {"target", SOURCE_FILE, "reason", "ingest_id"}, {})
 MANIFEST = TableSpec("ingest_files", MANIFEST_COLUMNS,
-                     {"source_file", "target", "format", "lines_read", "ingest_id"}, {})
+                     {SOURCE_FILE, "target", "format", "lines_read", "ingest_id"}, {})
 RECOMMENDATIONS = TableSpec(
     "recommendations",
-    [("user_id", "int"), ("rank", "int"), ("movie_id", "int"), ("predicted_rating", "double"),
+    [(USER_ID, "int"), ("rank", "int"), (MOVIE_ID, "int"), ("predicted_rating", "double"),
      ("model_version", "int"), ("created_at", "timestamp")],
-    {"user_id", "rank", "movie_id", "predicted_rating", "model_version", "created_at"},
+    {USER_ID, "rank", MOVIE_ID, "predicted_rating", "model_version", "created_at"},
     {"rank_positive": "rank >= 1", "user_id_positive": "user_id > 0",
      "movie_id_positive": "movie_id > 0"})
 
@@ -264,7 +265,7 @@ def replace_files(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec
     table was created by this run, so there is nothing to replace."""
     df = conform(df, spec)
     if fresh or (read(spark, path)
-                 .where(F.col("source_file").isin(source_files)).limit(1).count() == 0):
+                 .where(F.col(SOURCE_FILE).isin(source_files)).limit(1).count() == 0):
         df.write.format("delta").mode("append").save(path)
         return
     quoted = ", ".join(f"'{_sql_text(f)}'" for f in source_files)

@@ -26,6 +26,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from prizeflow.columns import LINE_NO, SOURCE_FILE
+
 # Lines per join bucket = 2**BUCKET_BITS. Small buckets keep few intervals per bucket.
 BUCKET_BITS = 10
 
@@ -45,7 +47,7 @@ def _split_stats(lines: DataFrame, with_headers: bool) -> DataFrame:
     ]
     if with_headers:
         aggregates.append(F.sort_array(F.collect_list(header_entry)).alias("headers"))
-    stats = lines.groupBy("source_file", "block_start").agg(*aggregates)
+    stats = lines.groupBy(SOURCE_FILE, "block_start").agg(*aggregates)
     if not with_headers:
         stats = stats.withColumn(
             "headers", F.array().cast("array<struct<seq:bigint,text:string>>"))
@@ -61,7 +63,7 @@ def decoded_location(file_path: Column) -> Column:
 def _named(stats: DataFrame, files: DataFrame | None) -> DataFrame:
     """``file_name``: each split's file by its identity in ``files`` (``location``, ``name``),
     null for a file the plan does not hold; without ``files``, the decoded location."""
-    stats = stats.withColumn("_location", decoded_location(F.col("source_file")))
+    stats = stats.withColumn("_location", decoded_location(F.col(SOURCE_FILE)))
     if files is None:
         return stats.withColumn("file_name", F.col("_location"))
     names = F.broadcast(files.select(F.col("location").alias("_location"),
@@ -70,9 +72,9 @@ def _named(stats: DataFrame, files: DataFrame | None) -> DataFrame:
 
 
 def _intervals(stats: DataFrame) -> DataFrame:
-    in_file = Window.partitionBy("source_file").orderBy("block_start")
+    in_file = Window.partitionBy(SOURCE_FILE).orderBy("block_start")
     before = in_file.rowsBetween(Window.unboundedPreceding, -1)
-    whole_file = Window.partitionBy("source_file")
+    whole_file = Window.partitionBy(SOURCE_FILE)
     stats = (
         stats
         .withColumn("line_offset", F.coalesce(F.sum("n_lines").over(before), F.lit(0)))
@@ -126,8 +128,8 @@ def locate_lines(raw: DataFrame, with_headers: bool = True,
     return joined.select(
         F.col("ln.value").alias("value"),
         F.coalesce(F.col("iv.file_name"), F.col("iv._location"),
-                   decoded_location(F.col("ln.source_file"))).alias("source_file"),
-        (F.col("iv.line_offset") + F.col("ln._seq") - F.col("iv.first_seq") + 1).alias("line_no"),
+                   decoded_location(F.col("ln.source_file"))).alias(SOURCE_FILE),
+        (F.col("iv.line_offset") + F.col("ln._seq") - F.col("iv.first_seq") + 1).alias(LINE_NO),
         F.col("iv.header").alias("header"),
         F.col("ln.is_header").alias("is_header"),
         F.col("iv.last_content_line").alias("last_content_line"),

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from prizeflow.columns import PREDICTION, RATING
+
 # Cinematch's published RMSE on the Netflix Prize sets (the Prize's reference system).
 CINEMATCH_RMSE = {"probe": 0.9474, "quiz": 0.9514, "test": 0.9525}
 
@@ -18,7 +20,7 @@ class Errors:
     count: int
 
 
-def errors(scored: DataFrame, label: str = "rating", prediction: str = "prediction") -> Errors:
+def errors(scored: DataFrame, label: str = RATING, prediction: str = PREDICTION) -> Errors:
     """RMSE and MAE over every row; a null or NaN prediction is an error, not a skipped row."""
     diff = F.col(label) - F.col(prediction)
     row = scored.agg(F.sqrt(F.avg(diff * diff)).alias("rmse"), F.avg(F.abs(diff)).alias("mae"),

@@ -10,8 +10,9 @@ of its raters), shrunk towards 0 when few users rated both:
 Only positive similarities are kept, at most ``keep`` per movie (the model stores them). How the
 neighbourhood term uses them is in :class:`prizeflow.factors.Neighbourhood`. Measured on
 MovieLens 100K this cosine gives a better blend than one normalised over the common raters only
-(0.8988 vs 0.9018 mean 5-fold RMSE, ``bench/blend_prototype.py --mode similarity``) and needs two
-sparse products instead of four.
+(0.8988 vs 0.9018 mean 5-fold RMSE, measured with a ``similarity`` mode of
+``bench/blend_prototype.py`` that has since been removed: today's tree cannot repeat it) and
+needs two sparse products instead of four.
 
 Cost, and why it is never one Spark row per co-rated pair: the work is sum over users of n_u^2
 multiply-adds (n_u: the user's ratings), about 4e10 for the Netflix Prize. So
@@ -46,6 +47,7 @@ from pyspark.sql import functions as F
 
 from prizeflow import partitions
 from prizeflow.splits import unit_hash
+from prizeflow.columns import MOVIE_ID, USER_ID
 
 ROWS_PER_TASK = 40_000_000
 PACK_ROWS = 2_000_000  # ratings a packing task holds at once (about 110 MB in Python)
@@ -58,9 +60,9 @@ def sample_per_user(residuals: DataFrame, max_ratings: int | None, seed: int = 7
     Prize's 480,189 users; Spark's broadcast limit is 8 GB) are shuffled and broadcast."""
     if max_ratings is None:
         return residuals
-    counts = residuals.groupBy("user_id").agg(F.count(F.lit(1)).alias("_pf_n"))
-    keep = unit_hash(seed, "user_id", "movie_id") < F.lit(float(max_ratings)) / F.col("_pf_n")
-    return residuals.join(F.broadcast(counts), "user_id").where(keep).drop("_pf_n")
+    counts = residuals.groupBy(USER_ID).agg(F.count(F.lit(1)).alias("_pf_n"))
+    keep = unit_hash(seed, USER_ID, MOVIE_ID) < F.lit(float(max_ratings)) / F.col("_pf_n")
+    return residuals.join(F.broadcast(counts), USER_ID).where(keep).drop("_pf_n")
 
 
 def block_count(rows: int, parallelism: int, rows_per_task: int = ROWS_PER_TASK) -> int:
@@ -182,12 +184,12 @@ def _lists(movie: np.ndarray, other: np.ndarray, value: np.ndarray, keep: int | 
         [pa.array(ids.astype(np.int32)),
          pa.array([_bytes(other[a:b], "<i4") for a, b in zip(starts, stops)], pa.binary()),
          pa.array([_bytes(value[a:b], "<f4") for a, b in zip(starts, stops)], pa.binary())],
-        names=["movie_id", "neighbours", "similarities"])
+        names=[MOVIE_ID, "neighbours", "similarities"])
 
 
 def _unpack_lists(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(movie, other, similarity) arrays from rows of :func:`_lists`."""
-    movies = table.column("movie_id").to_numpy()
+    movies = table.column(MOVIE_ID).to_numpy()
     others, lengths = partitions.binary_values(table.column("neighbours"), "<i4")
     values, _ = partitions.binary_values(table.column("similarities"), "<f4")
     if not len(movies):
@@ -195,7 +197,7 @@ def _unpack_lists(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.repeat(movies.astype(np.int64), lengths), others.astype(np.int64), values.copy()
 
 
-LISTS_SCHEMA = "movie_id int, neighbours binary, similarities binary"
+LISTS_SCHEMA = f"{MOVIE_ID} int, neighbours binary, similarities binary"
 PACKED_SCHEMA = "block int, users binary, movies binary, residuals binary"
 
 
@@ -207,7 +209,7 @@ def _packed_by_block(table) -> Iterator:
     order = np.argsort(block, kind="stable")
     block = block[order]
     columns = [table.column(name).to_numpy()[order]
-               for name in ("user_id", "movie_id", "residual")]
+               for name in (USER_ID, MOVIE_ID, "residual")]
     del table, order
     ids, starts = np.unique(block, return_index=True)
     for value, first, last in zip(ids, starts, np.append(starts[1:], len(block))):
@@ -237,8 +239,8 @@ def pack_blocks(sampled: DataFrame, blocks: int, pack_rows: int = PACK_ROWS) -> 
         if held:
             yield from _packed_by_block(pa.Table.from_batches(held))
 
-    block_of = F.pmod(F.xxhash64(F.lit(11), F.col("movie_id")), F.lit(blocks)).cast("int")
-    return (sampled.select("user_id", "movie_id", "residual", block_of.alias("_pf_block"))
+    block_of = F.pmod(F.xxhash64(F.lit(11), F.col(MOVIE_ID)), F.lit(blocks)).cast("int")
+    return (sampled.select(USER_ID, MOVIE_ID, "residual", block_of.alias("_pf_block"))
             .mapInArrow(pack, PACKED_SCHEMA))
 
 
@@ -287,7 +289,7 @@ def merge_candidates(candidates: DataFrame, tasks: int, keep: int | None) -> Dat
             return
         yield _lists(*_unpack_lists(table), keep)
 
-    by_movie = F.pmod(F.xxhash64(F.lit(13), F.col("movie_id")), F.lit(tasks))
+    by_movie = F.pmod(F.xxhash64(F.lit(13), F.col(MOVIE_ID)), F.lit(tasks))
     return partitions.by_task(candidates, by_movie, tasks).mapInArrow(merge, LISTS_SCHEMA)
 
 
@@ -301,7 +303,7 @@ def similarities(residuals: DataFrame, shrink: float, max_user_ratings: int | No
     Rows cross into Python once: each partition's sampled ratings are packed into a binary
     row per movie block (stage 1), the block pairs get copies of those (bytes, not rows:
     stage 2), and each movie's candidates from its pairs are merged (stage 3)."""
-    sampled = sample_per_user(residuals.select("user_id", "movie_id", "residual"),
+    sampled = sample_per_user(residuals.select(USER_ID, MOVIE_ID, "residual"),
                               max_user_ratings)
     if rows is None:
         rows = sampled.count()
@@ -327,8 +329,8 @@ def collect_arrays(lists: DataFrame, movie_ids: np.ndarray,
         width = min(width, keep)
     neighbours = np.full((len(movie_ids), width), -1, dtype=np.int32)
     similarity = np.zeros((len(movie_ids), width), dtype=np.float32)
-    rows = np.searchsorted(movie_ids, table["movie_id"].to_numpy(np.int64))
-    for row, movie, near, value in zip(rows, table["movie_id"], others, values):
+    rows = np.searchsorted(movie_ids, table[MOVIE_ID].to_numpy(np.int64))
+    for row, movie, near, value in zip(rows, table[MOVIE_ID], others, values):
         if row >= len(movie_ids) or movie_ids[row] != movie:
             continue  # a movie the model does not know
         # Each row is already best first; neighbours the model does not know are dropped.
@@ -338,35 +340,4 @@ def collect_arrays(lists: DataFrame, movie_ids: np.ndarray,
         pos, value = pos[known][:width], value[known][:width]
         neighbours[row, :len(pos)] = pos
         similarity[row, :len(pos)] = value
-    return neighbours, similarity
-
-
-def pairs(lists: DataFrame) -> dict[tuple[int, int], float]:
-    """{(movie, other): similarity} of :func:`similarities`' rows (small frames: tests)."""
-    movie, other, value = _unpack_lists(lists.toArrow())
-    return {(int(m), int(o)): float(v) for m, o, v in zip(movie, other, value)}
-
-
-def to_arrays(table, movie_ids: np.ndarray, keep: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The neighbour table (a pandas frame of movie_id, other_id, similarity) as the model's
-    padded arrays: positions in ``movie_ids`` (-1 pads), similarities, best first."""
-    movie_pos = np.searchsorted(movie_ids, table["movie_id"].to_numpy(np.int64))
-    other_pos = np.searchsorted(movie_ids, table["other_id"].to_numpy(np.int64))
-    values = table["similarity"].to_numpy(np.float32)
-    known = ((movie_pos < len(movie_ids)) & (other_pos < len(movie_ids)))
-    known[known] &= (movie_ids[movie_pos[known]] == table["movie_id"].to_numpy(np.int64)[known])
-    known[known] &= (movie_ids[other_pos[known]] == table["other_id"].to_numpy(np.int64)[known])
-    movie_pos, other_pos, values = movie_pos[known], other_pos[known], values[known]
-    order = np.lexsort((other_pos, -values, movie_pos))
-    movie_pos, other_pos, values = movie_pos[order], other_pos[order], values[order]
-    starts = np.searchsorted(movie_pos, movie_pos, side="left")
-    within = np.arange(len(movie_pos)) - starts
-    width = int(within.max()) + 1 if len(within) else 0
-    if keep is not None:
-        width = min(width, keep)
-    neighbours = np.full((len(movie_ids), width), -1, dtype=np.int32)
-    similarity = np.zeros((len(movie_ids), width), dtype=np.float32)
-    inside = within < width
-    neighbours[movie_pos[inside], within[inside]] = other_pos[inside]
-    similarity[movie_pos[inside], within[inside]] = values[inside]
     return neighbours, similarity

@@ -15,14 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from prizeflow import pipeline
 from prizeflow.config import Config, ConfigError
 from prizeflow.jobs import common
+from prizeflow.spark import get_spark
+from prizeflow.steps import SCHEDULED
 
 logger = logging.getLogger(__name__)
 
 WIDGET_ENV_PREFIX = "PRIZEFLOW_WIDGET_"
 DISPLAY_DIR_ENV = "PRIZEFLOW_DISPLAY_DIR"
-STEPS = ("ingest", "train", "register", "recommend")
 
 
 class LocalWidgets:
@@ -123,33 +125,16 @@ def notebook_config(conf: str, overrides: str = "") -> Config:
 
 def spark_session(config: Config):
     """The notebook's SparkSession: the cluster's on Databricks, else one built from config."""
-    from prizeflow.spark import get_spark
-
     return get_spark(config)
-
-
-def _task(step: str):
-    """The library function behind ``prizeflow <step>``, as ``task(spark, config, **inputs)``."""
-    from prizeflow import ingestion, recommending, registry, training
-
-    def train(spark, config):
-        return training.train(spark, config).summary()
-
-    def register(spark, config, run_id=None):
-        return registry.register(config, run_id, spark)
-
-    return {"ingest": ingestion.ingest, "train": train, "register": register,
-            "recommend": recommending.recommend}[step]
 
 
 def run_step(step: str, spark: Any, config: Config, **inputs: Any) -> dict[str, Any]:
     """Run one step in this session, as ``prizeflow <step>`` would; returns its summary.
-    ``inputs`` are the step's keyword inputs (ingest: ``source``, ``fmt``; register:
-    ``run_id``; recommend: ``top``, ``alias``)."""
-    if step not in STEPS:
-        raise ValueError(f"unknown step {step!r}: one of {', '.join(STEPS)}")
-    task = _task(step)
-    return common.run_step(step, lambda: task(spark, config, **inputs))
+    ``inputs`` are the step's inputs by their names in :mod:`prizeflow.steps` (ingest:
+    ``source``, ``fmt``; register: ``run_id``; recommend: ``top``, ``alias``)."""
+    if step not in SCHEDULED:
+        raise ValueError(f"unknown step {step!r}: one of {', '.join(SCHEDULED)}")
+    return pipeline.run_step(step, spark, config, **inputs)
 
 
 def summary_table(summary: dict[str, Any]):

@@ -14,21 +14,24 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from prizeflow.columns import (GENRES, LINE_NO, MOVIE_ID, RATED_ON, RATING, SOURCE_FILE, TITLE,
+                               USER_ID, YEAR)
+
 ROW, HEADER, SKIPPED, QUARANTINED = "row", "header", "skipped", "quarantined"
 
 TABLE_COLUMNS = {
-    "ratings": [("user_id", "int"), ("movie_id", "int"), ("rating", "float"), ("rated_on", "date")],
-    "movies": [("movie_id", "int"), ("year", "int"), ("title", "string"), ("genres", "string")],
-    "probe": [("movie_id", "int"), ("user_id", "int")],
-    "qualifying": [("movie_id", "int"), ("user_id", "int"), ("rated_on", "date")],
+    "ratings": [(USER_ID, "int"), (MOVIE_ID, "int"), (RATING, "float"), (RATED_ON, "date")],
+    "movies": [(MOVIE_ID, "int"), (YEAR, "int"), (TITLE, "string"), (GENRES, "string")],
+    "probe": [(MOVIE_ID, "int"), (USER_ID, "int")],
+    "qualifying": [(MOVIE_ID, "int"), (USER_ID, "int"), (RATED_ON, "date")],
 }
-LINEAGE_COLUMNS = [("source_file", "string"), ("line_no", "bigint")]
+LINEAGE_COLUMNS = [(SOURCE_FILE, "string"), (LINE_NO, "bigint")]
 # The (unique) key of each table: a repeated key keeps the first line and quarantines the rest.
 TABLE_KEYS = {
-    "ratings": ["movie_id", "user_id"],
-    "movies": ["movie_id"],
-    "probe": ["movie_id", "user_id"],
-    "qualifying": ["movie_id", "user_id"],
+    "ratings": [MOVIE_ID, USER_ID],
+    "movies": [MOVIE_ID],
+    "probe": [MOVIE_ID, USER_ID],
+    "qualifying": [MOVIE_ID, USER_ID],
 }
 
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -46,7 +49,7 @@ class RatingScale:
         steps = (rating - F.lit(self.low)) / F.lit(self.step)
         return (rating >= self.low) & (rating <= self.high) & (steps == F.floor(steps))
 
-    def check_sql(self, column: str = "rating") -> str:
+    def check_sql(self, column: str = RATING) -> str:
         return (f"{column} >= {self.low} AND {column} <= {self.high} AND "
                 f"({column} - {self.low}) / {self.step} = floor(({column} - {self.low}) / {self.step})")
 
@@ -101,7 +104,7 @@ def _finish(df: DataFrame, table: str, reason: Column, header: Column | None = N
                        .otherwise(F.col("_parsed")))
     found = F.col("_reason")
     trailing_blank = (found == "blank_line") & (
-        F.col("line_no") > F.coalesce(F.col("last_content_line"), F.lit(0)))
+        F.col(LINE_NO) > F.coalesce(F.col("last_content_line"), F.lit(0)))
     header = header if header is not None else F.lit(False)
     df = df.withColumn("outcome", F.when(trailing_blank, F.lit(SKIPPED))
                        .when(header & found.isNull(), F.lit(HEADER))
@@ -109,7 +112,7 @@ def _finish(df: DataFrame, table: str, reason: Column, header: Column | None = N
                        .otherwise(F.lit(QUARANTINED)))
     return df.select(
         *[F.col(name).cast(kind).alias(name) for name, kind in TABLE_COLUMNS[table]],
-        "source_file", "line_no", F.col("value").alias("line"), "outcome",
+        SOURCE_FILE, LINE_NO, F.col("value").alias("line"), "outcome",
         F.when(F.col("outcome") == QUARANTINED, found).alias("reason"),
     )
 
@@ -162,31 +165,31 @@ def parse_netflix_ratings(df: DataFrame) -> DataFrame:
     df = _with_fields(_with_netflix_header(df), ",")
     stars = _field(1)
     df = df.withColumns({
-        "user_id": _positive_id(_field(0)), "movie_id": F.col("_movie"),
-        "rating": F.when((F.length(stars) == 1) & stars.between("1", "5"), stars.cast("int")),
-        "rated_on": _iso_date(_field(2)),
+        USER_ID: _positive_id(_field(0)), MOVIE_ID: F.col("_movie"),
+        RATING: F.when((F.length(stars) == 1) & stars.between("1", "5"), stars.cast("int")),
+        RATED_ON: _iso_date(_field(2)),
     })
-    reason = _netflix_reason(*_field_count(3), (F.col("user_id").isNull(), "bad_user_id"),
-                             (F.col("rating").isNull(), "bad_rating"),
-                             (F.col("rated_on").isNull(), "bad_date"))
+    reason = _netflix_reason(*_field_count(3), (F.col(USER_ID).isNull(), "bad_user_id"),
+                             (F.col(RATING).isNull(), "bad_rating"),
+                             (F.col(RATED_ON).isNull(), "bad_date"))
     return _finish(df, "ratings", reason, F.col("is_header"))
 
 
 def parse_netflix_probe(df: DataFrame) -> DataFrame:
     """``probe.txt``: ``CustomerID`` lines under ``MovieID:`` headers."""
     df = _with_fields(_with_netflix_header(df), ",")
-    df = df.withColumns({"user_id": _positive_id(_field(0)), "movie_id": F.col("_movie")})
-    reason = _netflix_reason(*_field_count(1), (F.col("user_id").isNull(), "bad_user_id"))
+    df = df.withColumns({USER_ID: _positive_id(_field(0)), MOVIE_ID: F.col("_movie")})
+    reason = _netflix_reason(*_field_count(1), (F.col(USER_ID).isNull(), "bad_user_id"))
     return _finish(df, "probe", reason, F.col("is_header"))
 
 
 def parse_netflix_qualifying(df: DataFrame) -> DataFrame:
     """``qualifying.txt``: ``CustomerID,YYYY-MM-DD`` lines under ``MovieID:`` headers."""
     df = _with_fields(_with_netflix_header(df), ",")
-    df = df.withColumns({"user_id": _positive_id(_field(0)), "movie_id": F.col("_movie"),
-                         "rated_on": _iso_date(_field(1))})
-    reason = _netflix_reason(*_field_count(2), (F.col("user_id").isNull(), "bad_user_id"),
-                             (F.col("rated_on").isNull(), "bad_date"))
+    df = df.withColumns({USER_ID: _positive_id(_field(0)), MOVIE_ID: F.col("_movie"),
+                         RATED_ON: _iso_date(_field(1))})
+    reason = _netflix_reason(*_field_count(2), (F.col(USER_ID).isNull(), "bad_user_id"),
+                             (F.col(RATED_ON).isNull(), "bad_date"))
     return _finish(df, "qualifying", reason, F.col("is_header"))
 
 
@@ -206,18 +209,18 @@ def parse_netflix_titles(df: DataFrame) -> DataFrame:
     pattern = "^([^,]*),([^,]*),(.*)$"
     df = df.withColumn("value", latin1(F.col("value"))).withColumns({
         "_matched": F.col("value").rlike(pattern),
-        "movie_id": _positive_id(F.regexp_extract("value", pattern, 1)),
+        MOVIE_ID: _positive_id(F.regexp_extract("value", pattern, 1)),
         "_year": F.regexp_extract("value", pattern, 2),
-        "title": F.regexp_extract("value", pattern, 3),
-        "genres": F.lit(None).cast("string"),
+        TITLE: F.regexp_extract("value", pattern, 3),
+        GENRES: F.lit(None).cast("string"),
     })
     year_ok = (F.length("_year") == 4) & F.col("_year").try_cast("int").between(1800, 2100)
-    df = df.withColumn("year", F.when(year_ok, F.col("_year").try_cast("int")))
+    df = df.withColumn(YEAR, F.when(year_ok, F.col("_year").try_cast("int")))
     reason = _first(
         (~F.col("_matched"), "missing_fields"),
-        (F.col("movie_id").isNull(), "bad_movie_id"),
-        ((F.col("_year") != "NULL") & F.col("year").isNull(), "bad_year"),
-        (F.trim("title") == "", "missing_title"),
+        (F.col(MOVIE_ID).isNull(), "bad_movie_id"),
+        ((F.col("_year") != "NULL") & F.col(YEAR).isNull(), "bad_year"),
+        (F.trim(TITLE) == "", "missing_title"),
     )
     return _finish(df, "movies", reason)
 
@@ -228,15 +231,15 @@ def _movielens_ratings(df: DataFrame, separator: str, scale: RatingScale,
                        header: Column | None = None) -> DataFrame:
     df = _with_fields(df, separator)
     df = df.withColumns({
-        "user_id": _positive_id(_field(0)), "movie_id": _positive_id(_field(1)),
-        "rating": _field(2).try_cast("double"), "rated_on": _unix_day(_field(3)),
+        USER_ID: _positive_id(_field(0)), MOVIE_ID: _positive_id(_field(1)),
+        RATING: _field(2).try_cast("double"), RATED_ON: _unix_day(_field(3)),
     })
     reason = _first(
         *_field_count(4),
-        (F.col("user_id").isNull(), "bad_user_id"),
-        (F.col("movie_id").isNull(), "bad_movie_id"),
-        (~F.coalesce(scale.valid(F.col("rating")), F.lit(False)), "bad_rating"),
-        (F.col("rated_on").isNull(), "bad_timestamp"),
+        (F.col(USER_ID).isNull(), "bad_user_id"),
+        (F.col(MOVIE_ID).isNull(), "bad_movie_id"),
+        (~F.coalesce(scale.valid(F.col(RATING)), F.lit(False)), "bad_rating"),
+        (F.col(RATED_ON).isNull(), "bad_timestamp"),
     )
     if header is not None:
         reason = F.when(header, F.lit(None).cast("string")).otherwise(reason)
@@ -255,7 +258,7 @@ def parse_mldat_ratings(df: DataFrame) -> DataFrame:
 
 def parse_mlcsv_ratings(df: DataFrame) -> DataFrame:
     """MovieLens 20M/25M/latest ``ratings.csv`` with its ``userId,...`` header line."""
-    header = (F.col("line_no") == 1) & F.col("value").startswith("userId,")
+    header = (F.col(LINE_NO) == 1) & F.col("value").startswith("userId,")
     return _movielens_ratings(df, ",", ML_HALF_STAR_SCALE, header)
 
 
@@ -265,8 +268,8 @@ def _year_in_title(title: Column) -> Column:
 
 def _movie_checks(expected_fields: int | None = None) -> list[tuple[Column, str]]:
     checks = list(_field_count(expected_fields)) if expected_fields else []
-    return checks + [(F.col("movie_id").isNull(), "bad_movie_id"),
-                     (F.coalesce(F.trim("title"), F.lit("")) == "", "missing_title")]
+    return checks + [(F.col(MOVIE_ID).isNull(), "bad_movie_id"),
+                     (F.coalesce(F.trim(TITLE), F.lit("")) == "", "missing_title")]
 
 
 def parse_ml100k_items(df: DataFrame) -> DataFrame:
@@ -279,17 +282,17 @@ def parse_ml100k_items(df: DataFrame) -> DataFrame:
                     lambda i: F.when(F.get(flags, i) == "1", F.get(names, i))),
         lambda g: g.isNotNull()), "|")
     release_year = F.substring(_field(2), -4, 4).try_cast("int")
-    df = df.withColumns({"movie_id": _positive_id(_field(0)), "title": _field(1), "genres": genres})
-    df = df.withColumn("year", F.coalesce(_year_in_title(F.col("title")), release_year))
+    df = df.withColumns({MOVIE_ID: _positive_id(_field(0)), TITLE: _field(1), GENRES: genres})
+    df = df.withColumn(YEAR, F.coalesce(_year_in_title(F.col(TITLE)), release_year))
     return _finish(df, "movies", _first(*_movie_checks(5 + len(ML100K_GENRES))))
 
 
 def parse_mldat_movies(df: DataFrame) -> DataFrame:
     """MovieLens 1M/10M ``movies.dat``: ``id::title::genres``."""
     df = _with_fields(df.withColumn("value", utf8_or_latin1(F.col("value"))), "::")
-    df = df.withColumns({"movie_id": _positive_id(_field(0)), "title": _field(1),
-                         "genres": _field(2)})
-    df = df.withColumn("year", _year_in_title(F.col("title")))
+    df = df.withColumns({MOVIE_ID: _positive_id(_field(0)), TITLE: _field(1),
+                         GENRES: _field(2)})
+    df = df.withColumn(YEAR, _year_in_title(F.col(TITLE)))
     return _finish(df, "movies", _first(*_movie_checks(3)))
 
 
@@ -299,16 +302,16 @@ _CSV_MOVIE = '^([^,"]*),(?:"((?:[^"]|"")*)"|([^,"]*)),([^,"]*)$'
 def parse_mlcsv_movies(df: DataFrame) -> DataFrame:
     """MovieLens ``movies.csv``: header, then ``movieId,title,genres``; titles with commas are
     double-quoted with ``""`` escapes."""
-    header = (F.col("line_no") == 1) & F.col("value").startswith("movieId,")
+    header = (F.col(LINE_NO) == 1) & F.col("value").startswith("movieId,")
     quoted = F.regexp_extract("value", _CSV_MOVIE, 2)
     df = df.withColumns({
         "_matched": F.col("value").rlike(_CSV_MOVIE),
-        "movie_id": _positive_id(F.regexp_extract("value", _CSV_MOVIE, 1)),
-        "title": F.when(quoted != "", F.regexp_replace(quoted, '""', '"')).otherwise(
+        MOVIE_ID: _positive_id(F.regexp_extract("value", _CSV_MOVIE, 1)),
+        TITLE: F.when(quoted != "", F.regexp_replace(quoted, '""', '"')).otherwise(
             F.regexp_extract("value", _CSV_MOVIE, 3)),
-        "genres": F.regexp_extract("value", _CSV_MOVIE, 4),
+        GENRES: F.regexp_extract("value", _CSV_MOVIE, 4),
     })
-    df = df.withColumn("year", _year_in_title(F.col("title")))
+    df = df.withColumn(YEAR, _year_in_title(F.col(TITLE)))
     reason = F.when(header, F.lit(None).cast("string")).otherwise(
         _first((~F.col("_matched"), "bad_csv_row"), *_movie_checks()))
     return _finish(df, "movies", reason, header)
@@ -320,9 +323,9 @@ def check_dates(parsed: DataFrame, earliest, latest) -> DataFrame:
     """Quarantine rows dated outside [``earliest``, ``latest``] as ``date_out_of_range``: a
     well-formed date can still be implausible (a timestamp in milliseconds read as seconds, a
     typo in the year, a clock in the future)."""
-    if "rated_on" not in parsed.columns:
+    if RATED_ON not in parsed.columns:
         return parsed
-    outside = (F.col("outcome") == ROW) & ~F.col("rated_on").between(
+    outside = (F.col("outcome") == ROW) & ~F.col(RATED_ON).between(
         F.lit(earliest).cast("date"), F.lit(latest).cast("date"))
     return (parsed
             .withColumn("reason", F.when(outside, F.lit("date_out_of_range"))
@@ -337,7 +340,7 @@ def duplicate_keys(parsed: DataFrame, table: str) -> DataFrame:
     return (parsed.where(F.col("outcome") == ROW)
             .groupBy(*keys)
             .agg(F.count(F.lit(1)).alias("_n"),
-                 F.min(F.struct("source_file", "line_no")).alias("_first"))
+                 F.min(F.struct(SOURCE_FILE, LINE_NO)).alias("_first"))
             .where(F.col("_n") > 1)
             .select(*keys, "_first"))
 
@@ -352,7 +355,7 @@ def flag_duplicates(parsed: DataFrame, table: str, repeated: DataFrame,
     is_row = F.col("outcome") == ROW
     flagged = parsed.join(repeated, on=keys, how="left")
     duplicate = is_row & F.col("_first").isNotNull() & (
-        F.struct("source_file", "line_no") != F.col("_first"))
+        F.struct(SOURCE_FILE, LINE_NO) != F.col("_first"))
     if existing_keys is not None:
         marked = existing_keys.select(*keys).distinct().withColumn("_in_table", F.lit(True))
         flagged = flagged.join(marked, on=keys, how="left")

@@ -5,7 +5,9 @@ The pipeline logs a line when a step starts and when countable work advances (fi
 points, iterations). In between, a daemon thread watches the log: when nothing was logged for
 that long, it logs what is running from Spark's own progress (the step, how long it has run,
 tasks done of the active stages, and a time-left estimate for those stages from the tasks'
-pace). It reads Spark's status tracker, so it runs in classic mode only.
+pace). A classic session's figures come from Spark's status tracker; a Spark Connect session's
+from the progress handler registered on it (:class:`ConnectStages`), which the server reports
+per operation.
 
 When stderr is a terminal, the same figures are also drawn as one bar updated in place every
 second (``step [#####-----] 45% 123/270 tasks, 1m20s left``), wiped before any log line so the

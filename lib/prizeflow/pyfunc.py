@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from prizeflow.factors import FactorModel, Requests
+from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
 
 ARTIFACT_KEY = "factors"
 HISTORY_MOVIES, HISTORY_RATINGS = "history_movie_ids", "history_ratings"
@@ -45,10 +46,10 @@ def _histories(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def predict_frame(model: FactorModel, frame: pd.DataFrame) -> np.ndarray:
-    missing = {"user_id", "movie_id"} - set(frame.columns)
+    missing = {USER_ID, MOVIE_ID} - set(frame.columns)
     if missing:
         raise ValueError(f"input needs columns user_id and movie_id; missing {sorted(missing)}")
-    users, movies = _ids(frame, "user_id"), _ids(frame, "movie_id")
+    users, movies = _ids(frame, USER_ID), _ids(frame, MOVIE_ID)
     given = [c for c in (HISTORY_MOVIES, HISTORY_RATINGS) if c in frame.columns]
     if len(given) == 1:
         raise ValueError(f"give both {HISTORY_MOVIES} and {HISTORY_RATINGS}, or neither; "
@@ -67,4 +68,4 @@ class FactorPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
         return pd.Series(predict_frame(self.model, model_input), index=model_input.index,
-                         name="prediction")
+                         name=PREDICTION)

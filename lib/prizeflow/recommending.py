@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
 from prizeflow.config import Config
 from prizeflow.errors import JobError
+from prizeflow.columns import MOVIE_ID, RATING, USER_ID
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
     root = config.lake.root
     # The ratings as the last complete ingest left them, never half of a running one.
     snapshot = snapshots.for_reading(spark, root)
-    history = snapshot.read(spark, root, "ratings").select("user_id", "movie_id", "rating")
+    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
     buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     created = datetime.now(timezone.utc).replace(tzinfo=None)
     recommendations = (scoring.top_n(model, scoring.user_frame(spark, model), history, top, buckets)
@@ -43,7 +44,7 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
     path = lake.table_path(root, "recommendations")
     lake.overwrite(spark, recommendations, path, lake.RECOMMENDATIONS)
     counts = lake.read(spark, path).agg(F.count(F.lit(1)).alias("rows"),
-                                        F.countDistinct("user_id").alias("users")).first()
+                                        F.countDistinct(USER_ID).alias("users")).first()
     logger.info("wrote %d recommendations for %d users to %s", counts["rows"], counts["users"],
                 path)
     return {"model_name": name, "alias": alias, "model_version": version, "top": top,

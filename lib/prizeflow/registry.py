@@ -23,14 +23,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from prizeflow import gate, model_integrity
+from prizeflow import gate, model_integrity, train_runs
 from prizeflow.config import Config
 from prizeflow.errors import JobError, first_line
 from prizeflow.secrets import redact_text
+from prizeflow.train_runs import TrainRun, TrainRunError
+from prizeflow.columns import MOVIE_ID, RATING, USER_ID
 
 if TYPE_CHECKING:  # the served pyfunc imports this module; it needs no Spark
     from pyspark.sql import SparkSession
@@ -42,91 +43,54 @@ BELOW_BASELINE = "below_baseline"  # registered without an alias: worse than its
 GATE_TAG = "prizeflow.gate"
 
 
-class RegistryError(JobError):
+class RegistryError(TrainRunError):
     """No run or model to work with; the message says what is missing."""
-
-
-PIPELINE_RUN_TAG = "prizeflow.pipeline_run"
-
-
-def latest_train_run(client: MlflowClient, experiment_id: str,
-                     pipeline_run: str | None = None) -> Run:
-    """The latest finished train run, or with ``pipeline_run`` the latest one tagged with it (a
-    scheduler's run id: the DAG registers the run its own train task made)."""
-    query = "tags.`prizeflow.command` = 'train' and attributes.status = 'FINISHED'"
-    if pipeline_run is not None:
-        if "'" in pipeline_run or "\\" in pipeline_run:
-            raise RegistryError(f"--pipeline-run {pipeline_run!r}: quotes and backslashes are "
-                                "not allowed")
-        query += f" and tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run}'"
-    runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
-                              max_results=1)
-    if not runs:
-        which = f" of pipeline run {pipeline_run!r}" if pipeline_run is not None else ""
-        raise RegistryError(f"no finished `prizeflow train` run{which} in the experiment: "
-                            "train first")
-    return runs[0]
-
-
-def train_run(client: MlflowClient, run_id: str) -> Run:
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise RegistryError(f"run {run_id} not found: {exc.message}") from exc
-    if run.data.tags.get("prizeflow.command") != "train":
-        raise RegistryError(f"run {run_id} is not a `prizeflow train` run")
-    if run.info.status != "FINISHED":
-        raise RegistryError(f"run {run_id} did not finish (status {run.info.status})")
-    return run
 
 
 @dataclass(frozen=True)
 class Candidate:
-    run: Run
+    train_run: TrainRun
     record: gate.Record
 
     @classmethod
-    def of(cls, run: Run) -> "Candidate":
-        record = gate.record_of(run)
+    def of(cls, run: TrainRun) -> "Candidate":
+        record = gate.record_of(run.run)
         if record is None:
-            raise RegistryError(f"train run {run.info.run_id} has no gate record (its gate.* "
+            raise RegistryError(f"train run {run.run_id} has no gate record (its gate.* "
                                 "params): an earlier prizeflow trained it; train again")
         return cls(run, record)
+
+    @property
+    def run_id(self) -> str:
+        return self.train_run.run_id
 
     @property
     def test_rmse(self) -> float:
         return self.record.test_rmse
 
     @property
-    def lift_pct(self) -> dict[str, float]:
-        prefix = "lift_pct_"
-        return {k[len(prefix):]: v for k, v in sorted(self.run.data.metrics.items())
-                if k.startswith(prefix)}
-
-    @property
     def model_uri(self) -> str:
-        uri = self.run.data.tags.get("prizeflow.model_uri")
+        uri = self.train_run.model_uri
         if not uri:
-            raise RegistryError(f"run {self.run.info.run_id} logged no model")
+            raise RegistryError(f"run {self.run_id} logged no model")
         return uri
 
     def version_tags(self) -> dict[str, str]:
-        params, tags = self.run.data.params, self.run.data.tags
+        run = self.train_run
         # The exact value (repr round-trips a float); the gate reads the run's metric anyway.
-        out = {"test_rmse": repr(self.test_rmse), "train_run_id": self.run.info.run_id,
-               "data_version": params.get("data_version", ""),
-               "split": self.record.split,
-               "git_commit": tags.get("prizeflow.git_commit", "unknown")}
-        out.update({f"lift_pct_{k}": f"{v:.3f}" for k, v in self.lift_pct.items()})
-        out.update({k: v for k, v in params.items() if k.startswith("best_")})
+        out = {"test_rmse": repr(self.test_rmse), "train_run_id": run.run_id,
+               "data_version": run.params.get("data_version", ""),
+               "split": self.record.split, "git_commit": run.git_commit}
+        out.update({f"lift_pct_{k}": f"{v:.3f}" for k, v in run.lift_pct.items()})
+        out.update({f"best_{k}": v for k, v in run.best_params.items()})
         return out
 
     def description(self) -> str:
-        params = self.run.data.params
-        best = ", ".join(f"{k[5:]}={v}" for k, v in sorted(params.items()) if k.startswith("best_"))
-        lift = ", ".join(f"{v:+.2f}% vs {k}" for k, v in self.lift_pct.items())
-        return (f"ALS ({best}) trained on ratings Delta version {params.get('data_version')}: "
-                f"test RMSE {self.test_rmse:.4f}; lift {lift}. Train run {self.run.info.run_id}.")
+        run = self.train_run
+        best = ", ".join(f"{k}={v}" for k, v in run.best_params.items())
+        lift = ", ".join(f"{v:+.2f}% vs {k}" for k, v in run.lift_pct.items())
+        return (f"ALS ({best}) trained on ratings Delta version {run.params.get('data_version')}: "
+                f"test RMSE {self.test_rmse:.4f}; lift {lift}. Train run {run.run_id}.")
 
 
 def _unless_missing(lookup: Callable[[], Any], what: str):
@@ -167,10 +131,6 @@ def champion_record(client: MlflowClient, champion) -> gate.Record | None:
     except (MlflowException, TypeError) as exc:
         raise RegistryError(f"cannot read the train run {run_id} of champion "
                             f"v{champion.version}: {_first_line(exc)}") from exc
-
-
-def _int_or_none(text: str | None) -> int | None:
-    return None if text in (None, "", "None") else int(text)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -218,7 +178,7 @@ def candidate_lake_root(config: Config, candidate: Candidate) -> str:
     root = lake.absolute_root(config.lake.root)
     if record.same_lake(root):
         return config.lake.root
-    raise RegistryError(f"train run {candidate.run.info.run_id} was trained on the lake "
+    raise RegistryError(f"train run {candidate.run_id} was trained on the lake "
                         f"{record.lake_root}, and lake.root {redact_text(root)} is another "
                         "lake: set lake.root to the run's lake to re-score the champion")
 
@@ -229,52 +189,42 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
     own rule with each user's history taken from the candidate's training ratings (what the
     candidate's own test RMSE was scored with), read from the lake the candidate was trained
     on. A RegistryError when that data cannot be read or is not what the candidate read."""
-    import mlflow.artifacts
-    import yaml
     from pyspark.errors import PySparkException
-    from pyspark.sql import functions as F
 
-    from prizeflow import data, lake, metrics, partitions, scoring, splits, training
+    from prizeflow import data, lake, partitions, scoring, splits
     from prizeflow.config import DataSettings, LakeSettings, SplitSettings
 
-    run = candidate.run
+    run = candidate.train_run
     root = candidate_lake_root(config, candidate)
-    run_config = yaml.safe_load(
-        mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
     scoring_config = config.model_copy(update={
         "lake": LakeSettings(root=root),
-        "split": SplitSettings.model_validate(run_config["split"]),
-        "data": DataSettings(version=int(run.data.params["data_version"]),
-                             probe_version=_int_or_none(run.data.params.get("probe_version")))})
+        "split": SplitSettings.model_validate(run.config()["split"]),
+        "data": DataSettings(version=run.data_version, probe_version=run.probe_version)})
     try:
         source = data.load_training_data(spark, scoring_config)
         table = lake.table_id(spark, source.ratings_path)
     except (JobError, PySparkException) as exc:
-        raise RegistryError(f"cannot read the data train run {run.info.run_id} was trained on "
+        raise RegistryError(f"cannot read the data train run {run.run_id} was trained on "
                             f"(lake {redact_text(root)}): {first_line(str(exc))}; the champion "
                             "cannot be re-scored, nothing was registered") from exc
     if table != candidate.record.ratings_table:
         raise RegistryError(f"the ratings table in lake {redact_text(root)} is not the one train "
-                            f"run {run.info.run_id} read (table id {table}, the run's "
+                            f"run {run.run_id} read (table id {table}, the run's "
                             f"{candidate.record.ratings_table}): the lake was re-created; "
                             "nothing was registered")
     method = data.choose_split_method(scoring_config, source)
     split = data.split_ratings(source, scoring_config, method)
     history_parts = [splits.TRAIN]
-    if run.data.params.get("refit", "True") == "True":
+    if candidate.train_run.refit:
         history_parts.append(splits.VALIDATION)
-    history = splits.part(split, *history_parts).select("user_id", "movie_id", "rating")
-    test = (splits.part(split, splits.TEST).select("user_id", "movie_id", "rating")
-            .withColumn("tag", F.lit(training.TEST_TAG)))
+    history = splits.part(split, *history_parts).select(USER_ID, MOVIE_ID, RATING)
+    test = splits.part(split, splits.TEST).select(USER_ID, MOVIE_ID, RATING)
     champion, _ = load_model(name, CHAMPION)
-    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
-    parts = scoring.score(champion, scoring.user_frame(spark, champion), test, history, buckets)
-    scored = parts.withColumn("prediction", training.predictions(champion)["prediction"])
-    return metrics.errors(scored).rmse
+    return scoring.test_rmse(champion, test, history, partitions.parallelism(spark))
 
 
-def register(config: Config, run_id: str | None = None,
-             spark: SparkSession | None = None, pipeline_run: str | None = None) -> dict[str, Any]:
+def register(spark: SparkSession | None, config: Config, run_id: str | None = None,
+             pipeline_run: str | None = None) -> dict[str, Any]:
     """Register the model of train run ``run_id`` (None: the latest finished one, of
     ``pipeline_run`` when given) and gate it against the champion; the summary. Spark
     (``spark``, else a session from the config) starts only when the champion must be re-scored
@@ -288,11 +238,11 @@ def register(config: Config, run_id: str | None = None,
         raise RegistryError(f"no MLflow experiment {experiment!r}: run `prizeflow train` first")
     client = MlflowClient()
     name = config.mlflow.registered_model
-    run = (train_run(client, run_id) if run_id
-           else latest_train_run(client, experiment_id, pipeline_run))
-    if run.info.experiment_id != experiment_id:
-        raise RegistryError(f"run {run.info.run_id} belongs to experiment "
-                            f"{run.info.experiment_id}, not {experiment!r} ({experiment_id})")
+    run = (train_runs.get(client, run_id) if run_id
+           else train_runs.latest(client, experiment_id, pipeline_run))
+    if run.experiment_id != experiment_id:
+        raise RegistryError(f"run {run.run_id} belongs to experiment "
+                            f"{run.experiment_id}, not {experiment!r} ({experiment_id})")
     with _store_lock(config):
         return _gate_and_register(client, config, name, run, spark)
 
@@ -319,15 +269,15 @@ def _store_lock(config: Config):
         yield me
 
 
-def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run,
+def _gate_and_register(client: MlflowClient, config: Config, name: str, run: TrainRun,
                        spark: SparkSession | None) -> dict[str, Any]:
     candidate = Candidate.of(run)
-    version = registered_version(client, name, run.info.run_id)
+    version = registered_version(client, name, run.run_id)
     if version is not None and version.tags.get(GATE_TAG):
         # What it holds now: a later champion may have taken its alias since.
         current = client.get_model_version(name, version.version)
         held = [a for a in (current.aliases or []) if a in (CHAMPION, CHALLENGER)]
-        logger.info("train run %s is already registered as %s v%s (%s)", run.info.run_id, name,
+        logger.info("train run %s is already registered as %s v%s (%s)", run.run_id, name,
                     version.version, f"@{held[0]}" if held else "no alias now")
         return _summary(name, version, held[0] if held else None, candidate, None, None, False,
                         already=True, gate=version.tags[GATE_TAG])
@@ -339,15 +289,15 @@ def _gate_and_register(client: MlflowClient, config: Config, name: str, run: Run
         best_before, rescored = _champion_rmse_on_candidate_test(client, config, candidate,
                                                                  champion, name, spark)
         alias = decide(candidate.test_rmse, best_before)
-        bias = run.data.metrics.get("baseline_rmse_bias")
+        bias = run.baselines.get("bias")
         if bias is not None and candidate.test_rmse >= bias:
             logger.warning("train run %s has test RMSE %.5f, not better than its own bias "
-                           "baseline %.5f: registered without an alias", run.info.run_id,
+                           "baseline %.5f: registered without an alias", run.run_id,
                            candidate.test_rmse, bias)
             alias = BELOW_BASELINE
     if version is None:
         version = _create_version(client, name, candidate)
-        first = _first_version_of_run(client, name, run.info.run_id, version)
+        first = _first_version_of_run(client, name, run.run_id, version)
         if int(first.version) != int(version.version):
             # Another register of this run (on a server, where no lock is taken) created a
             # version first: it gates that one.
@@ -409,6 +359,8 @@ def _champion_rmse_on_candidate_test(client: MlflowClient, config: Config, candi
 
     from prizeflow.spark import get_spark, release
 
+    # A lake that cannot be the candidate's is refused before any Spark work.
+    candidate_lake_root(config, candidate)
     # Opened here (not given, none active): ended here, so a Connect session does not linger.
     own = spark is None and SparkSession.getActiveSession() is None
     spark = get_spark(config) if spark is None else spark
@@ -432,8 +384,8 @@ def _create_version(client: MlflowClient, name: str, candidate: Candidate):
     # The model as train logged it, or nothing: its files must still have the digest train
     # recorded in the run's (immutable) params.
     digest = model_integrity.digest_of(candidate.model_uri)
-    model_integrity.check(candidate.run.data.params.get(model_integrity.DIGEST_PARAM), digest,
-                          f"the model of train run {candidate.run.info.run_id}",
+    model_integrity.check(candidate.train_run.params.get(model_integrity.DIGEST_PARAM), digest,
+                          f"the model of train run {candidate.run_id}",
                           unrecorded="an earlier prizeflow trained it; train again")
     tags = {**candidate.version_tags(), model_integrity.DIGEST_TAG: digest}
     # register_model prints "Registered model ... already exists" for the model created above.
@@ -446,12 +398,11 @@ def _create_version(client: MlflowClient, name: str, candidate: Candidate):
 def _summary(name: str, version, alias: str | None, candidate: Candidate,
              best_before: float | None, champion, rescored: bool, already: bool = False,
              gate: str | None = None) -> dict[str, Any]:
-    run = candidate.run
+    run = candidate.train_run
     return {"model_name": name, "version": int(version.version),
             "alias": alias if alias in (CHAMPION, CHALLENGER) else None, "gate": gate or alias,
             "already_registered": already, "test_rmse": candidate.test_rmse,
             "champion_rmse_before": best_before,
             "champion_version_before": int(champion.version) if champion else None,
-            "champion_rescored": rescored, "lift_pct": candidate.lift_pct,
-            "train_run_id": run.info.run_id,
-            "data_version": int(run.data.params["data_version"])}
+            "champion_rescored": rescored, "lift_pct": run.lift_pct,
+            "train_run_id": run.run_id, "data_version": run.data_version}

@@ -14,20 +14,23 @@ Nothing proportional to the number of ratings passes through the driver or a bro
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
 
-from prizeflow import partitions
+from prizeflow import metrics, partitions
 from prizeflow.factors import FactorModel, Requests
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 
 ROWS_PER_BUCKET = 4_000_000
 HISTORY = 0  # the tag of history rows; pairs to score carry a positive tag
+VALIDATION_TAG, TEST_TAG = 1, 2  # the tags train scores its held-out parts under
 PARTS = ("baseline", "factor_term", "neighbour_term", "has_factors")
-TOP_SCHEMA = "user_id int, rank int, movie_id int, predicted_rating double"
+TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
 
 
 def bucket_count(rows: int, parallelism: int) -> int:
@@ -51,11 +54,11 @@ def _packed_factors(factors: DataFrame) -> DataFrame:
             flat = flat.reshape(-1, width) if width else flat.reshape(len(vectors), 0)
             yield pa.RecordBatch.from_arrays(
                 [batch.column(0), pa.array([row.tobytes() for row in flat], pa.binary())],
-                names=["user_id", "factors"])
+                names=[USER_ID, "factors"])
 
-    return (factors.select(F.col("id").cast("int").alias("user_id"),
+    return (factors.select(F.col("id").cast("int").alias(USER_ID),
                            F.col("features").cast(ArrayType(FloatType())))
-            .mapInArrow(pack, "user_id int, factors binary"))
+            .mapInArrow(pack, f"{USER_ID} int, factors binary"))
 
 
 def user_side(factors: DataFrame | None, biases: DataFrame | None) -> DataFrame:
@@ -65,14 +68,14 @@ def user_side(factors: DataFrame | None, biases: DataFrame | None) -> DataFrame:
     if factors is not None:
         frames.append(_packed_factors(factors))
     if biases is not None:
-        frames.append(biases.select(F.col("user_id").cast("int"), F.col("b_user").cast("double")))
+        frames.append(biases.select(F.col(USER_ID).cast("int"), F.col("b_user").cast("double")))
     side = frames[0]
     for other in frames[1:]:
-        side = side.join(other, "user_id", "full_outer")
+        side = side.join(other, USER_ID, "full_outer")
     for name, kind in (("b_user", DoubleType()), ("factors", BinaryType())):
         if name not in side.columns:
             side = side.withColumn(name, F.lit(None).cast(kind))
-    return side.select("user_id", "b_user", "factors")
+    return side.select(USER_ID, "b_user", "factors")
 
 
 def user_frame(spark, model: FactorModel) -> DataFrame:
@@ -82,21 +85,21 @@ def user_frame(spark, model: FactorModel) -> DataFrame:
 
     has = model.user_has_factors
     frame = pd.DataFrame({
-        "user_id": model.user_ids.astype("int32"),
+        USER_ID: model.user_ids.astype("int32"),
         "b_user": model.user_bias.astype("float64"),
         "factors": [row.tobytes() if keep else None for row, keep in
                     zip(model.user_factors.astype("<f4"), has)]})
-    return spark.createDataFrame(frame, "user_id int, b_user double, factors binary")
+    return spark.createDataFrame(frame, f"{USER_ID} int, b_user double, factors binary")
 
 
 def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int) -> DataFrame:
-    rows = wanted.select("user_id", "movie_id", F.col("rating").cast("float"), "tag", "b_user",
+    rows = wanted.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), TAG, "b_user",
                          "factors")
-    past = history.select("user_id", "movie_id", F.col("rating").cast("float"),
-                          F.lit(HISTORY).alias("tag"), F.lit(None).cast("double").alias("b_user"),
+    past = history.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"),
+                          F.lit(HISTORY).alias(TAG), F.lit(None).cast("double").alias("b_user"),
                           F.lit(None).cast(BinaryType()).alias("factors"))
     both = rows.unionByName(past)
-    bucket = F.pmod(F.xxhash64(F.lit(3), F.col("user_id")), F.lit(buckets))
+    bucket = F.pmod(F.xxhash64(F.lit(3), F.col(USER_ID)), F.lit(buckets))
     return partitions.by_task(both, bucket, buckets)
 
 
@@ -120,17 +123,17 @@ def _requests(table, movie_model: FactorModel):
     """(the rows to score, the task's model, its Requests) from one task's rows."""
     import pyarrow as pa
 
-    is_wanted = table.column("tag").to_numpy() != HISTORY
+    is_wanted = table.column(TAG).to_numpy() != HISTORY
     asked = table.filter(pa.array(is_wanted))
     past = table.filter(pa.array(~is_wanted))
-    asked_users = asked.column("user_id").to_numpy().astype(np.int64)
+    asked_users = asked.column(USER_ID).to_numpy().astype(np.int64)
     local = _local_model(movie_model, asked_users,
                          asked.column("b_user").to_numpy(zero_copy_only=False),
                          asked.column("factors").combine_chunks())
     requests = Requests.by_user(
-        asked_users, asked.column("movie_id").to_numpy(),
-        (past.column("user_id").to_numpy(), past.column("movie_id").to_numpy(),
-         past.column("rating").to_numpy()))
+        asked_users, asked.column(MOVIE_ID).to_numpy(),
+        (past.column(USER_ID).to_numpy(), past.column(MOVIE_ID).to_numpy(),
+         past.column(RATING).to_numpy()))
     return asked, local, requests
 
 
@@ -149,7 +152,7 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
     if model.neighbourhood is None:
         # Only the neighbour term reads a history: without one, no rating leaves the lake.
         history = history.where(F.lit(False))
-    wanted = wanted.select("user_id", "movie_id", "rating", "tag").join(users, "user_id", "left")
+    wanted = wanted.select(USER_ID, MOVIE_ID, RATING, TAG).join(users, USER_ID, "left")
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = partitions.arrow_table(batches)
@@ -159,13 +162,13 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
         parts = local.parts(requests)
         parts.setdefault("neighbour_term", np.zeros(len(requests.owner)))
         yield pa.RecordBatch.from_arrays(
-            [asked.column("user_id").combine_chunks(), asked.column("movie_id").combine_chunks(),
-             pa.array(asked.column("rating").to_numpy().astype(np.float64)),
-             asked.column("tag").combine_chunks()]
+            [asked.column(USER_ID).combine_chunks(), asked.column(MOVIE_ID).combine_chunks(),
+             pa.array(asked.column(RATING).to_numpy().astype(np.float64)),
+             asked.column(TAG).combine_chunks()]
             + [pa.array(np.asarray(parts[name], dtype=np.float64)) for name in names],
-            names=["user_id", "movie_id", "rating", "tag", *names])
+            names=[USER_ID, MOVIE_ID, RATING, TAG, *names])
 
-    schema = "user_id int, movie_id int, rating double, tag int, " + ", ".join(
+    schema = f"{USER_ID} int, {MOVIE_ID} int, {RATING} double, {TAG} int, " + ", ".join(
         f"{name} double" for name in names)
     return _bucketed(wanted, history, buckets).mapInArrow(task, schema)
 
@@ -177,8 +180,8 @@ def top_n(model: FactorModel, users: DataFrame, history: DataFrame, n: int,
     import pyarrow as pa
 
     movie_model = model.movie_side()
-    wanted = users.select("user_id", F.lit(0).alias("movie_id"),
-                          F.lit(None).cast("float").alias("rating"), F.lit(1).alias("tag"),
+    wanted = users.select(USER_ID, F.lit(0).alias(MOVIE_ID),
+                          F.lit(None).cast("float").alias(RATING), F.lit(1).alias(TAG),
                           "b_user", "factors")
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -201,6 +204,24 @@ def top_n(model: FactorModel, users: DataFrame, history: DataFrame, n: int,
                 [pa.array(owners[start:stop][owner].astype(np.int32)),
                  pa.array(rank.astype(np.int32)), pa.array(movie.astype(np.int32)),
                  pa.array(value.astype(np.float64))],
-                names=["user_id", "rank", "movie_id", "predicted_rating"])
+                names=[USER_ID, "rank", MOVIE_ID, "predicted_rating"])
 
     return _bucketed(wanted, history, buckets).mapInArrow(task, TOP_SCHEMA)
+
+
+def predictions(model: FactorModel) -> dict[str, Column]:
+    """Spark columns over a parts frame (:func:`score`), from the model's rule: its prediction
+    with a history, without one, and its ALS part alone."""
+    return {PREDICTION: model.rule(with_history=True).column(),
+            "prediction_without_history": model.rule(with_history=False).column(),
+            "prediction_als": replace(model, neighbourhood=None).rule().column()}
+
+
+def test_rmse(model: FactorModel, test: DataFrame, history: DataFrame, parallelism: int) -> float:
+    """RMSE of ``model``'s prediction on ``test`` (user_id, movie_id, rating), each user's
+    history taken from ``history`` (user_id, movie_id, rating)."""
+    spark = test.sparkSession
+    buckets = bucket_count(history.count(), parallelism)
+    parts = score(model, user_frame(spark, model), test.withColumn(TAG, F.lit(TEST_TAG)),
+                  history, buckets)
+    return metrics.errors(parts.withColumn(PREDICTION, predictions(model)[PREDICTION])).rmse

@@ -57,9 +57,6 @@ class SourcePlan:
     files: list[SourceFile]
     ignored: list[str] = field(default_factory=list)
 
-    def for_table(self, table: str) -> list[SourceFile]:
-        return [f for f in self.files if f.table == table]
-
 
 def _walk(source: str, follow_external_links: bool = False) -> list[str]:
     """Every file under ``source``, following symlinks, each folder once: a symlink to a folder

@@ -27,6 +27,7 @@ from pyspark.sql import SparkSession
 
 from prizeflow.factors import FactorModel
 from prizeflow.rule import BASELINE, FACTOR, HAS_FACTORS
+from prizeflow.columns import MOVIE_ID, USER_ID
 
 ZERO, USER_BIAS, MOVIE_BIAS, DOT = "_pf_zero", "_pf_bu", "_pf_bi", "_pf_dot"
 
@@ -59,18 +60,18 @@ def build(spark: SparkSession, model: FactorModel) -> PipelineModel:
         stages.append(_als_model(
             spark, "prizeflow_user_bias",
             _factor_frame(spark, model.user_ids, model.user_bias[:, None]),
-            _factor_frame(spark, zero, one), 1, "user_id", ZERO, USER_BIAS))
+            _factor_frame(spark, zero, one), 1, USER_ID, ZERO, USER_BIAS))
         stages.append(_als_model(
             spark, "prizeflow_movie_bias", _factor_frame(spark, zero, one),
             _factor_frame(spark, model.movie_ids, model.movie_bias[:, None]), 1, ZERO,
-            "movie_id", MOVIE_BIAS))
+            MOVIE_ID, MOVIE_BIAS))
     stages.append(_als_model(
         spark, "prizeflow_factors",
         _factor_frame(spark, model.user_ids[model.user_has_factors],
                       model.user_factors[model.user_has_factors]),
         _factor_frame(spark, model.movie_ids[model.movie_has_factors],
                       model.movie_factors[model.movie_has_factors]),
-        model.rank, "user_id", "movie_id", DOT))
+        model.rank, USER_ID, MOVIE_ID, DOT))
     parts = {FACTOR: _nan_as(DOT, "0D"),
              HAS_FACTORS: f"nanvl(CAST({DOT} AS DOUBLE), CAST(NULL AS DOUBLE)) IS NOT NULL"}
     helpers = [ZERO, DOT]

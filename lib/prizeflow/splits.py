@@ -11,6 +11,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from prizeflow.columns import MOVIE_ID, RATED_ON, USER_ID
+
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLIT = "split"
 _HASH_RANGE = 1 << 30
@@ -29,8 +31,8 @@ def hash_split(ratings: DataFrame, test_fraction: float, validation_fraction: fl
     ``test_fraction`` and ``validation_fraction`` are shares of all ratings. With ``folds > 1`` the
     test set is instead hash fold ``fold`` of ``folds`` (the folds partition the ratings), and
     validation is ``validation_fraction`` of all ratings carved from the other folds."""
-    test_draw = unit_hash(seed, "user_id", "movie_id")
-    validation_draw = unit_hash(seed + 1, "user_id", "movie_id")
+    test_draw = unit_hash(seed, USER_ID, MOVIE_ID)
+    validation_draw = unit_hash(seed + 1, USER_ID, MOVIE_ID)
     if folds > 1:
         is_test = F.floor(test_draw * folds) == fold
         test_share = 1.0 / folds
@@ -50,8 +52,8 @@ def chronological_split(ratings: DataFrame, test_fraction: float,
     A user with n ratings gives floor(n * fraction) to each held-out set, so users with very few
     ratings stay wholly in training. Same-day ratings are ordered by movie_id to stay
     deterministic."""
-    by_user = Window.partitionBy("user_id")
-    ordered = by_user.orderBy(F.col("rated_on").asc_nulls_first(), F.col("movie_id"))
+    by_user = Window.partitionBy(USER_ID)
+    ordered = by_user.orderBy(F.col(RATED_ON).asc_nulls_first(), F.col(MOVIE_ID))
     n = F.count(F.lit(1)).over(by_user)
     position = F.row_number().over(ordered)
     n_test = F.floor(n * test_fraction)
@@ -67,9 +69,9 @@ def probe_split(ratings: DataFrame, probe: DataFrame, validation_fraction: float
                 seed: int) -> DataFrame:
     """The Netflix Prize protocol: the probe pairs are the test set and never trained on;
     ``validation_fraction`` of the other ratings (by hash) is validation."""
-    probe_keys = probe.select("user_id", "movie_id").distinct().withColumn("_probe", F.lit(True))
-    validation_draw = unit_hash(seed + 1, "user_id", "movie_id")
-    return (ratings.join(probe_keys, ["user_id", "movie_id"], "left")
+    probe_keys = probe.select(USER_ID, MOVIE_ID).distinct().withColumn("_probe", F.lit(True))
+    validation_draw = unit_hash(seed + 1, USER_ID, MOVIE_ID)
+    return (ratings.join(probe_keys, [USER_ID, MOVIE_ID], "left")
             .withColumn(SPLIT, F.when(F.col("_probe"), TEST)
                         .when(validation_draw < validation_fraction, VALIDATION)
                         .otherwise(TRAIN))

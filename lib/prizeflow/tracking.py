@@ -12,26 +12,22 @@ import math
 import os
 import subprocess
 import tempfile
-import time
 import warnings
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from prizeflow.config import Config, MlflowSettings
 from prizeflow.errors import JobError
-from prizeflow.grid import PointResult
 from prizeflow.secrets import redact_text
+from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Baselines that are published constants, not measured on the run's data.
-PUBLISHED_BASELINES = frozenset({"cinematch"})
 
 
 def local_store_file(uri: str | None) -> Path | None:
@@ -129,95 +125,6 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def log_point(client: MlflowClient, experiment_id: str, parent_run_id: str,
-              result: PointResult, index: int) -> str:
-    """One finished grid point as a child run of the training run."""
-    now = int(time.time() * 1000)
-    run = client.create_run(
-        experiment_id, start_time=now - int(result.seconds * 1000),
-        run_name=f"point-{index:03d}",
-        tags={"mlflow.parentRunId": parent_run_id, "prizeflow.pruned": str(result.pruned).lower()})
-    params = {**result.point.params(), "iterations_run": result.iterations}
-    client.log_batch(run.info.run_id,
-                     params=[Param(k, str(v)) for k, v in params.items()],
-                     metrics=[Metric("validation_rmse", result.validation_rmse, now, 0),
-                              Metric("fit_seconds", result.seconds, now, 0)],
-                     tags=[RunTag("prizeflow.point", result.point.label())])
-    client.set_terminated(run.info.run_id, end_time=now)
-    return run.info.run_id
-
-
-def grid_heatmap(results: list[PointResult], kind: str):
-    """Validation RMSE over rank x reg_param (the best over the other axes) for one kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    chosen = [r for r in results if r.point.kind == kind]
-    ranks = sorted({r.point.rank for r in chosen})
-    regs = sorted({r.point.reg_param for r in chosen})
-    grid = np.full((len(ranks), len(regs)), np.nan)
-    for r in chosen:
-        i, j = ranks.index(r.point.rank), regs.index(r.point.reg_param)
-        grid[i, j] = np.nanmin([grid[i, j], r.validation_rmse])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(regs), 1.2 + 0.7 * len(ranks)))
-    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(regs)), [f"{v:g}" for v in regs])
-    ax.set_yticks(range(len(ranks)), [str(v) for v in ranks])
-    ax.set_xlabel("regParam")
-    ax.set_ylabel("rank")
-    ax.set_title(f"validation RMSE ({kind} ALS)")
-    for i in range(len(ranks)):
-        for j in range(len(regs)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center",
-                        color=_text_colour(image.cmap(image.norm(grid[i, j]))), fontsize=8)
-    fig.colorbar(image, ax=ax, label="validation RMSE (lower is better)")
-    fig.tight_layout()
-    return fig
-
-
-def relative_luminance(rgba) -> float:
-    """WCAG 2 relative luminance of an sRGB colour (components 0..1)."""
-    def linear(c: float) -> float:
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    red, green, blue = (linear(c) for c in rgba[:3])
-    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
-
-
-def _text_colour(rgba) -> str:
-    """Black or white, whichever contrasts more with the cell (at least 4.58:1 either way)."""
-    luminance = relative_luminance(rgba)
-    return "black" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "white"
-
-
-def model_vs_baselines(test_rmse: float, baselines: dict[str, float], model_name: str = "model"):
-    """Test RMSE of the model and each baseline, from zero so bar heights compare honestly;
-    a published figure (Cinematch) is hatched and labelled as such, not drawn as a measurement."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [model_name] + [f"{n}\n(published)" if n in PUBLISHED_BASELINES else n
-                            for n in baselines]
-    values = [test_rmse, *baselines.values()]
-    fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(names), 3.5))
-    bars = ax.bar(names, values, color=["tab:green"] + ["tab:gray"] * len(baselines))
-    for bar, name in zip(bars[1:], baselines):
-        if name in PUBLISHED_BASELINES:
-            bar.set(facecolor="white", edgecolor="tab:gray", hatch="//")
-    ax.bar_label(bars, fmt="%.4f")
-    ax.set_ylabel("test RMSE")
-    ax.set_ylim(0, max(values) * 1.12)
-    ax.set_title("model vs baselines (lower is better)")
-    fig.tight_layout()
-    return fig
-
-
 def pip_requirements() -> list[str]:
     """The pyfunc's serving requirements, given explicitly (inference costs ~40 s a model)."""
     from importlib.metadata import version
@@ -263,12 +170,12 @@ def log_factor_model(factor_model, name: str = "model"):
     # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double;
     # the user's history is optional (the neighbourhood term needs it).
     signature = ModelSignature(
-        inputs=Schema([ColSpec("long", "user_id"), ColSpec("long", "movie_id"),
+        inputs=Schema([ColSpec("long", USER_ID), ColSpec("long", MOVIE_ID),
                        ColSpec(Array(DataType.long), HISTORY_MOVIES, required=False),
                        ColSpec(Array(DataType.double), HISTORY_RATINGS, required=False)]),
-        outputs=Schema([ColSpec("double", "prediction")]))
-    example = pd.DataFrame({"user_id": factor_model.user_ids[:2].astype("int64"),
-                            "movie_id": factor_model.movie_ids[:2].astype("int64")})
+        outputs=Schema([ColSpec("double", PREDICTION)]))
+    example = pd.DataFrame({USER_ID: factor_model.user_ids[:2].astype("int64"),
+                            MOVIE_ID: factor_model.movie_ids[:2].astype("int64")})
     with tempfile.TemporaryDirectory(prefix="prizeflow-model-") as tmp, \
             package_source() as code, warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values: ids never are missing.

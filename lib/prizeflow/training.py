@@ -33,23 +33,22 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, model_integrity,
-                       neighbours, partitions, progress, scoring, splits)
+                       neighbours, partitions, progress, scoring, sparkmodel, splits, train_runs)
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
 from prizeflow.rule import Rule
+from prizeflow.scoring import TEST_TAG, VALIDATION_TAG, predictions
 from prizeflow.secrets import redact_text
 from prizeflow.sessions import is_connect
 from prizeflow.spark import GRID_POOL_PREFIX
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 
 logger = logging.getLogger(__name__)
-
-VALIDATION_TAG, TEST_TAG = 1, 2
-
 
 @dataclass
 class StageTime:
@@ -117,8 +116,8 @@ def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cach
     """Biases per regularisation and the residuals, cached. The residual frames keep the
     rating, so once they are cached the ratings' own cache is dropped: at most one copy of the
     training data (plus one per extra ``bias_reg``) stays in memory."""
-    ratings = cache(ratings.select("user_id", "movie_id", "rating"))
-    stats = ratings.agg(F.avg("rating"), F.count(F.lit(1))).first()
+    ratings = cache(ratings.select(USER_ID, MOVIE_ID, RATING))
+    stats = ratings.agg(F.avg(RATING), F.count(F.lit(1))).first()
     if not stats[1]:
         raise ValueError("cannot fit a baseline on an empty training set")
     mean, rows = float(stats[0]), int(stats[1])
@@ -127,16 +126,16 @@ def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cach
     for reg in bias_regs:
         fitted = baselines.fit_biases(ratings, reg, passes, mean)
         biases[reg] = fitted
-        residuals[reg] = cache(als.residuals(ratings, fitted))
+        residuals[reg] = cache(baselines.residuals(ratings, fitted))
         residuals[reg].count()
     ratings.unpersist()
-    kept = residuals[bias_regs[0]].select("user_id", "movie_id", "rating")
+    kept = residuals[bias_regs[0]].select(USER_ID, MOVIE_ID, RATING)
     return FitData(kept, rows, mean, biases, residuals)
 
 
-def fit_point(point: als.GridPoint, fit_data: FitData, settings: als.AlsSettings,
+def fit_point(point: grid.GridPoint, fit_data: FitData, settings: als.AlsSettings,
               low: float, high: float) -> als.FittedModel:
-    if point.kind == als.RESIDUAL:
+    if point.kind == grid.RESIDUAL:
         return als.fit(point, fit_data.residuals[point.bias_reg], settings, fit_data.mean,
                        fit_data.biases[point.bias_reg], low, high)
     return als.fit(point, fit_data.ratings, settings, fit_data.mean, None, low, high)
@@ -145,18 +144,10 @@ def fit_point(point: als.GridPoint, fit_data: FitData, settings: als.AlsSettings
 def baseline_errors(scored_pairs: DataFrame, mean: float, biases: baselines.Biases,
                     low: float, high: float) -> tuple[metrics.Errors, metrics.Errors]:
     """(global mean, bias model) errors on a held-out set."""
-    with_mean = scored_pairs.withColumn("prediction", F.lit(mean))
+    with_mean = scored_pairs.withColumn(PREDICTION, F.lit(mean))
     with_bias = (baselines.with_baseline(scored_pairs, biases, "raw")
-                 .withColumn("prediction", baselines.clip(F.col("raw"), low, high)))
+                 .withColumn(PREDICTION, baselines.clip(F.col("raw"), low, high)))
     return metrics.errors(with_mean), metrics.errors(with_bias)
-
-
-def predictions(model: FactorModel) -> dict[str, Column]:
-    """Spark columns over a parts frame, from the model's rule: its prediction with a history,
-    without one, and its ALS part alone."""
-    return {"prediction": model.rule(with_history=True).column(),
-            "prediction_without_history": model.rule(with_history=False).column(),
-            "prediction_als": replace(model, neighbourhood=None).rule().column()}
 
 
 @dataclass
@@ -182,7 +173,7 @@ class TrainResult:
                 "split_method": self.split_method, "split_counts": self.split_counts,
                 "grid_points": self.grid_points, "best_params": self.best_params,
                 "validation_rmse": self.validation_rmse,
-                "test_rmse": self.test["prediction"].rmse, "test_mae": self.test["prediction"].mae,
+                "test_rmse": self.test[PREDICTION].rmse, "test_mae": self.test[PREDICTION].mae,
                 "test_rmse_without_history": self.test["prediction_without_history"].rmse,
                 "test_rmse_als": self.test["prediction_als"].rmse,
                 "blend_weights": self.blend_weights, "baselines": self.baselines,
@@ -217,7 +208,7 @@ class Pipeline:
             source = data.load_training_data(self.spark, self.config)
             method = data.choose_split_method(self.config, source)
             split = self.cache(data.split_ratings(source, self.config, method)
-                               .select("user_id", "movie_id", "rating", splits.SPLIT))
+                               .select(USER_ID, MOVIE_ID, RATING, splits.SPLIT))
             counts = {r[0]: r[1] for r in split.groupBy(splits.SPLIT).count().collect()}
         logger.info("ratings version %d, split %s: %s", source.version, method, counts)
         for name in (splits.TRAIN, splits.VALIDATION, splits.TEST):
@@ -227,7 +218,7 @@ class Pipeline:
         return source, method, split, counts
 
     def part(self, split: DataFrame, *names: str) -> DataFrame:
-        return splits.part(split, *names).select("user_id", "movie_id", "rating")
+        return splits.part(split, *names).select(USER_ID, MOVIE_ID, RATING)
 
     def run_grid(self, points, fit_data: FitData, validation: DataFrame, low: float,
                  high: float, on_result):
@@ -245,7 +236,7 @@ class Pipeline:
         lock = threading.Lock()
         full_points = set(points)
 
-        def evaluate(point: als.GridPoint, slot: int) -> tuple[float, float]:
+        def evaluate(point: grid.GridPoint, slot: int) -> tuple[float, float]:
             if not connect:  # no local properties over Connect (and no concurrent fits)
                 self.spark.sparkContext.setLocalProperty("spark.scheduler.pool",
                                                          f"{GRID_POOL_PREFIX}{slot}")
@@ -286,8 +277,8 @@ class Pipeline:
                                         history.ratings, buckets))
 
     def test_errors(self, model: FactorModel, parts: DataFrame) -> dict[str, metrics.Errors]:
-        test = parts.where(F.col("tag") == TEST_TAG)
-        return {name: metrics.errors(test.withColumn("prediction", column))
+        test = parts.where(F.col(TAG) == TEST_TAG)
+        return {name: metrics.errors(test.withColumn(PREDICTION, column))
                 for name, column in predictions(model).items()}
 
 
@@ -355,16 +346,14 @@ def _train(p: Pipeline, pipeline_run: str | None = None) -> TrainResult:
     experiment_id = tracking.configure(p.config)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as parent:
         run_id = parent.info.run_id
-        if pipeline_run is not None:
-            mlflow.set_tag("prizeflow.pipeline_run", pipeline_run)
-        _log_inputs(source, method, p.config, points, counts, p)
+        _log_inputs(source, method, p.config, points, counts, p, pipeline_run)
         held_out = _baselines(p, split, source)
         search = _search(p, points, held_out, experiment_id, run_id)
         final = _final_model(p, search, held_out)
         with p.stages("test scoring"):
             parts = final.parts
             if parts is None:
-                tagged_test = held_out.test.withColumn("tag", F.lit(TEST_TAG))
+                tagged_test = held_out.test.withColumn(TAG, F.lit(TEST_TAG))
                 parts = p.parts(final.model, final.fit, tagged_test, final.data)
             test_errors = p.test_errors(final.model, parts)
             mean_errors, bias_errors = baseline_errors(
@@ -373,7 +362,7 @@ def _train(p: Pipeline, pipeline_run: str | None = None) -> TrainResult:
         baseline_rmse = {"global_mean": mean_errors.rmse, "bias": bias_errors.rmse}
         if method == "probe":
             baseline_rmse["cinematch"] = metrics.CINEMATCH_RMSE["probe"]
-        model_rmse = test_errors["prediction"].rmse
+        model_rmse = test_errors[PREDICTION].rmse
         lift = {name: metrics.lift_pct(value, model_rmse) for name, value in baseline_rmse.items()}
         with p.stages("model logging"):
             model_uri, spark_model_uri = _log_model(p, search, held_out, final, test_errors,
@@ -409,15 +398,13 @@ def _search(p: Pipeline, points: list, held_out: HeldOut, experiment_id: str,
     """The grid on validation, a child run per point; the chosen point's fit on training."""
     import mlflow
 
-    from prizeflow import tracking
-
     client = mlflow.MlflowClient()
     done = 0
 
     def on_result(result: grid.PointResult) -> None:
         nonlocal done
         done += 1
-        tracking.log_point(client, experiment_id, run_id, result, done)
+        train_runs.log_point(client, experiment_id, run_id, result, done)
         state = " (pruned)" if result.pruned else ""
         logger.info("grid %d/%d %s: validation RMSE %.5f, %.1f s%s", done, len(points),
                     result.point.label(), result.validation_rmse, result.seconds, state)
@@ -442,10 +429,10 @@ def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
     neighbourhood blend when the config keeps it; blend weights learned on validation."""
     conf, point = p.conf, search.chosen.point
     refit, low, high = conf.refit_on_validation, held_out.low, held_out.high
-    use_blend = conf.neighbours.enabled and point.kind == als.RESIDUAL
+    use_blend = conf.neighbours.enabled and point.kind == grid.RESIDUAL
     if conf.neighbours.enabled and not use_blend:
         # Worth a warning only when residual points lost; a plain-only grid asked for this.
-        level = logging.WARNING if als.RESIDUAL in conf.grid.kind else logging.INFO
+        level = logging.WARNING if grid.RESIDUAL in conf.grid.kind else logging.INFO
         logger.log(level, "the best point is plain ALS, which has no residuals to blend a "
                    "neighbourhood with: the model is ALS alone")
     blended: dict[str, Any] = {}
@@ -474,8 +461,8 @@ def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
     """The neighbourhood of the chosen point's training fit and the blend weights learned on
     validation: (FinalModel fields, the neighbour arrays)."""
     fit_data, point, refit = held_out.fit_data, search.chosen.point, p.conf.refit_on_validation
-    tagged_validation = held_out.validation.withColumn("tag", F.lit(VALIDATION_TAG))
-    tagged_test = held_out.test.withColumn("tag", F.lit(TEST_TAG))
+    tagged_validation = held_out.validation.withColumn(TAG, F.lit(VALIDATION_TAG))
+    tagged_test = held_out.test.withColumn(TAG, F.lit(TEST_TAG))
     with p.stages("neighbourhood"):
         movie_side = als.export_movie_side(search.on_train)
         arrays = p.neighbour_arrays(fit_data.residuals[point.bias_reg], fit_data.rows,
@@ -485,11 +472,11 @@ def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
         wanted = tagged_validation if refit else tagged_validation.unionByName(tagged_test)
         parts = p.parts(p.with_neighbourhood(movie_side, arrays), search.on_train, wanted,
                         fit_data)
-        on_validation = parts.where(F.col("tag") == VALIDATION_TAG)
+        on_validation = parts.where(F.col(TAG) == VALIDATION_TAG)
         nested = blend.fit_nested_weights(on_validation)
         without, weights = nested[2], nested[3]
         validation_rmse = metrics.errors(on_validation.withColumn(
-            "prediction", Rule.linear(weights, held_out.low, held_out.high).column())).rmse
+            PREDICTION, Rule.linear(weights, held_out.low, held_out.high).column())).rmse
     logger.info("blend weights (intercept, baseline, factor, neighbour) %s, without a "
                 "history %s: validation RMSE %.5f", ", ".join(f"{w:.4f}" for w in weights),
                 ", ".join(f"{w:.4f}" for w in without), validation_rmse)
@@ -506,7 +493,7 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
 
     from prizeflow import tracking
 
-    chosen, model_errors = search.chosen, test_errors["prediction"]
+    chosen, model_errors = search.chosen, test_errors[PREDICTION]
     blend_params = {}
     if final.use_blend:
         blend_params = {**{f"neighbours_{k}": v
@@ -515,30 +502,18 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
                            zip(("intercept",) + blend.FEATURES, final.weights)},
                         **{f"blend_weight_without_history_{name}": w for name, w in
                            zip(("intercept",) + blend.FEATURES[:2], final.without)}}
-    mlflow.log_params({**{f"best_{k}": v for k, v in chosen.point.params().items()},
-                       "baseline_bias_reg": held_out.baseline_reg,
-                       "refit": p.conf.refit_on_validation,
-                       "als_blocks": p.settings.num_blocks, "blend": final.use_blend,
-                       **blend_params})
-    mlflow.log_metrics({
-        "validation_rmse": chosen.validation_rmse,
-        **({"validation_rmse_blend": final.validation_blend_rmse} if final.use_blend else {}),
-        "test_rmse": model_errors.rmse, "test_mae": model_errors.mae,
-        "test_rmse_without_history": test_errors["prediction_without_history"].rmse,
-        "test_rmse_als": test_errors["prediction_als"].rmse,
-        "test_ratings": float(model_errors.count), "grid_seconds": search.seconds,
-        "model_bytes": float(final.model.nbytes()),
-        **{f"baseline_rmse_{k}": v for k, v in baseline_rmse.items()},
-        **{f"lift_pct_{k}": v for k, v in lift.items()}})
+    model_name = "blend\n(ALS + neighbours)" if final.use_blend else f"{chosen.point.kind} ALS"
+    train_runs.log_outcome(
+        chosen, {"baseline_bias_reg": held_out.baseline_reg, "refit": p.conf.refit_on_validation,
+                 "als_blocks": p.settings.num_blocks, "blend": final.use_blend, **blend_params},
+        test_errors, baseline_rmse, lift,
+        train_runs.outcome_figures(search.results, model_errors.rmse, baseline_rmse, model_name),
+        validation_blend_rmse=final.validation_blend_rmse if final.use_blend else None,
+        grid_seconds=search.seconds, model_bytes=final.model.nbytes())
     # The gate's RMSE, as a param: fixed from now on, where a metric can be logged over.
     mlflow.log_params(gate.test_rmse_param(model_errors.rmse))
-    for kind in sorted({r.point.kind for r in search.results}):
-        mlflow.log_figure(tracking.grid_heatmap(search.results, kind), f"plots/grid_{kind}.png")
-    model_name = "blend\n(ALS + neighbours)" if final.use_blend else f"{chosen.point.kind} ALS"
-    mlflow.log_figure(tracking.model_vs_baselines(model_errors.rmse, baseline_rmse, model_name),
-                      "plots/model_vs_baselines.png")
     model_info = tracking.log_factor_model(final.model)
-    mlflow.set_tag("prizeflow.model_uri", model_info.model_uri)
+    train_runs.log_model_uri(model_info.model_uri)
     # What the artifact store holds now, fixed as a param: register and every load check it.
     mlflow.log_param(model_integrity.DIGEST_PARAM, model_integrity.digest_of(model_info.model_uri))
     spark_model_uri = None
@@ -548,14 +523,11 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
     elif p.conf.log_spark_model:
         # A PipelineModel cannot join each user's ratings for the neighbourhood term:
         # the Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.
-        mlflow.set_tag("prizeflow.spark_model_terms", "baseline + ALS factors")
-        from prizeflow import sparkmodel
-
         dfs_tmpdir = p.config.mlflow.dfs_tmpdir or lake_path(p.config, "_tmp/mlflow")
         spark_model_uri = tracking.log_spark_model(
             sparkmodel.build(p.spark, final.model), dfs_tmpdir).model_uri
-        mlflow.set_tag("prizeflow.spark_model_uri", spark_model_uri)
-    mlflow.log_dict({"stages": p.stages.as_list()}, "stages.json")
+        train_runs.log_spark_model(spark_model_uri, "baseline + ALS factors")
+    train_runs.log_stages(p.stages.as_list())
     return model_info.model_uri, spark_model_uri
 
 
@@ -594,27 +566,21 @@ def _dataset(source: data.TrainingData):
 
 
 def _log_inputs(source: data.TrainingData, method: str, config: Config, points,
-                counts: dict[str, int], p: Pipeline) -> None:
-    import mlflow
-
+                counts: dict[str, int], p: Pipeline, pipeline_run: str | None) -> None:
     from prizeflow import tracking
 
     identity = data_identity(p.spark, config.lake.root, source)
     split_settings = config.split.model_dump()
-    mlflow.log_input(_dataset(source), context="training")
-    mlflow.set_tags({"prizeflow.command": "train", "prizeflow.git_commit": tracking.git_commit(),
-                     "prizeflow.data_path": redact_text(source.ratings_path),
-                     "prizeflow.split": identity.split_signature(method, split_settings)})
+    train_runs.log_start(tracking.git_commit(), source.ratings_path,
+                         identity.split_signature(method, split_settings), pipeline_run)
     # Immutable (params): what the gate compares and re-scores on (prizeflow.gate).
-    mlflow.log_params(identity.params(method, split_settings))
-    mlflow.log_params({"data_version": source.version, "split_method": method,
-                       "probe_version": source.probe_version,
-                       # The complete ingest it read: every table at the version it left.
-                       "ingest_id": source.snapshot.ingest_id if source.snapshot else None,
-                       "grid_points": len(points),
-                       "parallelism": p.conf.parallelism,
-                       "session_parallelism": p.parallelism,
-                       "halving": p.conf.halving.enabled,
-                       **{f"split_{k}": v for k, v in config.split.model_dump().items()}})
-    mlflow.log_metrics({f"{name}_ratings": float(counts[name]) for name in counts})
-    mlflow.log_text(describe(config), "config.yaml")
+    train_runs.log_inputs(
+        _dataset(source), identity.params(method, split_settings),
+        {"data_version": source.version, "split_method": method,
+         "probe_version": source.probe_version,
+         # The complete ingest it read: every table at the version it left.
+         "ingest_id": source.snapshot.ingest_id if source.snapshot else None,
+         "grid_points": len(points), "parallelism": p.conf.parallelism,
+         "session_parallelism": p.parallelism, "halving": p.conf.halving.enabled,
+         **{f"split_{k}": v for k, v in split_settings.items()}},
+        counts, describe(config))

@@ -1,2 +1,6 @@
-"""Job entry points: each module has ``main(argv=None)`` (console script and spark-submit file)
-and a ``run(spark, config, args)`` task that receives its SparkSession and config."""
+"""The commands: ``main(step, argv)`` runs one step of :mod:`prizeflow.steps` as a job (the
+``prizeflow`` console script and the ``jobs/<step>.py`` spark-submit files call it)."""
+
+from prizeflow.jobs.common import main
+
+__all__ = ["main"]

@@ -1,10 +1,12 @@
-"""What every job shares: ``--conf``/``--set`` arguments, logging to stderr, config validation,
-the SparkSession, and the contract that the last stdout line is one JSON summary object and a
-failure exits non-zero with one line naming the cause."""
+"""What every job shares: ``--conf``/``--set`` arguments and each step's options from the step
+table (:mod:`prizeflow.steps`), logging to stderr, config validation, the SparkSession, and the
+contract that the last stdout line is one JSON summary object and a failure exits non-zero with
+one line naming the cause."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -13,16 +15,17 @@ import time
 from typing import Any, Callable
 
 import prizeflow
-from prizeflow import progress
+from prizeflow import pipeline, progress
 from prizeflow.config import Config, ConfigError, changes, describe, load_config
 from prizeflow.errors import JobError, one_line
+from prizeflow.pipeline import STEP_ATTRIBUTE
 from prizeflow.secrets import RedactingFilter, redact_text
+from prizeflow.steps import STEPS, Step
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONF = "conf/local.yaml"
-__all__ = ["JobError", "add_source_arguments", "make_parser", "resolve_config", "run_job",
-           "run_step"]
+__all__ = ["JobError", "build_parser", "main", "make_parser", "resolve_config", "run_job"]
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -54,13 +57,40 @@ def make_parser(command: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--source`` and ``--format``, shared by every command that ingests."""
-    from prizeflow.formats import CHOICES
+def _choices(reference: str) -> tuple:
+    module, name = reference.split(":")
+    return tuple(getattr(importlib.import_module(module), name))
 
-    parser.add_argument("--source", required=True, help="folder (or file) holding the corpus")
-    parser.add_argument("--format", default="auto", choices=CHOICES)
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """``prizeflow <name>``'s parser: the common options and the step's own, from the table."""
+    step = STEPS[name]
+    parser = make_parser(name, step.description)
+    for option in step.all_options():
+        extra = f" (default: {option.default})" if option.default is not None else ""
+        parser.add_argument(option.flag, dest=option.dest, type=option.type,
+                            default=option.default, required=option.required,
+                            choices=_choices(option.choices) if option.choices else None,
+                            metavar=option.metavar, help=option.help + extra)
     return parser
+
+
+def _inputs(step: Step, args: argparse.Namespace) -> dict[str, Any]:
+    return {option.dest: getattr(args, option.dest) for option in step.all_options()}
+
+
+def main(name: str, argv: list[str] | None = None) -> int:
+    """``prizeflow <name> [options]``: the step's function from :mod:`prizeflow.pipeline`, its
+    check before Spark starts, and Spark and MLflow as the table says it needs them."""
+    step = STEPS[name]
+    task = pipeline.step_function(name)
+    check = pipeline.precheck(name)
+    return run_job(
+        name, build_parser(name),
+        lambda spark, config, args: task(spark, config, **_inputs(step, args)), argv,
+        needs_spark=step.spark is True,
+        precheck=(lambda config, args: check(config, **_inputs(step, args))) if check else None,
+        needs_mlflow=step.mlflow)
 
 
 def resolve_config(conf_path: str | None, overrides: list[str]) -> Config:
@@ -75,28 +105,9 @@ def resolve_config(conf_path: str | None, overrides: list[str]) -> Config:
     return config
 
 
-STEP_ATTRIBUTE = "prizeflow_step"
-
-
 def _where(exc: BaseException) -> str:
     step = getattr(exc, STEP_ATTRIBUTE, None)
     return f"step {step}: " if step else ""
-
-
-def run_step(name: str, task: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """One step of a larger run (``prizeflow run``, a notebook): its summary, named and timed."""
-    logger.info("step %s", name)
-    started, clock = time.time(), time.monotonic()
-    try:
-        with progress.step(name):
-            summary = task(*args)
-    except Exception as exc:
-        # The innermost step is the one that failed; run_job puts its name on the error line.
-        if not hasattr(exc, STEP_ATTRIBUTE):
-            setattr(exc, STEP_ATTRIBUTE, name)
-        raise
-    return {"command": name, **summary, "started": round(started, 3),
-            "seconds": round(time.monotonic() - clock, 3)}
 
 
 def run_job(command: str, parser: argparse.ArgumentParser,
