@@ -15,10 +15,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prizeflow.baselines import Biases, with_baseline
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, USER_ID
 from prizeflow.grid import RESIDUAL, GridPoint
 from prizeflow.rule import Rule
 from prizeflow.sessions import connect_state, is_connect
-from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, USER_ID
 
 @dataclass(frozen=True)
 class AlsSettings:

@@ -17,8 +17,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from prizeflow.rule import PARTS
 from prizeflow.columns import RATING
+from prizeflow.rule import PARTS
 
 FEATURES = PARTS
 RIDGE = 1e-6

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 
 from prizeflow import lake, snapshots, splits
+from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
-from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ longer holds is named in the summary, and its rows are removed only with
 ``ingest.remove_missing``. Every check runs
 before the first write, and readers see the tables only as the last complete ingest left them.
 The formats are declared in :mod:`prizeflow.formats`; ``prizeflow ingest``
-(:mod:`prizeflow.jobs.ingest`) is the command around :func:`ingest`.
+(:func:`prizeflow.pipeline.ingest`, listed in :mod:`prizeflow.steps`) runs :func:`ingest`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import formats, lake, parse, snapshots
+from prizeflow.columns import LINE_NO, SOURCE_FILE
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.lines import locate_lines
@@ -40,7 +41,6 @@ from prizeflow.sources import (SourceError, SourceFile, SourcePlan, discover, li
                                spark_readable)
 from prizeflow.sessions import is_connect
 from prizeflow.spark import remote_url
-from prizeflow.columns import LINE_NO, SOURCE_FILE
 
 logger = logging.getLogger(__name__)
 

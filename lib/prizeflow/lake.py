@@ -18,11 +18,11 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from prizeflow.columns import LINE_NO, MOVIE_ID, RATING, SOURCE_FILE, USER_ID
 from prizeflow.errors import JobError
 from prizeflow.parse import LINEAGE_COLUMNS, TABLE_COLUMNS, RatingScale
 from prizeflow.sessions import is_connect
 from prizeflow.spark import remote_url
-from prizeflow.columns import LINE_NO, MOVIE_ID, RATING, SOURCE_FILE, USER_ID
 
 logger = logging.getLogger(__name__)
 

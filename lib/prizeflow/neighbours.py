@@ -46,8 +46,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prizeflow import partitions
-from prizeflow.splits import unit_hash
 from prizeflow.columns import MOVIE_ID, USER_ID
+from prizeflow.splits import unit_hash
 
 ROWS_PER_TASK = 40_000_000
 PACK_ROWS = 2_000_000  # ratings a packing task holds at once (about 110 MB in Python)

@@ -4,8 +4,8 @@ into its run; ``notebooks/04_explore.py`` shows them all."""
 
 from __future__ import annotations
 
-from prizeflow.grid import PointResult
 from prizeflow.columns import RATING
+from prizeflow.grid import PointResult
 
 # Baselines that are published constants, not measured on the run's data.
 PUBLISHED_BASELINES = frozenset({"cinematch"})

@@ -14,8 +14,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from prizeflow.factors import FactorModel, Requests
 from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
+from prizeflow.factors import FactorModel, Requests
 
 ARTIFACT_KEY = "factors"
 HISTORY_MOVIES, HISTORY_RATINGS = "history_movie_ids", "history_ratings"

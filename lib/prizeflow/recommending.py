@@ -18,9 +18,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
+from prizeflow.columns import MOVIE_ID, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
-from prizeflow.columns import MOVIE_ID, RATING, USER_ID
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from prizeflow import gate, model_integrity, train_runs
+from prizeflow.columns import MOVIE_ID, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError, first_line
 from prizeflow.secrets import redact_text
 from prizeflow.train_runs import TrainRun, TrainRunError
-from prizeflow.columns import MOVIE_ID, RATING, USER_ID
 
 if TYPE_CHECKING:  # the served pyfunc imports this module; it needs no Spark
     from pyspark.sql import SparkSession

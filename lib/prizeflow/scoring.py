@@ -23,8 +23,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
 
 from prizeflow import metrics, partitions
-from prizeflow.factors import FactorModel, Requests
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
+from prizeflow.factors import FactorModel, Requests
 
 ROWS_PER_BUCKET = 4_000_000
 HISTORY = 0  # the tag of history rows; pairs to score carry a positive tag

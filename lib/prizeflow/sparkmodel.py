@@ -25,9 +25,9 @@ from pyspark.ml.feature import SQLTransformer
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import SparkSession
 
+from prizeflow.columns import MOVIE_ID, USER_ID
 from prizeflow.factors import FactorModel
 from prizeflow.rule import BASELINE, FACTOR, HAS_FACTORS
-from prizeflow.columns import MOVIE_ID, USER_ID
 
 ZERO, USER_BIAS, MOVIE_BIAS, DOT = "_pf_zero", "_pf_bu", "_pf_bi", "_pf_dot"
 

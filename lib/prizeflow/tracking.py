@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
 from prizeflow.config import Config, MlflowSettings
 from prizeflow.errors import JobError
 from prizeflow.secrets import redact_text
-from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
 
 logger = logging.getLogger(__name__)
 

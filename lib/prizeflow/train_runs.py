@@ -31,11 +31,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from prizeflow import plots
+from prizeflow.columns import PREDICTION
 from prizeflow.errors import JobError
 from prizeflow.grid import GridPoint, PointResult
 from prizeflow.metrics import Errors
 from prizeflow.secrets import redact_text
-from prizeflow.columns import PREDICTION
 
 COMMAND_TAG, TRAIN = "prizeflow.command", "train"
 PIPELINE_RUN_TAG = "prizeflow.pipeline_run"

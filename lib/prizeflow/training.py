@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, model_integrity,
                        neighbours, partitions, progress, scoring, sparkmodel, splits, train_runs)
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
@@ -46,7 +47,6 @@ from prizeflow.scoring import TEST_TAG, VALIDATION_TAG, predictions
 from prizeflow.secrets import redact_text
 from prizeflow.sessions import is_connect
 from prizeflow.spark import GRID_POOL_PREFIX
-from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 
 logger = logging.getLogger(__name__)
 
