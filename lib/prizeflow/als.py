@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from prizeflow import scoring
 from prizeflow.baselines import Biases, with_baseline
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, USER_ID
+from prizeflow.factors import FactorModel
 from prizeflow.grid import RESIDUAL, GridPoint
 from prizeflow.rule import Rule
 from prizeflow.sessions import connect_state, is_connect
@@ -90,8 +93,6 @@ def predict(model: FittedModel, pairs: DataFrame, column: str = PREDICTION) -> D
 
 def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):
     """One side's ids, biases and factors as numpy arrays, sorted by id."""
-    import numpy as np
-
     table = factors.select(F.col("id").alias(key), "features")
     if bias is not None:
         table = table.join(bias.select(key, bias_col), key, "full_outer")
@@ -110,8 +111,6 @@ def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):
 def export_factors(model: FittedModel):
     """The fitted model as a Spark-free :class:`prizeflow.factors.FactorModel` (its arrays
     come to the driver: O(users x rank + movies x rank))."""
-    from prizeflow.factors import FactorModel
-
     biases = model.biases
     user = _side(model.als.userFactors, biases.users if biases else None, USER_ID, "b_user")
     movie = _side(model.als.itemFactors, biases.movies if biases else None, MOVIE_ID, "b_movie")
@@ -121,10 +120,6 @@ def export_factors(model: FittedModel):
 def export_movie_side(model: FittedModel):
     """The fitted model's movies only (O(movies x rank)); scoring in Spark brings each task
     its users' side (:func:`prizeflow.scoring.user_side`)."""
-    import numpy as np
-
-    from prizeflow.factors import FactorModel
-
     biases = model.biases
     movie = _side(model.als.itemFactors, biases.movies if biases else None, MOVIE_ID, "b_movie")
     rank = movie[2].shape[1] if movie[2].shape[1] else model.point.rank
@@ -135,6 +130,4 @@ def export_movie_side(model: FittedModel):
 
 def user_side(model: FittedModel):
     """(user_id, b_user, factors) of the fitted model, in Spark."""
-    from prizeflow.scoring import user_side as side
-
-    return side(model.als.userFactors, model.biases.users if model.biases else None)
+    return scoring.user_side(model.als.userFactors, model.biases.users if model.biases else None)

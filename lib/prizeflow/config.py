@@ -22,6 +22,8 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat,
                       StrictInt, StrictStr, ValidationError)
 
+from prizeflow.secrets import is_secret_name, redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -262,8 +264,6 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     """Parse one ``--set dotted.key=value``; the value is read as a YAML scalar, except for a
     string key and a secret-looking one (``spark.conf.<...>.secret.key``), which take the text as
     given. An error names the ``--set`` by its key, never its value (it may be a secret)."""
-    from prizeflow.secrets import is_secret_name
-
     if "=" not in assignment:
         raise ConfigError(f"--set expects dotted.name=value, got {assignment[:80]!r}")
     dotted, raw = assignment.split("=", 1)
@@ -458,8 +458,6 @@ def _check_ranges(config: Config) -> None:
 
 def changes(config: Config) -> str:
     """``key=value`` for every key that differs from its default, secrets masked, one line."""
-    from prizeflow.secrets import redact
-
     def flat(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -478,6 +476,4 @@ def changes(config: Config) -> str:
 
 def describe(config: Config) -> str:
     """The resolved config as YAML, for the start-up log and for MLflow, secrets masked."""
-    from prizeflow.secrets import redact
-
     return yaml.safe_dump(redact(config.as_dict()), sort_keys=True, default_flow_style=False)

@@ -25,8 +25,9 @@ import logging
 import tempfile
 from pathlib import Path
 
-from prizeflow.errors import JobError
+from prizeflow.errors import JobError, one_line
 from prizeflow.private_files import private_folder
+from prizeflow.secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             version = client.get_model_version(name, number)
         print(verified_copy(name, version, args.into))
     except (ModelIntegrityError, MlflowException, ValueError) as exc:
-        from prizeflow.errors import one_line
-        from prizeflow.secrets import redact_text
-
         print(redact_text(f"prizeflow: error: {one_line(exc)}"), file=sys.stderr)
         return 1
     return 0

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from prizeflow import formats
+from prizeflow.secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +174,6 @@ def _spark_files(spark, source: str) -> list[tuple[str, int, float]]:
     """Every file under ``source`` as the Hadoop filesystem behind it lists it."""
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
-
-    from prizeflow.secrets import redact_text
 
     try:
         # Classic Spark resolves the path in load(), Spark Connect only when rows are asked for.

@@ -37,7 +37,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, model_integrity,
-                       neighbours, partitions, progress, scoring, sparkmodel, splits, train_runs)
+                       neighbours, partitions, progress, scoring, sparkmodel, splits, tracking,
+                       train_runs)
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
@@ -338,8 +339,6 @@ def _set_checkpoint_dir(p: Pipeline) -> None:
 def _train(p: Pipeline, pipeline_run: str | None = None) -> TrainResult:
     import mlflow
 
-    from prizeflow import tracking
-
     source, method, split, counts = p.split()
     _set_checkpoint_dir(p)
     points = grid.expand(p.conf.grid)
@@ -491,8 +490,6 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
     URIs."""
     import mlflow
 
-    from prizeflow import tracking
-
     chosen, model_errors = search.chosen, test_errors[PREDICTION]
     blend_params = {}
     if final.use_blend:
@@ -567,8 +564,6 @@ def _dataset(source: data.TrainingData):
 
 def _log_inputs(source: data.TrainingData, method: str, config: Config, points,
                 counts: dict[str, int], p: Pipeline, pipeline_run: str | None) -> None:
-    from prizeflow import tracking
-
     identity = data_identity(p.spark, config.lake.root, source)
     split_settings = config.split.model_dump()
     train_runs.log_start(tracking.git_commit(), source.ratings_path,

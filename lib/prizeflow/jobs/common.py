@@ -20,7 +20,9 @@ from prizeflow.config import Config, ConfigError, changes, describe, load_config
 from prizeflow.errors import JobError, one_line
 from prizeflow.pipeline import STEP_ATTRIBUTE
 from prizeflow.secrets import RedactingFilter, redact_text
+from prizeflow.spark import get_spark, release
 from prizeflow.steps import STEPS, Step
+from prizeflow.tracking import check_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -133,20 +135,14 @@ def run_job(command: str, parser: argparse.ArgumentParser,
         if precheck is not None:
             precheck(config, args)
         if needs_mlflow:
-            from prizeflow.tracking import check_reachable
-
             check_reachable(config)
         spark = None
         if needs_spark:
-            from prizeflow.spark import get_spark
-
             spark = get_spark(config)
         try:
             with progress.step(command), progress.Heartbeat(spark):
                 summary = task(spark, config, args)
         finally:
-            from prizeflow.spark import release
-
             release(spark)
     except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
         logger.debug("prizeflow %s failed", command, exc_info=True)
