@@ -669,6 +669,9 @@ def test_every_job_parameter_is_used_and_every_reference_is_known(bundles):
 MODEL = "prizeflow-bundle-als"
 
 
+# The whole pipeline task by task (about 90 s): with the other deployment paths, in
+# `make test-deploy`, which CI runs too.
+@pytest.mark.deploy
 @pytest.mark.spark
 @pytest.mark.mlflow
 @pytest.mark.timeout(1800)

@@ -32,9 +32,9 @@ def test_each_step_function_takes_spark_config_and_exactly_its_options(name):
             assert parameter.default is inspect.Parameter.empty, option.flag
         else:
             assert parameter.default == option.default, option.flag
-    check = pipeline.precheck(name)
-    if check is not None:
-        assert list(inspect.signature(check).parameters)[1:] == [o.dest for o in options]
+    for check in (pipeline.precheck(name), pipeline.answer(name)):
+        if check is not None:
+            assert list(inspect.signature(check).parameters)[1:] == [o.dest for o in options]
 
 
 def test_the_spark_submit_files_are_the_steps_and_each_runs_its_own():

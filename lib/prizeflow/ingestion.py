@@ -30,7 +30,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import formats, lake, parse, snapshots
+from prizeflow import formats, lake, parse, snapshots, unchanged
 from prizeflow.columns import LINE_NO, SOURCE_FILE
 from prizeflow.config import Config
 from prizeflow.errors import JobError
@@ -60,6 +60,31 @@ def check_source(config: Config, source: str, fmt: str = "auto") -> None:
     listed once Spark is up)."""
     if not listed_by_spark(source, remote_url(config) is not None):
         find_source(source, fmt, follow_external_links=config.ingest.follow_external_links)
+
+
+def summary_without_spark(config: Config, source: str, fmt: str = "auto") -> dict[str, Any] | None:
+    """The summary of an ingest that would change nothing, found without starting Spark
+    (:mod:`prizeflow.unchanged`); None when Spark must look (something may have changed, or
+    the lake or the source is not on this machine's disk)."""
+    if listed_by_spark(source, remote_url(config) is not None):
+        return None
+    plan = find_source(source, fmt, None, config.ingest.follow_external_links)
+    found = unchanged.unchanged_since_record(config, plan)
+    if found is None:
+        return None
+    manifest, published = found
+    logger.info("%s source: %d file(s), none new or changed (checked without Spark against "
+                "ingest %s)", plan.format, len(plan.files), published.ingest_id)
+    return summary({}, plan, [], manifest, [], False, published)
+
+
+def _record(spark: SparkSession, root: str, snapshot: snapshots.Snapshot | None, fmt: str,
+            manifest: dict[str, Any]) -> None:
+    """Leave the record a later no-op ingest reads instead of starting Spark (a lake on this
+    machine's disk only)."""
+    local = lake.local_path(spark, root)
+    if local is not None and snapshot is not None:
+        unchanged.record(local, snapshot, fmt, manifest)
 
 
 def read_lines(spark: SparkSession, files: list[SourceFile]) -> DataFrame:
@@ -243,7 +268,7 @@ def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
     return spark.createDataFrame(rows, schema)
 
 
-def _summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[SourceFile],
+def summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[SourceFile],
              manifest: dict[str, Any], missing: list[str], removed: bool,
              snapshot: snapshots.Snapshot | None, reread_unchanged: int = 0) -> dict[str, Any]:
     reasons: dict[str, int] = {}
@@ -254,6 +279,8 @@ def _summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[Sour
     counts = _table_counts(manifest, tally, replaced)
     return {
         "format": plan.format,
+        # True when no table row was written or removed (the manifest may still be updated).
+        "nothing_ingested": not todo and not removed,
         "files_ingested": len(todo),
         "files_unchanged": len(plan.files) - len(todo),
         # Of those, listed by Spark with a new size or time but the same lines: read, not written.
@@ -306,7 +333,9 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
                        "removed now" if remove else "kept (set ingest.remove_missing to remove "
                        "them)")
     if not todo and not remove:
-        return _summary({}, plan, todo, manifest, missing, False, published)
+        if not missing:
+            _record(spark, root, published, plan.format, manifest)
+        return summary({}, plan, todo, manifest, missing, False, published)
 
     replaced = {f.name for f in todo} | (set(missing) if remove else set())
     parsed: dict[str, DataFrame] = {}
@@ -337,10 +366,11 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
         held.check()
         snapshot = snapshots.publish(spark, root, ingest_id, plan.format, published)
         _after_commit(snapshots.TABLE)
+        _record(spark, root, snapshot, plan.format, _read_manifest(spark, paths["ingest_files"]))
     finally:
         for df in cached:
             df.unpersist()
-    return _summary(tally, plan, todo, manifest, missing, remove, snapshot, len(kept))
+    return summary(tally, plan, todo, manifest, missing, remove, snapshot, len(kept))
 
 
 # Fault injection for the crash tests only: the process kills itself (SIGKILL, like `kill -9`)

@@ -2,7 +2,9 @@
 
 Each step of :data:`prizeflow.steps.STEPS` is the function of the same name here, called as
 ``step(spark, config, **inputs) -> summary``; ``check_<step>(config, **inputs)``, where there is
-one, runs before Spark starts, so mistakes that need no JVM to see fail in a second.
+one, runs before Spark starts, so mistakes that need no JVM to see fail in a second; and
+``answer_<step>(config, **inputs)``, where there is one, gives the step's summary without Spark
+when there is nothing for it to do (None: run the step).
 
     summary = pipeline.run(spark, config, source="demo/corpus")   # ingest -> train -> register
 
@@ -36,6 +38,12 @@ def generate(spark, config: Config, out: str, ratings: int, users: int | None = 
 def check_ingest(config: Config, source: str, fmt: str = "auto") -> None:
     ingestion.check_source(config, source, fmt)
     lake.check_writable(config)
+
+
+def answer_ingest(config: Config, source: str, fmt: str = "auto") -> dict[str, Any] | None:
+    """Nothing new or changed in the source, seen without starting the JVM
+    (:func:`prizeflow.ingestion.summary_without_spark`)."""
+    return ingestion.summary_without_spark(config, source, fmt)
 
 
 def ingest(spark, config: Config, source: str, fmt: str = "auto") -> dict[str, Any]:
@@ -106,6 +114,10 @@ def step_function(name: str) -> Callable[..., dict[str, Any]]:
 
 def precheck(name: str) -> Callable[..., None] | None:
     return globals().get(f"check_{name}")
+
+
+def answer(name: str) -> Callable[..., dict[str, Any] | None] | None:
+    return globals().get(f"answer_{name}")
 
 
 def run_step(name: str, spark, config: Config, **inputs: Any) -> dict[str, Any]:

@@ -86,13 +86,14 @@ def main(name: str, argv: list[str] | None = None) -> int:
     check before Spark starts, and Spark and MLflow as the table says it needs them."""
     step = STEPS[name]
     task = pipeline.step_function(name)
-    check = pipeline.precheck(name)
+    check, answer = pipeline.precheck(name), pipeline.answer(name)
     return run_job(
         name, build_parser(name),
         lambda spark, config, args: task(spark, config, **_inputs(step, args)), argv,
         needs_spark=step.spark is True,
         precheck=(lambda config, args: check(config, **_inputs(step, args))) if check else None,
-        needs_mlflow=step.mlflow)
+        needs_mlflow=step.mlflow,
+        answer=(lambda config, args: answer(config, **_inputs(step, args))) if answer else None)
 
 
 def resolve_config(conf_path: str | None, overrides: list[str]) -> Config:
@@ -116,12 +117,15 @@ def run_job(command: str, parser: argparse.ArgumentParser,
             task: Callable[[Any, Config, argparse.Namespace], dict[str, Any]],
             argv: list[str] | None, needs_spark: bool = True,
             precheck: Callable[[Config, argparse.Namespace], None] | None = None,
-            needs_mlflow: bool = False) -> int:
+            needs_mlflow: bool = False,
+            answer: Callable[[Config, argparse.Namespace], dict[str, Any] | None] | None = None
+            ) -> int:
     """Parse arguments, run ``task(spark, config, args)``, print its summary as JSON.
 
     ``precheck(config, args)`` runs before the SparkSession is built, so mistakes that need no
     JVM to see (a missing source folder) fail in a second rather than after Spark's start-up;
-    so does the check that the MLflow servers answer (``needs_mlflow``)."""
+    so does the check that the MLflow servers answer (``needs_mlflow``). ``answer(config, args)``
+    may give the summary without Spark (a step with nothing to do); then Spark never starts."""
     setup_logging()
     args = parser.parse_args(argv)
     if getattr(args, "log_level", None):
@@ -136,14 +140,14 @@ def run_job(command: str, parser: argparse.ArgumentParser,
             precheck(config, args)
         if needs_mlflow:
             check_reachable(config)
-        spark = None
-        if needs_spark:
-            spark = get_spark(config)
-        try:
-            with progress.step(command), progress.Heartbeat(spark):
-                summary = task(spark, config, args)
-        finally:
-            release(spark)
+        summary = answer(config, args) if answer is not None else None
+        if summary is None:
+            spark = get_spark(config) if needs_spark else None
+            try:
+                with progress.step(command), progress.Heartbeat(spark):
+                    summary = task(spark, config, args)
+            finally:
+                release(spark)
     except (ConfigError, JobError, ValueError, FileNotFoundError) as exc:
         logger.debug("prizeflow %s failed", command, exc_info=True)
         print(redact_text(f"prizeflow {command}: error: {_where(exc)}{exc}"), file=sys.stderr)
