@@ -31,6 +31,14 @@ def _plan(data):
     return ingestion.find_source(str(data["corpus"]))
 
 
+def _assert_record_is_the_manifest(spark, config, record):
+    """The record's files are the published manifest's rows, as Spark reads them back."""
+    read = ingestion._read_manifest(spark, f"{config.lake.root}/ingest_files")
+    files = json.loads(record.read_text())["files"]
+    assert files == {name: {"target": row.target, "fingerprint": row.fingerprint,
+                            "rows": int(row.rows)} for name, row in read.items()}
+
+
 def test_the_record_is_the_published_ingest(spark, ingested):
     config, first = ingested["config"], ingested["first"]
     content = json.loads(ingested["record"].read_text())
@@ -39,6 +47,7 @@ def test_the_record_is_the_published_ingest(spark, ingested):
     assert {t: content["versions"][t] for t in snapshots.INGESTED} == published.versions
     assert sum(f["rows"] for f in content["files"].values() if f["target"] == "ratings") == \
         first["ratings"] == 2_000
+    _assert_record_is_the_manifest(spark, config, ingested["record"])
     manifest, snapshot = unchanged.unchanged_since_record(config, _plan(ingested))
     assert snapshot.versions == published.versions and snapshot.seq == published.seq
     assert set(manifest) == {f.name for f in _plan(ingested).files}
@@ -84,9 +93,11 @@ def test_anything_the_record_does_not_know_goes_to_spark(spark, ingested):
         out.write("99999,4,2005-09-06\n")
     assert change_and_ingest("changed file")["files_ingested"] == 1
     assert unchanged.unchanged_since_record(config, _plan(ingested)) is not None
+    _assert_record_is_the_manifest(spark, config, record)
 
     write(corpus / "combined_data_9.txt", "1:\n99998,3,2005-01-01\n")
     assert change_and_ingest("new file")["files_ingested"] == 1
+    _assert_record_is_the_manifest(spark, config, record)
 
     record.write_text("{not json")
     assert change_and_ingest("unreadable record")["nothing_ingested"] is True

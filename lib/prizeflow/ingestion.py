@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import uuid
+from types import SimpleNamespace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -254,8 +255,9 @@ def _validate(parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
                        f"({top}); nothing was written")
 
 
-def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
-              tally: dict[str, dict[str, Any]], ingest_id: str, now: datetime) -> DataFrame:
+def _manifest_rows(plan: SourcePlan, files: list[SourceFile], tally: dict[str, dict[str, Any]],
+                   ingest_id: str, now: datetime) -> list[tuple]:
+    """The manifest's rows for ``files``, in ``lake.MANIFEST_COLUMNS`` order."""
     empty = {"lines_read": 0, "header_lines": 0, "rows": 0, "quarantined": 0, "skipped": 0}
     rows = []
     for f in files:
@@ -264,8 +266,7 @@ def _manifest(spark: SparkSession, plan: SourcePlan, files: list[SourceFile],
         rows.append((f.name, f.table, plan.format, redact_text(f.path), f.size, f.modified,
                      fingerprint, entry["lines_read"], entry["header_lines"], entry["rows"],
                      entry["quarantined"], entry["skipped"], ingest_id, now))
-    schema = ", ".join(f"{n} {t}" for n, t in lake.MANIFEST_COLUMNS)
-    return spark.createDataFrame(rows, schema)
+    return rows
 
 
 def summary(tally: dict[str, dict[str, Any]], plan: SourcePlan, todo: list[SourceFile],
@@ -361,12 +362,12 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
         _validate(parsed, tally, float(config.ingest.max_quarantine_fraction))
         removed = {name: manifest[name].target for name in missing} if remove else {}
         ingest_id = uuid.uuid4().hex
-        _write(spark, paths, plan, todo, parsed, tally, removed, held, ingest_id,
-               {f.name: f for f in kept}, manifest)
+        after = _write(spark, paths, plan, todo, parsed, tally, removed, held, ingest_id,
+                       {f.name: f for f in kept}, manifest)
         held.check()
         snapshot = snapshots.publish(spark, root, ingest_id, plan.format, published)
         _after_commit(snapshots.TABLE)
-        _record(spark, root, snapshot, plan.format, _read_manifest(spark, paths["ingest_files"]))
+        _record(spark, root, snapshot, plan.format, after)
     finally:
         for df in cached:
             df.unpersist()
@@ -387,11 +388,12 @@ def _after_commit(table: str) -> None:
 def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: list[SourceFile],
            parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
            removed: dict[str, str], held: Held, ingest_id: str,
-           kept: dict[str, SourceFile], manifest: dict[str, Any]) -> None:
+           kept: dict[str, SourceFile], manifest: dict[str, Any]) -> dict[str, Any]:
     """Each table's rows, then the quarantine, then the manifest: one commit per table, each
     replacing whatever rows the files of this run (and the removed ones) had there before;
     ``kept`` files (read again, the same lines) only get their manifest rows updated.
-    Nothing is visible to readers until :func:`prizeflow.snapshots.publish`."""
+    Nothing is visible to readers until :func:`prizeflow.snapshots.publish`. Returns the
+    manifest as it now stands, by name (the rows it did not replace and the rows it wrote)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     scale = formats.FORMATS[plan.format].scale
     run_columns = [F.lit(ingest_id).alias("ingest_id"), F.lit(now).alias("ingested_at")]
@@ -434,11 +436,16 @@ def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: l
         "lines_read", "header_lines", "rows", "quarantined", "skipped", "fingerprint")}
         for name in kept}
     created = lake.ensure_table(spark, paths["ingest_files"], lake.MANIFEST)
-    lake.replace_files(spark, _manifest(spark, plan, todo + list(kept.values()),
-                                        {**tally, **kept_counts}, ingest_id, now),
-                       paths["ingest_files"], lake.MANIFEST, sorted(set(every_file) | set(kept)),
-                       fresh=created)
+    rows = _manifest_rows(plan, todo + list(kept.values()), {**tally, **kept_counts}, ingest_id,
+                          now)
+    replaced = set(every_file) | set(kept)
+    schema = ", ".join(f"{n} {t}" for n, t in lake.MANIFEST_COLUMNS)
+    lake.replace_files(spark, spark.createDataFrame(rows, schema), paths["ingest_files"],
+                       lake.MANIFEST, sorted(replaced), fresh=created)
     _after_commit("ingest_files")
+    names = [name for name, _ in lake.MANIFEST_COLUMNS]
+    return {**{name: row for name, row in manifest.items() if name not in replaced},
+            **{row[0]: SimpleNamespace(**dict(zip(names, row))) for row in rows}}
 
 
 # Quarantined lines keep this many characters of their text (and their full length): a
