@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +32,7 @@ from typing import Any
 from prizeflow import lake, snapshots
 from prizeflow.config import Config
 from prizeflow.lock import LOCK_FILE, file_lock
+from prizeflow.private_files import write_whole
 from prizeflow.sources import SourcePlan
 
 logger = logging.getLogger(__name__)
@@ -69,13 +69,9 @@ def record(local: Path, snapshot: snapshots.Snapshot, fmt: str,
     content = {"record": RECORD_VERSION, "seq": snapshot.seq, "ingest_id": snapshot.ingest_id,
                "committed_at": snapshot.committed_at.isoformat(), "format": fmt,
                "versions": versions, "files": files}
-    handle, temporary = tempfile.mkstemp(prefix=RECORD, dir=local)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(content, out)
-        os.replace(temporary, path)
+        write_whole(path, json.dumps(content).encode("utf-8"))
     except OSError:
-        Path(temporary).unlink(missing_ok=True)
         logger.warning("could not write the ingest record %s: the next ingest starts Spark to "
                        "check for changes", path, exc_info=True)
 
