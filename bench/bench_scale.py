@@ -95,7 +95,7 @@ def stage_rows(run: dict, recommend: dict) -> list[dict]:
     return rows
 
 
-def measure(size: int, corpora: Path, conf: str, keep: bool) -> dict:
+def measure(size: int, corpora: Path, conf: str, keep: bool, event_log: bool = False) -> dict:
     source, generated = corpus(corpora, size)
     work = OUT / f"scale-{size}"
     shutil.rmtree(work, ignore_errors=True)
@@ -103,6 +103,11 @@ def measure(size: int, corpora: Path, conf: str, keep: bool) -> dict:
     common = ["--conf", conf, "--set", f"lake.root={work / 'lake'}",
               "--set", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
               "--set", f"spark.conf.spark.local.dir={work / 'spark-local'}"]
+    if event_log:
+        # Spark's own record of every stage and task (spills, GC, shuffle), for reading after.
+        (work / "events").mkdir()
+        common += ["--set", "spark.conf.spark.eventLog.enabled=true",
+                   "--set", f"spark.conf.spark.eventLog.dir=file://{work / 'events'}"]
     disk_before = proctree.disk_used(str(work))
     started = time.time()
     run = run_step([PRIZEFLOW, "run", "--source", str(source), *common], work / "run.log", work)
@@ -187,22 +192,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default="conf/local.yaml")
     parser.add_argument("--corpora", type=Path, default=OUT / "corpora")
     parser.add_argument("--keep", action="store_true", help="keep each size's lake")
+    parser.add_argument("--event-log", action="store_true",
+                        help="write Spark's event log under bench/out/scale-<size>/events")
     args = parser.parse_args(argv)
     command = "python bench/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results = []
     for size in args.sizes:
-        results.append(measure(size, args.corpora, args.conf, args.keep))
+        results.append(measure(size, args.corpora, args.conf, args.keep, args.event_log))
         print_table(results[-1:])
         sys.stdout.flush()
     print_table(results)
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "platform": platform.platform(),
                "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT,
+                            capture_output=True, text=True).stdout.strip()
+    date = time.strftime("%Y-%m-%d", time.gmtime())
     OUT.mkdir(exist_ok=True)
     name = "scale-" + "-".join(str(s) for s in args.sizes) + ".json"
-    (OUT / name).write_text(json.dumps({"command": command, "conf": args.conf, "machine": machine,
+    (OUT / name).write_text(json.dumps({"command": command, "commit": commit, "date": date,
+                                        "conf": args.conf, "machine": machine,
                                         "results": results, "growth": growth(results)}, indent=2))
-    print(f"\ncommand: {command}\nmachine: {machine}\nwritten: bench/out/{name}")
+    print(f"\ncommand: {command}\ncommit: {commit} ({date})\nmachine: {machine}\n"
+          f"written: bench/out/{name}")
     return 0
 
 

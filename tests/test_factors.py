@@ -263,3 +263,19 @@ def test_pairs_without_common_raters_do_not_hide_a_movies_best_neighbour(shrink)
     assert np.isfinite(similarity).all()
     assert best[(1, 4)] == pytest.approx(2.0 / math.sqrt(5.0) * 1 / (1 + shrink), rel=1e-6)
     assert (1, 5) not in best and (1, 6) not in best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lookup_finds_the_same_positions_as_a_binary_search(seed):
+    # Dense ids (the movies) are looked up through a table, sparse ones by binary search:
+    # both must give searchsorted's answer, duplicates and ids outside the range included.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    ids = np.sort(rng.choice(np.arange(-50, (5 if seed % 2 else 500) * n), n,
+                             replace=seed % 3 == 0))
+    wanted = rng.integers(-100, 6 * n, 2000)
+    pos, found = factors.lookup(ids, wanted)
+    reference = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
+    assert np.array_equal(found, ids[reference] == wanted) and found.any() and (~found).any()
+    assert np.array_equal(pos[found], reference[found])
+    assert 0 <= pos.min() and pos.max() < len(ids)

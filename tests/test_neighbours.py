@@ -212,6 +212,34 @@ def test_spark_top_n_equals_the_numpy_ranking(spark):
         assert not rated & {r.movie_id for r in rows if r.user_id == user}
 
 
+def test_history_reaches_its_users_bucket_packed_and_whole(spark):
+    # The history is packed where it lies, so the shuffle moves a few rows of bytes per input
+    # partition and bucket, not one row per rating; every rating arrives once, in its user's
+    # bucket, beside that user's row to score.
+    rng = np.random.default_rng(6)
+    history = [(int(u), int(m), float(rng.integers(1, 6)))
+               for u in range(1, 41) for m in rng.choice(np.arange(10, 60), 6, replace=False)]
+    frame = spark.createDataFrame(history, "user_id int, movie_id int, rating double"
+                                  ).repartition(3)
+    wanted = spark.createDataFrame([(u, 0, None, 1, 0.0, None) for u in range(1, 41)],
+                                   "user_id int, movie_id int, rating float, tag int, "
+                                   "b_user double, factors binary")
+    routed = scoring._bucketed(wanted, frame, 4).select(
+        F.spark_partition_id().alias("part"), "*").toArrow()
+    packed = routed.filter(routed.column(scoring.PACKED[0]).is_valid())
+    assert 0 < packed.num_rows <= 3 * 4
+    users, lengths = partitions.binary_values(packed.column(scoring.PACKED[0]), "<i4")
+    movies, _ = partitions.binary_values(packed.column(scoring.PACKED[1]), "<i4")
+    ratings, _ = partitions.binary_values(packed.column(scoring.PACKED[2]), "<f4")
+    assert sorted(zip(users.tolist(), movies.tolist(), ratings.tolist())) == sorted(history)
+    asked = routed.filter(routed.column(scoring.PACKED[0]).is_null())
+    part_of_user = dict(zip(asked.column("user_id").to_pylist(), asked.column("part").to_pylist()))
+    assert sorted(part_of_user) == list(range(1, 41))
+    packed_part = np.repeat(packed.column("part").to_numpy(), lengths)
+    assert all(part_of_user[u] == p for u, p in zip(users.tolist(), packed_part.tolist()))
+    assert len(set(part_of_user.values())) > 1
+
+
 def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     rng = np.random.default_rng(3)
     # Correlated parts, as the model's are: a subset's weights are not the full fit's, cut short.

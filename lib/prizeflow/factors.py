@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prizeflow.rule import NEIGHBOUR, Rule
+from prizeflow.rule import BASELINE, FACTOR, NEIGHBOUR, Rule
 
 # Bounds on the working set of one step of the neighbour term: owners (users, or request rows
 # with their own history) per dense lookup table, and wanted rows x stored neighbours.
@@ -52,6 +52,15 @@ def lookup(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     wanted = np.asarray(wanted, dtype=np.int64)
     if len(ids) == 0:
         return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    low, span = int(ids[0]), int(ids[-1]) - int(ids[0]) + 1
+    if len(wanted) > 256 and span <= 4 * len(ids):
+        # Dense ids (the movies): one table read per id instead of a binary search.
+        table = np.zeros(span + 1, dtype=np.int64)
+        table[ids[::-1] - low] = np.arange(len(ids) - 1, -1, -1)  # the first of equal ids
+        offset = wanted - low
+        inside = (offset >= 0) & (offset < span)
+        pos = table[np.where(inside, offset, span)]
+        return pos, inside & (ids[pos] == wanted)
     pos = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
     return pos, ids[pos] == wanted
 
@@ -88,8 +97,16 @@ class Neighbourhood:
         history_rows = np.argsort(history_owner, kind="stable")
         sorted_history_owner = history_owner[history_rows]
         keep = self.neighbours.shape[1]
-        # History row of (owner - first, movie) for the owners of one step; -1: not rated.
-        table = np.full(min(OWNERS_PER_STEP, owners) * movies, -1, dtype=np.int32)
+        step_owners = min(OWNERS_PER_STEP, owners)
+        # For the owners of one step: whether (owner - first, movie) is rated, and by which
+        # history row. A user rates a few hundred of a movie's `keep` stored neighbours at
+        # most, so the cells are tested against the small boolean table and only the hits
+        # (a few percent) go on to the row table, the weights and the residuals. Each owner's
+        # cells start with a spare one that is never rated, where a padding neighbour (-1)
+        # lands: (owner - first) * (movies + 1) + 1 + position.
+        stride = movies + 1
+        rated = np.zeros(step_owners * stride, dtype=bool)
+        table = np.empty(step_owners * stride, dtype=np.int32)  # read only where rated
         for start, stop in _steps(wanted_owner[wanted_rows], keep):
             rows = wanted_rows[start:stop]
             first = int(wanted_owner[rows[0]])
@@ -98,20 +115,24 @@ class Neighbourhood:
             if lo == hi:
                 continue
             mine = history_rows[lo:hi]
-            cells = (history_owner[mine] - first) * movies + history_pos[mine]
+            cells = (history_owner[mine] - first) * stride + 1 + history_pos[mine]
             table[cells] = mine
-            near = self.neighbours[wanted_pos[rows]]
-            found = table[((wanted_owner[rows] - first) * movies)[:, None] + np.maximum(near, 0)]
-            found[near < 0] = -1
-            hit = found >= 0
-            used = hit & (np.cumsum(hit, axis=1) <= self.k)
-            weight = np.where(used, self.similarities[wanted_pos[rows]].astype(np.float64), 0.0)
-            residual = np.where(used, history_residual[np.maximum(found, 0)], 0.0)
+            rated[cells] = True
+            flat = self.neighbours[wanted_pos[rows]]
+            flat += ((wanted_owner[rows] - first) * stride + 1).astype(np.int32)[:, None]
+            # Hits in row-major order: per wanted row, in stored order (most similar first).
+            hit_row, hit_column = np.nonzero(rated[flat])
+            per_row = np.bincount(hit_row, minlength=len(rows))
+            within = np.arange(len(hit_row)) - (np.cumsum(per_row) - per_row)[hit_row]
+            used = within < self.k
+            hit_row, hit_column = hit_row[used], hit_column[used]
+            weight = self.similarities[wanted_pos[rows][hit_row], hit_column].astype(np.float64)
+            residual = history_residual[table[flat[hit_row, hit_column]]]
             # With damping 0, a user who rated none of the neighbours gets no term (not 0/0).
-            total = self.damping + weight.sum(axis=1)
-            out[rows] = np.divide((weight * residual).sum(axis=1), total,
-                                  out=np.zeros(len(rows)), where=total > 0)
-            table[cells] = -1
+            total = self.damping + np.bincount(hit_row, weight, minlength=len(rows))
+            weighted = np.bincount(hit_row, weight * residual, minlength=len(rows))
+            out[rows] = np.divide(weighted, total, out=np.zeros(len(rows)), where=total > 0)
+            rated[cells] = False
         return out
 
 
@@ -300,39 +321,28 @@ class FactorModel:
               history_movies: np.ndarray, history_ratings: np.ndarray, n: int):
         """The ``n`` best movies for each owner (user ``requests_users[o]``) that its history
         does not hold. Ranks by the unclipped score (clipping would tie the top of the scale).
-        With a blend, scoring the whole catalogue with the neighbour term would cost a
-        neighbour lookup per movie: the score without the term (the blend's own baseline and
-        factor weights) picks a shortlist of max(4n, n + 50), the full blend ranks it.
+        Scoring the whole catalogue with the full rule would cost a neighbour lookup per movie:
+        a shortlist of max(4n, n + 50) is picked by the rule without the neighbour term (the
+        blend's own baseline and factor weights) and then ranked by the full rule, computed as
+        every other path computes it (:meth:`parts`).
         Returns (owner, rank, movie_id, predicted rating) as flat arrays."""
         owners = len(requests_users)
         movies = len(self.movie_ids)
-        u_pos, u_found = lookup(self.user_ids, requests_users)
-        has = take(self.user_has_factors, u_pos, u_found, False)
-        user_factors = take(self.user_factors, u_pos, has)
-        movie_factors = self.movie_factors * self.movie_has_factors[:, None]
-        scores = (user_factors @ movie_factors.T).astype(np.float64)
-        user_bias = take(self.user_bias, u_pos, u_found)
-        nb = self.neighbourhood
-        parts = {"factor_term": scores,
-                 "has_factors": has[:, None] & self.movie_has_factors[None, :]}
-        if self.kind != "plain":
-            parts["baseline"] = self.mean + user_bias[:, None] + self.movie_bias[None, :]
-        scores = self.rule().without(NEIGHBOUR).raw(parts)
+        requests_users = np.asarray(requests_users, dtype=np.int64)
+        scores = self._shortlist_scores(requests_users)
         h_pos, h_found = lookup(self.movie_ids, history_movies)
         scores[history_owner[h_found], h_pos[h_found]] = -np.inf
-        size = n if nb is None else max(4 * n, n + 50)
-        size = min(size, movies)
+        size = min(max(4 * n, n + 50), movies)
         if size < movies:
-            best = np.argpartition(-scores, size - 1, axis=1)[:, :size]
+            best = np.argpartition(scores, movies - size, axis=1)[:, movies - size:]
         else:
             best = np.tile(np.arange(movies), (owners, 1))
-        best_scores = np.take_along_axis(scores, best, axis=1)
-        if nb is not None and self.kind != "plain":
-            requests = Requests(np.asarray(requests_users, dtype=np.int64),
-                                np.repeat(np.arange(owners), size), self.movie_ids[best].ravel(),
-                                history_owner, history_movies, history_ratings)
-            blended = self.combine(self.parts(requests)).reshape(best.shape)
-            best_scores = np.where(np.isfinite(best_scores), blended, -np.inf)
+        rated = ~np.isfinite(np.take_along_axis(scores, best, axis=1))
+        requests = Requests(requests_users, np.repeat(np.arange(owners), size),
+                            self.movie_ids[best].ravel(), history_owner, history_movies,
+                            history_ratings)
+        best_scores = self.combine(self.parts(requests)).reshape(best.shape)
+        best_scores[rated] = -np.inf
         order = np.lexsort((self.movie_ids[best], -best_scores), axis=1)[:, :n]
         best = np.take_along_axis(best, order, axis=1)
         best_scores = np.take_along_axis(best_scores, order, axis=1)
@@ -341,3 +351,25 @@ class FactorModel:
         owner = np.repeat(np.arange(owners), best.shape[1])
         return (owner[keep.ravel()], ranks[keep], self.movie_ids[best][keep],
                 self.clip(best_scores[keep]))
+
+    def _shortlist_scores(self, users: np.ndarray) -> np.ndarray:
+        """(users, movies) float32 scores that order each user's movies as the rule without
+        the neighbour term does. The user's own terms (intercept, mu, b_u) are the same for
+        every movie and are left out, so one matrix product gives the rest:
+        [w_f p_u, 1] . [q_i, w_b b_i]."""
+        rule = self.rule().without(NEIGHBOUR)
+        u_pos, u_found = lookup(self.user_ids, users)
+        has = take(self.user_has_factors, u_pos, u_found, False)
+        user_factors = take(self.user_factors, u_pos, has).astype(np.float32)
+        movie_factors = (self.movie_factors * self.movie_has_factors[:, None]).astype(np.float32)
+        if rule.plain_mean is not None:
+            # Plain ALS: p_u . q_i where ALS knows both, else the global mean.
+            scores = user_factors @ movie_factors.T
+            known = has[:, None] & self.movie_has_factors[None, :]
+            return np.where(known, scores, np.float32(rule.plain_mean))
+        weights = dict(rule.terms)
+        user_side = np.hstack([user_factors * np.float32(weights.get(FACTOR, 0.0)),
+                               np.ones((len(users), 1), dtype=np.float32)])
+        movie_side = np.hstack([movie_factors, (weights.get(BASELINE, 0.0) * self.movie_bias)
+                                .astype(np.float32)[:, None]])
+        return user_side @ movie_side.T

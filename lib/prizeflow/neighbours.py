@@ -198,26 +198,6 @@ def _unpack_lists(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 LISTS_SCHEMA = f"{MOVIE_ID} int, neighbours binary, similarities binary"
-PACKED_SCHEMA = "block int, users binary, movies binary, residuals binary"
-
-
-def _packed_by_block(table) -> Iterator:
-    """One Arrow batch per movie block of ``table``: (block, users, movies, residuals)."""
-    import pyarrow as pa
-
-    block = table.column("_pf_block").to_numpy()
-    order = np.argsort(block, kind="stable")
-    block = block[order]
-    columns = [table.column(name).to_numpy()[order]
-               for name in (USER_ID, MOVIE_ID, "residual")]
-    del table, order
-    ids, starts = np.unique(block, return_index=True)
-    for value, first, last in zip(ids, starts, np.append(starts[1:], len(block))):
-        user, movie, residual = (column[first:last] for column in columns)
-        yield pa.RecordBatch.from_arrays(
-            [pa.array([int(value)], pa.int32()), pa.array([_bytes(user, "<i4")]),
-             pa.array([_bytes(movie, "<i4")]), pa.array([_bytes(residual, "<f4")])],
-            names=["block", "users", "movies", "residuals"])
 
 
 def pack_blocks(sampled: DataFrame, blocks: int, pack_rows: int = PACK_ROWS) -> DataFrame:
@@ -225,23 +205,11 @@ def pack_blocks(sampled: DataFrame, blocks: int, pack_rows: int = PACK_ROWS) -> 
     the rows of its own partition, about ``pack_rows`` at a time (whole Arrow batches), into
     one row per movie block: no shuffle of single ratings, as many tasks as partitions, and
     however big a partition is, a task holds about ``pack_rows`` ratings at once."""
-    import pyarrow as pa
-
-    def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        held, count = [], 0
-        for batch in batches:
-            if batch.num_rows:
-                held.append(batch)
-                count += batch.num_rows
-            if count >= pack_rows:
-                yield from _packed_by_block(pa.Table.from_batches(held))
-                held, count = [], 0
-        if held:
-            yield from _packed_by_block(pa.Table.from_batches(held))
-
     block_of = F.pmod(F.xxhash64(F.lit(11), F.col(MOVIE_ID)), F.lit(blocks)).cast("int")
-    return (sampled.select(USER_ID, MOVIE_ID, "residual", block_of.alias("_pf_block"))
-            .mapInArrow(pack, PACKED_SCHEMA))
+    return partitions.pack(
+        sampled.select(USER_ID, MOVIE_ID, "residual", block_of.alias("block")), "block",
+        [(USER_ID, "users", "<i4"), (MOVIE_ID, "movies", "<i4"), ("residual", "residuals", "<f4")],
+        pack_rows)
 
 
 def pair_candidates(packed: DataFrame, blocks: int, shrink: float,

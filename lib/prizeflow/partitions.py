@@ -9,6 +9,8 @@ integers: Spark's ``hash`` function is the same Murmur3 (seed 42) its hash parti
 
 from __future__ import annotations
 
+from typing import Iterator, Sequence
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -78,3 +80,49 @@ def binary_values(column, dtype: str):
     # One copy: aligned, and independent of the Arrow table's lifetime.
     raw = np.concatenate(pieces) if pieces else np.zeros(0, np.uint8)
     return raw.view(dtype), np.concatenate(lengths).astype(np.int64)
+
+
+def pack(frame: DataFrame, task: str, columns: Sequence[tuple[str, str, str]],
+         pack_rows: int) -> DataFrame:
+    """``frame``'s rows packed in place, before any shuffle: each Spark task takes its own
+    partition about ``pack_rows`` rows at a time (whole Arrow batches) and writes one row per
+    task number (the int column ``task``) holding each of ``columns`` (source column, packed
+    name, numpy dtype) as the little-endian bytes of that number's values, end to end.
+
+    Sending those few large rows to their tasks (:func:`by_task`) moves the same values as
+    one row per value would, without a shuffle row and an Arrow row for each; a packing task
+    holds about ``pack_rows`` rows at once however big its partition is."""
+    import numpy as np
+    import pyarrow as pa
+
+    names = [task] + [packed for _, packed, _ in columns]
+
+    def packed_by_task(table) -> Iterator[pa.RecordBatch]:
+        number = table.column(task).to_numpy()
+        order = np.argsort(number, kind="stable")
+        number = number[order]
+        values = [(table.column(source).to_numpy()[order], dtype)
+                  for source, _, dtype in columns]
+        del table, order
+        ids, starts = np.unique(number, return_index=True)
+        for value, first, last in zip(ids, starts, np.append(starts[1:], len(number))):
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([int(value)], pa.int32())]
+                + [pa.array([np.ascontiguousarray(column[first:last], dtype=dtype).tobytes()],
+                            pa.binary()) for column, dtype in values],
+                names=names)
+
+    def pack_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        held, count = [], 0
+        for batch in batches:
+            if batch.num_rows:
+                held.append(batch)
+                count += batch.num_rows
+            if count >= pack_rows:
+                yield from packed_by_task(pa.Table.from_batches(held))
+                held, count = [], 0
+        if held:
+            yield from packed_by_task(pa.Table.from_batches(held))
+
+    schema = ", ".join([f"{task} int"] + [f"{packed} binary" for _, packed, _ in columns])
+    return frame.mapInArrow(pack_task, schema)

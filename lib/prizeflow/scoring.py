@@ -4,7 +4,8 @@ The prediction rule lives once, in :mod:`prizeflow.factors`; this module only mo
 Users are hashed into buckets, one Spark task per bucket; a task receives, for its users,
 
 - the pairs to score, each carrying the user's side of the model (bias and factors), and
-- the user's rating history (user, movie, rating), read from the lake by the caller,
+- the user's rating history (user, movie, rating), read from the lake by the caller and packed
+  where it lies into a few rows of bytes per partition and bucket before it is shuffled,
 
 and calls :meth:`FactorModel.parts` (or :meth:`FactorModel.top_n`). The movie side of the model
 (biases, factors and stored neighbours: O(movies x neighbours)) travels with the task's code.
@@ -27,7 +28,9 @@ from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 from prizeflow.factors import FactorModel, Requests
 
 ROWS_PER_BUCKET = 4_000_000
-HISTORY = 0  # the tag of history rows; pairs to score carry a positive tag
+PACK_ROWS = 2_000_000  # history ratings a packing task holds at once (about 40 MB in Python)
+BUCKET = "_pf_bucket"
+PACKED = ("history_users", "history_movies", "history_ratings")  # int32, int32, float32 bytes
 VALIDATION_TAG, TEST_TAG = 1, 2  # the tags train scores its held-out parts under
 PARTS = ("baseline", "factor_term", "neighbour_term", "has_factors")
 TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
@@ -93,14 +96,18 @@ def user_frame(spark, model: FactorModel) -> DataFrame:
 
 
 def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int) -> DataFrame:
+    """The rows to score and the packed history (:data:`PACKED`) of the same users, each in
+    its user bucket's task. The history is packed where it lies, before the shuffle: a few
+    large rows per partition instead of one per rating (97M at full scale)."""
+    bucket = F.pmod(F.xxhash64(F.lit(3), F.col(USER_ID)), F.lit(buckets)).cast("int")
     rows = wanted.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), TAG, "b_user",
-                         "factors")
-    past = history.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"),
-                          F.lit(HISTORY).alias(TAG), F.lit(None).cast("double").alias("b_user"),
-                          F.lit(None).cast(BinaryType()).alias("factors"))
-    both = rows.unionByName(past)
-    bucket = F.pmod(F.xxhash64(F.lit(3), F.col(USER_ID)), F.lit(buckets))
-    return partitions.by_task(both, bucket, buckets)
+                         "factors", bucket.alias(BUCKET))
+    packed = partitions.pack(
+        history.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), bucket.alias(BUCKET)),
+        BUCKET, [(USER_ID, PACKED[0], "<i4"), (MOVIE_ID, PACKED[1], "<i4"),
+                 (RATING, PACKED[2], "<f4")], PACK_ROWS)
+    both = rows.unionByName(packed, allowMissingColumns=True)
+    return partitions.by_task(both, F.col(BUCKET), buckets).drop(BUCKET)
 
 
 def _local_model(movie_model: FactorModel, users: np.ndarray, b_user: np.ndarray,
@@ -123,17 +130,16 @@ def _requests(table, movie_model: FactorModel):
     """(the rows to score, the task's model, its Requests) from one task's rows."""
     import pyarrow as pa
 
-    is_wanted = table.column(TAG).to_numpy() != HISTORY
-    asked = table.filter(pa.array(is_wanted))
-    past = table.filter(pa.array(~is_wanted))
+    is_packed = table.column(PACKED[0]).is_valid().to_numpy(zero_copy_only=False)
+    asked = table.filter(pa.array(~is_packed))
+    past = table.filter(pa.array(is_packed))
     asked_users = asked.column(USER_ID).to_numpy().astype(np.int64)
     local = _local_model(movie_model, asked_users,
                          asked.column("b_user").to_numpy(zero_copy_only=False),
                          asked.column("factors").combine_chunks())
-    requests = Requests.by_user(
-        asked_users, asked.column(MOVIE_ID).to_numpy(),
-        (past.column(USER_ID).to_numpy(), past.column(MOVIE_ID).to_numpy(),
-         past.column(RATING).to_numpy()))
+    history = tuple(partitions.binary_values(past.column(name), dtype)[0]
+                    for name, dtype in zip(PACKED, ("<i4", "<i4", "<f4")))
+    requests = Requests.by_user(asked_users, asked.column(MOVIE_ID).to_numpy(), history)
     return asked, local, requests
 
 
