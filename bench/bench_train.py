@@ -4,6 +4,8 @@
     .venv/bin/python bench/bench_train.py speed [--ratings 1000000] [--runs 3]
     .venv/bin/python bench/bench_train.py blend [--ratings 1000000] [--runs 3]
     .venv/bin/python bench/bench_train.py iterations [--sizes 1000000 10000000]
+    .venv/bin/python bench/bench_train.py iterations --lake LAKE --conf conf/full.yaml \
+        --holdout 0.034 --blocks 2 10 --runs 1     # an existing lake, ALS blocks compared
 
 quality: ``../shared/data/ml-100k`` ingested once; for each of 5 hash folds (test = fold k, the
   issue's protocol) ``prizeflow train`` with the default config (grid + neighbourhood blend), then
@@ -16,7 +18,8 @@ speed: a generated corpus; the default grid run the textbook way (TrainValidatio
 blend: what the neighbourhood blend costs: ``prizeflow train`` (default config, hash split) on a
   generated corpus with ``train.neighbours.enabled`` false and true, alternating; medians and
   both test RMSEs.
-iterations: seconds per ALS iteration (residual, rank 20) from fits of 2 and 6 iterations.
+iterations: seconds per ALS iteration (residual, rank 20) from fits of 2 and 6 iterations
+  (``--iters``), per number of ALS blocks (``--blocks``).
 Each prints its figures and the command, and writes bench/out/train-<mode>.json.
 """
 
@@ -37,13 +40,13 @@ OUT = HERE / "out"
 ML100K = HERE.parent.parent / "shared" / "data" / "ml-100k"
 
 
-def _session(lake: Path):
+def _session(lake: Path, conf: str = "conf/local.yaml", extra: tuple[str, ...] = ()):
     from prizeflow.config import load_config
     from prizeflow.spark import get_spark
 
     os.chdir(HERE.parent)
-    config = load_config("conf/local.yaml", [f"lake.root={lake}",
-                                             f"mlflow.tracking_uri=sqlite:///{lake}/mlflow.db"])
+    config = load_config(conf, [f"lake.root={lake}",
+                                f"mlflow.tracking_uri=sqlite:///{lake}/mlflow.db", *extra])
     return get_spark(config), config
 
 
@@ -235,34 +238,44 @@ def iterations(args, command: str) -> None:
     from prizeflow.generate import generate_corpus, make_spec
 
     rows = []
-    for size in args.sizes:
-        corpus = OUT / f"corpus-{size}-training_set"
-        if not corpus.exists():
-            generate_corpus(make_spec(corpus, size, seed=42))
-        spark, config = _session(OUT / "lake-iterations")
-        _ingest(spark, config, corpus)
+    for size in ([None] if args.lake else args.sizes):
+        if args.lake:
+            # An existing lake (e.g. bench_scale --keep's): its ratings, no new ingest.
+            spark, config = _session(args.lake, args.conf, tuple(args.set))
+        else:
+            corpus = OUT / f"corpus-{size}-training_set"
+            if not corpus.exists():
+                generate_corpus(make_spec(corpus, size, seed=42))
+            spark, config = _session(OUT / "lake-iterations", args.conf, tuple(args.set))
+            _ingest(spark, config, corpus)
         source = data.load_training_data(spark, config)
-        ratings = splits.part(splits.hash_split(source.ratings, 0.1, 0.1, 42), splits.TRAIN)
+        ratings = splits.part(splits.hash_split(source.ratings, args.holdout / 2,
+                                                args.holdout / 2, 42), splits.TRAIN)
         cache = training.Cache()
         fit_data = training.prepare(ratings, [3.0], 3, cache)
-        settings = als.AlsSettings(42, config.train.num_blocks
-                                   or partitions.parallelism(spark), 10)
-        timings = {}
-        for iters in (2, 6):
-            point = grid.GridPoint("residual", args.rank, 0.1, iters, 3.0)
-            samples = []
-            for _ in range(args.runs):
-                t0 = time.monotonic()
-                model = training.fit_point(point, fit_data, settings, 1.0, 5.0)
-                model.als.userFactors.count()
-                samples.append(time.monotonic() - t0)
-            timings[iters] = statistics.median(samples)
-        per_iteration = (timings[6] - timings[2]) / 4
-        rows.append({"ratings": size, "train_ratings": fit_data.rows, "rank": args.rank,
-                     "fit_2_iter_s": timings[2], "fit_6_iter_s": timings[6],
-                     "s_per_iteration": per_iteration})
-        print(f"{size:>11,} ratings: fit 2 iter {timings[2]:.1f}s, 6 iter {timings[6]:.1f}s, "
-              f"{per_iteration:.2f} s/iteration", flush=True)
+        for blocks in args.blocks or [config.train.num_blocks or partitions.parallelism(spark)]:
+            settings = als.AlsSettings(42, blocks, 10)
+            timings = {}
+            for iters in args.iters:
+                point = grid.GridPoint("residual", args.rank, 0.1, iters, 3.0)
+                samples = []
+                for _ in range(args.runs):
+                    t0 = time.monotonic()
+                    model = training.fit_point(point, fit_data, settings, 1.0, 5.0)
+                    model.als.userFactors.count()
+                    samples.append(time.monotonic() - t0)
+                timings[iters] = statistics.median(samples)
+            low, high = min(args.iters), max(args.iters)
+            per_iteration = (timings[high] - timings[low]) / (high - low)
+            rows.append({"ratings": size or fit_data.rows, "train_ratings": fit_data.rows,
+                         "rank": args.rank, "blocks": blocks,
+                         **{f"fit_{i}_iter_s": timings[i] for i in args.iters},
+                         "s_per_iteration": per_iteration,
+                         "s_per_iteration_per_m": per_iteration / (fit_data.rows / 1e6)})
+            print(f"{fit_data.rows:>11,} training ratings, {blocks} blocks: " + ", ".join(
+                f"fit {i} iter {timings[i]:.1f}s" for i in args.iters)
+                + f", {per_iteration:.2f} s/iteration "
+                f"({per_iteration / (fit_data.rows / 1e6):.3f} s per M ratings)", flush=True)
         cache.release()
     _finish("iterations", command, spark, {"results": rows})
     spark.stop()
@@ -283,6 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     i.add_argument("--rank", type=int, default=20)
     i.add_argument("--runs", type=int, default=3)
+    i.add_argument("--iters", type=int, nargs=2, default=[2, 6],
+                   help="the two fit lengths whose difference gives one iteration's time")
+    i.add_argument("--blocks", type=int, nargs="+",
+                   help="ALS user and item blocks to compare (default: train.num_blocks or "
+                        "the session's parallelism)")
+    i.add_argument("--lake", type=Path, help="use this lake's ratings instead of ingesting")
+    i.add_argument("--conf", default="conf/local.yaml")
+    i.add_argument("--set", action="append", default=[], help="a config override, as --set")
+    i.add_argument("--holdout", type=float, default=0.2,
+                   help="fraction hashed out of training (0.034: about 97M of the 100M)")
     args = parser.parse_args(argv)
     command = "python bench/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv)
     modes = {"quality": quality, "speed": speed, "blend": blend_cost, "iterations": iterations}

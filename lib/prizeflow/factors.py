@@ -121,7 +121,8 @@ class Neighbourhood:
             flat = self.neighbours[wanted_pos[rows]]
             flat += ((wanted_owner[rows] - first) * stride + 1).astype(np.int32)[:, None]
             # Hits in row-major order: per wanted row, in stored order (most similar first).
-            hit_row, hit_column = np.nonzero(rated[flat])
+            # (flatnonzero and a division: several times faster than a 2-D nonzero)
+            hit_row, hit_column = np.divmod(np.flatnonzero(rated[flat]), keep)
             per_row = np.bincount(hit_row, minlength=len(rows))
             within = np.arange(len(hit_row)) - (np.cumsum(per_row) - per_row)[hit_row]
             used = within < self.k
