@@ -261,11 +261,16 @@ def iterations(args, command: str) -> None:
         current_order = "as-is"
         for blocks, order in arms:
             if order != current_order:
-                # The training ratings sorted by user inside each partition (cached anew): ALS
-                # then lists each movie's raters in user order, so the movie half-step reads
-                # the user factors in order instead of at random.
+                # The training ratings in another order (cached anew), from the one prepare
+                # leaves ("as-is": the lake's, each movie's ratings together, users in file
+                # order): "hashed" (hash-partitioned and sorted by (user, movie), as the probe
+                # split's join leaves them), "user" (sorted by user inside each partition).
                 previous = fit_data.residuals[3.0]
-                fit_data.residuals[3.0] = cache(previous.sortWithinPartitions(USER_ID, MOVIE_ID))
+                reordered = {
+                    "hashed": lambda f: f.repartition(USER_ID, MOVIE_ID)
+                    .sortWithinPartitions(USER_ID, MOVIE_ID),
+                    "user": lambda f: f.sortWithinPartitions(USER_ID, MOVIE_ID)}[order]
+                fit_data.residuals[3.0] = cache(reordered(previous))
                 fit_data.residuals[3.0].count()
                 previous.unpersist()
                 current_order = order
@@ -316,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--blocks", type=int, nargs="+",
                    help="ALS user and item blocks to compare (default: train.num_blocks or "
                         "the session's parallelism)")
-    i.add_argument("--orders", nargs="+", default=["as-is"], choices=["as-is", "user"],
-                   help="the training ratings as they come, and/or sorted by user within "
-                        "each partition")
+    i.add_argument("--orders", nargs="+", default=["as-is"], choices=["as-is", "hashed", "user"],
+                   help="the training ratings as prepare leaves them, hash-partitioned and "
+                        "sorted by (user, movie), or sorted by user within each partition")
     i.add_argument("--lake", type=Path, help="use this lake's ratings instead of ingesting")
     i.add_argument("--conf", default="conf/local.yaml")
     i.add_argument("--set", action="append", default=[], help="a config override, as --set")
