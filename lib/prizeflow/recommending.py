@@ -11,6 +11,7 @@ movies not to recommend again). It replaces the rows of the Delta table ``recomm
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,13 +32,17 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
     check_top(top)
     tracking.configure(config)
     name = config.mlflow.registered_model
+    started = time.monotonic()
     model, version = registry.load_model(name, alias)
+    logger.info("model version %s: %d users, %d movies, loaded in %.1f s", version,
+                len(model.user_ids), len(model.movie_ids), time.monotonic() - started)
     root = config.lake.root
     # The ratings as the last complete ingest left them, never half of a running one.
     snapshot = snapshots.for_reading(spark, root)
     history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
     buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     created = datetime.now(timezone.utc).replace(tzinfo=None)
+    logger.info("scoring every user's unrated movies in %d buckets", buckets)
     recommendations = (scoring.top_n(model, scoring.user_frame(spark, model), history, top, buckets)
                        .withColumn("model_version", F.lit(version))
                        .withColumn("created_at", F.lit(created).cast("timestamp")))
