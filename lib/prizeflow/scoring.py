@@ -30,7 +30,11 @@ from prizeflow.factors import FactorModel, Requests
 ROWS_PER_BUCKET = 4_000_000
 PACK_ROWS = 2_000_000  # history ratings a packing task holds at once (about 40 MB in Python)
 BUCKET = "_pf_bucket"
-PACKED = ("history_users", "history_movies", "history_ratings")  # int32, int32, float32 bytes
+# The packed history: (source column, packed column, bytes as numpy dtype), one row of each
+# per partition and bucket.
+PACKED_HISTORY = ((USER_ID, "history_users", "<i4"), (MOVIE_ID, "history_movies", "<i4"),
+                  (RATING, "history_ratings", "<f4"))
+PACKED = tuple(name for _, name, _ in PACKED_HISTORY)
 VALIDATION_TAG, TEST_TAG = 1, 2  # the tags train scores its held-out parts under
 PARTS = ("baseline", "factor_term", "neighbour_term", "has_factors")
 TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
@@ -96,16 +100,15 @@ def user_frame(spark, model: FactorModel) -> DataFrame:
 
 
 def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int) -> DataFrame:
-    """The rows to score and the packed history (:data:`PACKED`) of the same users, each in
-    its user bucket's task. The history is packed where it lies, before the shuffle: a few
-    large rows per partition instead of one per rating (97M at full scale)."""
+    """The rows to score and the packed history (:data:`PACKED_HISTORY`) of the same users,
+    each in its user bucket's task. The history is packed where it lies, before the shuffle: a
+    few large rows per partition instead of one per rating (97M at full scale)."""
     bucket = F.pmod(F.xxhash64(F.lit(3), F.col(USER_ID)), F.lit(buckets)).cast("int")
     rows = wanted.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), TAG, "b_user",
                          "factors", bucket.alias(BUCKET))
     packed = partitions.pack(
         history.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), bucket.alias(BUCKET)),
-        BUCKET, [(USER_ID, PACKED[0], "<i4"), (MOVIE_ID, PACKED[1], "<i4"),
-                 (RATING, PACKED[2], "<f4")], PACK_ROWS)
+        BUCKET, PACKED_HISTORY, PACK_ROWS)
     both = rows.unionByName(packed, allowMissingColumns=True)
     return partitions.by_task(both, F.col(BUCKET), buckets).drop(BUCKET)
 
@@ -138,7 +141,7 @@ def _requests(table, movie_model: FactorModel):
                          asked.column("b_user").to_numpy(zero_copy_only=False),
                          asked.column("factors").combine_chunks())
     history = tuple(partitions.binary_values(past.column(name), dtype)[0]
-                    for name, dtype in zip(PACKED, ("<i4", "<i4", "<f4")))
+                    for _, name, dtype in PACKED_HISTORY)
     requests = Requests.by_user(asked_users, asked.column(MOVIE_ID).to_numpy(), history)
     return asked, local, requests
 
