@@ -1,6 +1,7 @@
 """Ingest benchmark: prizeflow's Netflix-format ingest vs the plainest Spark load of the same rows.
 
     .venv/bin/python bench/bench_ingest.py [--sizes 1000000 10000000] [--runs 3]
+        [--layouts combined_data] [--conf conf/full.yaml] [--corpus DIR] [--event-log DIR]
 
 For each size and layout (training_set, combined_data) it generates a corpus (kept under
 bench/out/ for reuse), then times, in one Spark session and alternating run by run:
@@ -62,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--layouts", nargs="+", default=["training_set", "combined_data"])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--conf", default="conf/local.yaml",
+                        help="the Spark settings to run with (conf/full.yaml at 100M)")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="an existing corpus of the one size and layout given (for example "
+                             "bench/out/corpora/netflix-shape-100480507) instead of generating")
+    parser.add_argument("--event-log", type=Path, default=None,
+                        help="keep Spark's event log in this folder (bench/event_log.py reads it)")
     args = parser.parse_args(argv)
+    if args.corpus and (len(args.sizes) != 1 or len(args.layouts) != 1):
+        parser.error("--corpus takes one --sizes value and one --layouts value")
     command = "python bench/bench_ingest.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     from prizeflow.config import load_config
@@ -71,13 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     from prizeflow.spark import get_spark
 
     os.chdir(HERE.parent)
-    config = load_config("conf/local.yaml")
+    config = load_config(args.conf)
+    config.ingest.follow_external_links = True  # the source folder links into the corpus
+    if args.event_log:
+        args.event_log.mkdir(parents=True, exist_ok=True)
+        config.spark.conf.update({"spark.eventLog.enabled": "true",
+                                  "spark.eventLog.dir": args.event_log.resolve().as_uri()})
     spark = get_spark(config)
     schema = "user_id INT, movie_id INT, rating FLOAT, rated_on DATE"
     results = []
     for size in args.sizes:
         for layout in args.layouts:
-            corpus = OUT / f"corpus-{size}-{layout}"
+            corpus = args.corpus.resolve() if args.corpus else OUT / f"corpus-{size}-{layout}"
             if not corpus.exists():
                 t0 = time.monotonic()
                 generate_corpus(make_spec(corpus, size, seed=42, layout=layout))

@@ -154,26 +154,67 @@ def date_limits(config: Config, today: date | None = None) -> tuple[date, date]:
     return config.ingest.earliest_date, latest
 
 
+# Source text per partition of the repeated-key count: about 1.7M Netflix rating lines.
+KEY_COUNT_BYTES_PER_PARTITION = 32 * 1024 * 1024
+
+
+def _key_partitions(spark: SparkSession, files: list[SourceFile]) -> int:
+    """Partitions for counting the keys of ``files``: by their size, never fewer than the
+    session's shuffle partitions (a fixed count spills on a large corpus: 8 spilled 6.9 GB at
+    100M)."""
+    by_size = -(-sum(f.size or 0 for f in files) // KEY_COUNT_BYTES_PER_PARTITION)
+    return max(int(spark.conf.get("spark.sql.shuffle.partitions")), by_size)
+
+
 def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFile],
                  table_path: str, replaced: set[str], dates: tuple[date, date],
-                 cached: list[DataFrame]) -> DataFrame:
-    """The files' lines parsed and de-duplicated; what it caches is appended to ``cached``."""
+                 fingerprint_lines: bool, cached: list[DataFrame]) -> DataFrame:
+    """The files' lines parsed and de-duplicated; what it caches is appended to ``cached``.
+
+    A table row's text is not kept (it is most of the cache's size): a row found a duplicate
+    gets its text back when the quarantine is written (:func:`_with_duplicate_text`). With
+    ``fingerprint_lines`` each line's hash is kept instead, for :func:`lines_fingerprint`."""
     kind = formats.FORMATS[fmt].kind(table)
-    names = spark.createDataFrame([(f.path, f.name) for f in files], "location string, name string")
-    parsed = parse.check_dates(
-        kind.parser(locate_lines(read_lines(spark, files), kind.with_headers, names)), *dates)
-    # The raw text stays on every row: a clean-looking row may still turn out a duplicate.
+    parsed = parse.check_dates(kind.parser(_located(spark, fmt, table, files)), *dates)
+    if fingerprint_lines:
+        parsed = parsed.withColumn(LINE_HASH, F.xxhash64(LINE_NO, "line"))
+    parsed = parsed.withColumn("line", F.when(F.col("outcome") != parse.ROW, F.col("line")))
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    repeated = parse.duplicate_keys(parsed, table).persist(StorageLevel.MEMORY_AND_DISK)
-    cached += [parsed, repeated]
-    repeated.count()  # materialised, its real size lets the planner broadcast it
+    cached.append(parsed)
+    repeated = parse.repeated_keys(parsed, table, _key_partitions(spark, files))
+    repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(repeated)
+    first = None
+    if repeated.count():  # materialised, its real size lets the planner broadcast it
+        first = parse.first_places(parsed, table, repeated).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(first)
+        first.count()
     existing = None
     if lake.is_table(spark, table_path):
         # Rows of the files being replaced (re-read or removed) do not count.
         existing = (lake.read(spark, table_path)
                     .where(~F.col(SOURCE_FILE).isin(sorted(replaced)))
                     .select(*parse.TABLE_KEYS[table]))
-    return parse.flag_duplicates(parsed, table, repeated, existing)
+    return parse.flag_duplicates(parsed, table, first, existing)
+
+
+def _located(spark: SparkSession, fmt: str, table: str, files: list[SourceFile]) -> DataFrame:
+    """The files' text lines, each with its file's name, its line number and its header."""
+    kind = formats.FORMATS[fmt].kind(table)
+    names = spark.createDataFrame([(f.path, f.name) for f in files], "location string, name string")
+    return locate_lines(read_lines(spark, files), kind.with_headers, names)
+
+
+def _with_duplicate_text(spark: SparkSession, fmt: str, table: str, quarantined: DataFrame,
+                         files: list[SourceFile]) -> DataFrame:
+    """``quarantined`` with the text of its duplicate rows (dropped from the cache as table
+    rows) read again from ``files``, the files that hold such rows: a corpus without
+    duplicates never pays this."""
+    text = _located(spark, fmt, table, files).select(
+        SOURCE_FILE, LINE_NO, F.col("value").alias("_text"))
+    missing = quarantined.where(F.col("line").isNull()).join(text, [SOURCE_FILE, LINE_NO], "left")
+    recovered = missing.withColumn("line", F.col("_text")).drop("_text")
+    return quarantined.where(F.col("line").isNotNull()).unionByName(recovered)
 
 
 def lines_fingerprint(digest: int, lines: int) -> str:
@@ -183,6 +224,7 @@ def lines_fingerprint(digest: int, lines: int) -> str:
 
 
 NO_LINES = lines_fingerprint(0, 0)  # an emptied file: read, no line
+LINE_HASH = "_line_hash"  # xxhash64(line number, text) of each line, for the fingerprint
 
 
 def _tally(parsed: dict[str, DataFrame], fingerprint_lines: bool) -> dict[str, dict[str, Any]]:
@@ -191,7 +233,7 @@ def _tally(parsed: dict[str, DataFrame], fingerprint_lines: bool) -> dict[str, d
     (:func:`lines_fingerprint`); one Spark job for all tables."""
     outcomes = None
     for table, df in parsed.items():
-        line_hash = F.xxhash64(LINE_NO, "line") if fingerprint_lines else F.lit(0).cast("bigint")
+        line_hash = F.col(LINE_HASH) if fingerprint_lines else F.lit(0).cast("bigint")
         part = df.select(F.lit(table).alias("target"), SOURCE_FILE, "outcome", "reason",
                          line_hash.alias("_hash"))
         outcomes = part if outcomes is None else outcomes.unionByName(part)
@@ -342,13 +384,14 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
     parsed: dict[str, DataFrame] = {}
     cached: list[DataFrame] = []
     dates = date_limits(config)
+    fingerprint_lines = any(f.fingerprint is None for f in todo)
     try:
         for table in lake.DATA_TABLES:
             files = [f for f in todo if f.table == table]
             if files:
                 parsed[table] = _parse_table(spark, plan.format, table, files, paths[table],
-                                             replaced, dates, cached)
-        tally = _tally(parsed, any(f.fingerprint is None for f in todo)) if parsed else {}
+                                             replaced, dates, fingerprint_lines, cached)
+        tally = _tally(parsed, fingerprint_lines) if parsed else {}
         kept = _read_unchanged(todo, tally, manifest)
         if kept:
             names = {f.name for f in kept}
@@ -409,8 +452,14 @@ def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: l
         if table in parsed:
             df = parsed[table]
             rows = df.where(F.col("outcome") == parse.ROW).select("*", *run_columns)
+            quarantined = df.where(F.col("outcome") == parse.QUARANTINED)
+            with_duplicates = [f for f in todo if f.table == table
+                               and "duplicate" in tally.get(f.name, {}).get("reasons", {})]
+            if with_duplicates:
+                quarantined = _with_duplicate_text(spark, plan.format, table, quarantined,
+                                                   with_duplicates)
             quarantine_parts.append(
-                df.where(F.col("outcome") == parse.QUARANTINED)
+                quarantined
                 .select(F.lit(table).alias("target"), SOURCE_FILE, LINE_NO,
                         F.left("line", F.lit(QUARANTINED_TEXT_CHARS)).alias("line"),
                         F.length("line").alias("line_length"), "reason", *run_columns))

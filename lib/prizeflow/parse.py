@@ -333,29 +333,45 @@ def check_dates(parsed: DataFrame, earliest, latest) -> DataFrame:
             .withColumn("outcome", F.when(outside, F.lit(QUARANTINED)).otherwise(F.col("outcome"))))
 
 
-def duplicate_keys(parsed: DataFrame, table: str) -> DataFrame:
-    """Keys that more than one row of ``parsed`` holds, with the place of the first of them
-    (``_first``: source file, then line number)."""
+def repeated_keys(parsed: DataFrame, table: str, partitions: int) -> DataFrame:
+    """Keys that more than one row of ``parsed`` holds (none, in a clean corpus).
+
+    The keys are shuffled as they are, in ``partitions`` parts, and counted there: nearly every
+    key is unique, so counting on the map side first would only build a hash table as large as
+    the input; and only the key columns travel."""
+    keys = TABLE_KEYS[table]
+    return (parsed.where(F.col("outcome") == ROW).select(*keys)
+            .repartition(partitions, *keys)
+            .groupBy(*keys).count()
+            .where(F.col("count") > 1)
+            .select(*keys))
+
+
+def first_places(parsed: DataFrame, table: str, repeated: DataFrame) -> DataFrame:
+    """Each of the ``repeated`` keys with the place of its first row in ``parsed`` (``_first``:
+    source file, then line number). Persisted and counted first, ``repeated`` is joined the
+    way its real size allows: broadcast when it is small, as it nearly always is."""
     keys = TABLE_KEYS[table]
     return (parsed.where(F.col("outcome") == ROW)
+            .join(repeated, on=keys)
             .groupBy(*keys)
-            .agg(F.count(F.lit(1)).alias("_n"),
-                 F.min(F.struct(SOURCE_FILE, LINE_NO)).alias("_first"))
-            .where(F.col("_n") > 1)
-            .select(*keys, "_first"))
+            .agg(F.min(F.struct(SOURCE_FILE, LINE_NO)).alias("_first")))
 
 
-def flag_duplicates(parsed: DataFrame, table: str, repeated: DataFrame,
+def flag_duplicates(parsed: DataFrame, table: str, first: DataFrame | None,
                     existing_keys: DataFrame | None = None) -> DataFrame:
     """Quarantine repeated keys as ``duplicate``: the first line (by file, then line number)
-    keeps the key (``repeated`` from :func:`duplicate_keys`); a key already in the table
-    (``existing_keys``) keeps the table's row. Joins instead of a window over every row: the
-    repeated keys are few, so the big side is not shuffled."""
+    keeps the key (``first`` from :func:`first_places`; None when no key repeats); a key
+    already in the table (``existing_keys``) keeps the table's row. Joins instead of a window
+    over every row: the repeated keys are few, so the big side is not shuffled."""
     keys = TABLE_KEYS[table]
     is_row = F.col("outcome") == ROW
-    flagged = parsed.join(repeated, on=keys, how="left")
-    duplicate = is_row & F.col("_first").isNotNull() & (
-        F.struct(SOURCE_FILE, LINE_NO) != F.col("_first"))
+    flagged = parsed
+    duplicate = F.lit(False)
+    if first is not None:
+        flagged = flagged.join(first, on=keys, how="left")
+        duplicate = is_row & F.col("_first").isNotNull() & (
+            F.struct(SOURCE_FILE, LINE_NO) != F.col("_first"))
     if existing_keys is not None:
         marked = existing_keys.select(*keys).distinct().withColumn("_in_table", F.lit(True))
         flagged = flagged.join(marked, on=keys, how="left")
