@@ -78,7 +78,8 @@ def test_run_chains_the_steps_and_twice_in_a_row_changes_nothing_it_should_not(l
         assert {"ingest", "train", "register"} <= set(summary)
         assert summary["test_rmse"] == summary["train"]["test_rmse"] == summary["register"]["test_rmse"]
         assert summary["version"] == summary["register"]["version"]
-        assert set(summary["lift_pct"]) == {"global_mean", "bias", "cinematch"}
+        assert set(summary["lift_pct"]) == {"global_mean", "bias"}
+        assert set(summary["register"]["baselines_left_out"]) == {"cinematch"}
     # Same data, same config: the same RMSE again.
     assert again["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
     assert (first["alias"], again["alias"]) == ("champion", "challenger")
@@ -106,8 +107,11 @@ def test_gating_moves_champion_only_on_a_better_rmse(lake, history):
     assert float(champion.tags["test_rmse"]) == pytest.approx(good["test_rmse"], abs=1e-6)
     assert champion.tags["train_run_id"] == good["run_id"]
     assert champion.tags["data_version"] == str(good["data_version"])
-    assert float(champion.tags["lift_pct_cinematch"]) == pytest.approx(
-        good["lift_pct"]["cinematch"], abs=1e-3)
+    assert float(champion.tags["lift_pct_bias"]) == pytest.approx(
+        good["lift_pct"]["bias"], abs=1e-3)
+    assert "lift_pct_cinematch" not in champion.tags
+    assert champion.tags["lift_left_out_cinematch"].startswith("the test set holds ")
+    assert "No lift vs cinematch: the test set holds" in champion.description
     assert champion.tags["best_rank"] == "8"
     assert champion.tags["git_commit"] == head_commit()
     assert "test RMSE" in champion.description

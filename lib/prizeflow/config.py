@@ -160,6 +160,8 @@ class TrainSettings(Section):
     # Also log the model as a Spark ML PipelineModel (mlflow.spark) for batch scoring.
     log_spark_model: StrictBool = True
     bias_passes: StrictInt = Field(3, ge=1)
+    # Test users whose top-10 lists are measured (prizeflow.ranking); 0: none.
+    ranking_users: StrictInt = Field(10000, ge=0)
     # ALS user and item blocks (null: from the session's default parallelism and the data).
     num_blocks: Optional[StrictInt] = Field(None, ge=1)
     checkpoint_dir: Optional[StrictStr] = None

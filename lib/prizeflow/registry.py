@@ -82,6 +82,7 @@ class Candidate:
                "data_version": run.params.get("data_version", ""),
                "split": self.record.split, "git_commit": run.git_commit}
         out.update({f"lift_pct_{k}": f"{v:.3f}" for k, v in run.lift_pct.items()})
+        out.update({f"lift_left_out_{k}": why for k, why in run.baselines_left_out.items()})
         out.update({f"best_{k}": v for k, v in run.best_params.items()})
         return out
 
@@ -89,8 +90,9 @@ class Candidate:
         run = self.train_run
         best = ", ".join(f"{k}={v}" for k, v in run.best_params.items())
         lift = ", ".join(f"{v:+.2f}% vs {k}" for k, v in run.lift_pct.items())
+        left_out = "".join(f" No lift vs {k}: {why}." for k, why in run.baselines_left_out.items())
         return (f"ALS ({best}) trained on ratings Delta version {run.params.get('data_version')}: "
-                f"test RMSE {self.test_rmse:.4f}; lift {lift}. Train run {run.run_id}.")
+                f"test RMSE {self.test_rmse:.4f}; lift {lift}.{left_out} Train run {run.run_id}.")
 
 
 def _unless_missing(lookup: Callable[[], Any], what: str):
@@ -405,4 +407,4 @@ def _summary(name: str, version, alias: str | None, candidate: Candidate,
             "champion_rmse_before": best_before,
             "champion_version_before": int(champion.version) if champion else None,
             "champion_rescored": rescored, "lift_pct": run.lift_pct,
-            "train_run_id": run.run_id, "data_version": run.data_version}
+            "baselines_left_out": run.baselines_left_out, "train_run_id": run.run_id, "data_version": run.data_version}

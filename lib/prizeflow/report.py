@@ -25,6 +25,11 @@ def _parts(train: dict) -> str:
             f" ALS part alone {train['test_rmse_als']:.4f})")
 
 
+def _ranks(figures: dict) -> str:
+    return (f"precision {figures['precision_at_10']:.4f}, recall {figures['recall_at_10']:.4f}, "
+            f"NDCG {figures['ndcg_at_10']:.4f}")
+
+
 def render(summary: dict, tracking_uri: str) -> str:
     ingest, train = summary["ingest"], summary["train"]
     best = ", ".join(f"{k}={v}" for k, v in train["best_params"].items())
@@ -41,6 +46,12 @@ def render(summary: dict, tracking_uri: str) -> str:
     ]
     for name, rmse in train["baselines"].items():
         lines.append(f"  baseline {name:<8}: RMSE {rmse:.4f}, lift {summary['lift_pct'][name]:+.2f}%")
+    for name, why in train.get("baselines_left_out", {}).items():
+        lines.append(f"  baseline {name:<8}: no lift shown: {why}")
+    ranks = train.get("ranking")
+    if ranks:
+        lines.append(f"  top-10 quality   : {_ranks(ranks['model'])}; popularity "
+                     f"{_ranks(ranks['popularity'])} ({ranks['model']['users']:,} test users)")
     before = summary.get("champion_rmse_before")
     versus = "first version" if before is None else f"champion before: RMSE {before:.4f}"
     lines += [

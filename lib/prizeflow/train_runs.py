@@ -5,15 +5,18 @@ the exploration notebook and the tests read one only through :class:`TrainRun`, 
 spelt once. A train run holds:
 
 - tags: ``prizeflow.command`` = ``train``, the code's commit, the data path, the split's
-  signature, the model's URI, the scheduler's run id when there is one, and the Spark ML form's
-  URI and terms when it is logged;
+  signature, the model's URI, the scheduler's run id when there is one, the Spark ML form's
+  URI and terms when it is logged, and ``baseline_left_out_<name>``: why a baseline's lift is
+  not shown (Cinematch's, unless the test set is the Prize's probe:
+  :mod:`prizeflow.prize_probe`);
 - params: the gate's record (:mod:`prizeflow.gate`), the data and split (``data_version``,
   ``split_method``, ``probe_version``, ``ingest_id``, ``split_*``), the grid's size and
   parallelism, the chosen point (``best_*``), the baseline's and the blend's settings and
   weights, and the model's digest (:mod:`prizeflow.model_integrity`);
 - metrics: each split part's ratings, validation and test errors of the model and its parts,
   ``baseline_rmse_<name>`` and ``lift_pct_<name>`` per baseline, the grid's seconds, the model's
-  bytes;
+  bytes; ``test_{precision,recall,ndcg}_at_10`` and ``popularity_*`` beside them over
+  ``ranking_users`` sampled test users (:mod:`prizeflow.ranking`);
 - artifacts: ``config.yaml`` (the resolved config), ``stages.json``, ``plots/``, the model;
 - one child run per grid point: the point's params and ``iterations_run``; ``validation_rmse``
   and ``fit_seconds``; whether halving pruned it.
@@ -49,6 +52,7 @@ PARENT_TAG = "mlflow.parentRunId"
 PRUNED_TAG, POINT_TAG = "prizeflow.pruned", "prizeflow.point"
 CONFIG_ARTIFACT, STAGES_ARTIFACT = "config.yaml", "stages.json"
 BEST_PREFIX, BASELINE_PREFIX, LIFT_PREFIX = "best_", "baseline_rmse_", "lift_pct_"
+LEFT_OUT_PREFIX = "baseline_left_out_"  # tag: why a baseline's lift is not shown
 # The test errors of the model's predictions, by the name train scores them under.
 TEST_METRICS = {PREDICTION: "test_rmse", "prediction_without_history":
                 "test_rmse_without_history", "prediction_als": "test_rmse_als"}
@@ -133,6 +137,23 @@ def outcome_figures(results: list[PointResult], test_rmse: float,
     return figures
 
 
+def log_left_out(left_out: dict[str, str]) -> None:
+    """Each baseline the run does not compare with, and why, as a tag."""
+    mlflow.set_tags({f"{LEFT_OUT_PREFIX}{name}": why for name, why in left_out.items()})
+
+
+def log_ranking(figures: dict[str, dict[str, float]]) -> None:
+    """Top-10 quality (:mod:`prizeflow.ranking`): ``test_<figure>`` for the model,
+    ``popularity_<figure>`` beside it, and ``ranking_users``."""
+    if not figures:
+        return
+    prefixes = {"model": "test_", "popularity": "popularity_"}
+    mlflow.log_metrics({
+        "ranking_users": float(figures["model"]["users"]),
+        **{f"{prefixes[who]}{name}": value for who, values in figures.items()
+           for name, value in values.items() if name != "users"}})
+
+
 def log_model_uri(uri: str) -> None:
     mlflow.set_tag(MODEL_URI_TAG, uri)
 
@@ -186,6 +207,12 @@ class TrainRun:
     def lift_pct(self) -> dict[str, float]:
         """Baseline name -> the model's lift over it, percent."""
         return self._prefixed(LIFT_PREFIX)
+
+    @property
+    def baselines_left_out(self) -> dict[str, str]:
+        """Baseline name -> why the run does not compare with it."""
+        return {k[len(LEFT_OUT_PREFIX):]: v for k, v in sorted(self.run.data.tags.items())
+                if k.startswith(LEFT_OUT_PREFIX)}
 
     @property
     def best_params(self) -> dict[str, str]:

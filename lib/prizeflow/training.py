@@ -14,8 +14,11 @@ Stages (each timed in ``result.stages``, with its start time for the scale bench
 5. ``validation scoring``: the chosen point's parts on validation (and on test when there is no
    refit), with each user's history -> blend weights (prizeflow.blend);
 6. ``refit`` and ``refit neighbourhood``: the chosen point on train + validation;
-7. ``test scoring``: the final model's parts on test, scored by the model's own rule;
-8. ``model logging``: the Spark-free pyfunc (and the Spark ML form) into the run.
+7. ``test scoring``: the final model's parts on test, scored by the model's own rule; the
+   Cinematch lift only when the test set is the Prize's probe (prizeflow.prize_probe);
+8. ``ranking quality``: precision@10, recall@10 and NDCG@10 of the final model's top-10 lists
+   and of popularity's, on sampled test users (prizeflow.ranking);
+9. ``model logging``: the Spark-free pyfunc (and the Spark ML form) into the run.
 
 Nothing proportional to the number of ratings comes to the driver: it receives the model (users
 x rank + movies x neighbours), aggregates and counts. Every cached frame is released when the
@@ -37,12 +40,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, model_integrity,
-                       neighbours, partitions, progress, scoring, sparkmodel, splits, tracking,
-                       train_runs)
+                       neighbours, partitions, progress, ranking, scoring, sparkmodel, splits,
+                       tracking, train_runs)
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
+from prizeflow.prize_probe import why_not_the_prize_probe
 from prizeflow.rule import Rule
 from prizeflow.scoring import TEST_TAG, VALIDATION_TAG, predictions
 from prizeflow.secrets import redact_text
@@ -168,6 +172,10 @@ class TrainResult:
     spark_model_uri: str | None
     model_bytes: int
     stages: Stages
+    # Baselines not compared with, and why (Cinematch's figure is only for the Prize's probe).
+    baselines_left_out: dict[str, str] = field(default_factory=dict)
+    # precision@10, recall@10, NDCG@10 of the model and of popularity (prizeflow.ranking).
+    ranking: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "data_version": self.data_version,
@@ -178,7 +186,9 @@ class TrainResult:
                 "test_rmse_without_history": self.test["prediction_without_history"].rmse,
                 "test_rmse_als": self.test["prediction_als"].rmse,
                 "blend_weights": self.blend_weights, "baselines": self.baselines,
-                "lift_pct": self.lift_pct, "model_uri": self.model_uri,
+                "lift_pct": self.lift_pct, "baselines_left_out": self.baselines_left_out,
+                "ranking": self.ranking,
+                "model_uri": self.model_uri,
                 "spark_model_uri": self.spark_model_uri, "model_bytes": self.model_bytes,
                 "stages": self.stages.as_list()}
 
@@ -359,17 +369,42 @@ def _train(p: Pipeline, pipeline_run: str | None = None) -> TrainResult:
                 held_out.test, final.data.mean, final.data.biases[held_out.baseline_reg],
                 held_out.low, held_out.high)
         baseline_rmse = {"global_mean": mean_errors.rmse, "bias": bias_errors.rmse}
-        if method == "probe":
+        left_out = {}
+        not_the_probe = why_not_the_prize_probe(method, held_out.test,
+                                                test_errors[PREDICTION].count)
+        if not_the_probe is None:
             baseline_rmse["cinematch"] = metrics.CINEMATCH_RMSE["probe"]
+        else:
+            left_out["cinematch"] = not_the_probe
+            logger.info("Cinematch's lift left out: %s", not_the_probe)
         model_rmse = test_errors[PREDICTION].rmse
         lift = {name: metrics.lift_pct(value, model_rmse) for name, value in baseline_rmse.items()}
+        with p.stages("ranking quality"):
+            ranks = _ranking(p, final, held_out)
         with p.stages("model logging"):
             model_uri, spark_model_uri = _log_model(p, search, held_out, final, test_errors,
                                                     baseline_rmse, lift)
+            train_runs.log_left_out(left_out)
+            train_runs.log_ranking(ranks)
     return TrainResult(run_id, source.version, method, counts, len(points),
                        search.chosen.point.params(), search.chosen.validation_rmse, test_errors,
                        final.weights, baseline_rmse, lift, model_uri, spark_model_uri,
-                       final.model.nbytes(), p.stages)
+                       final.model.nbytes(), p.stages, left_out, ranks)
+
+
+def _ranking(p: Pipeline, final: FinalModel, held_out: HeldOut) -> dict[str, dict[str, float]]:
+    """The final model's top-10 quality on sampled test users, beside popularity's (none with
+    ``train.ranking_users: 0``)."""
+    if not p.conf.ranking_users:
+        return {}
+    figures = ranking.model_and_popularity(
+        final.model, als.user_side(final.fit), held_out.test, final.data.ratings,
+        p.conf.ranking_users, p.conf.seed, scoring.bucket_count(0, p.parallelism))
+    logger.info("top-10 on %d test users: model precision %.4f, recall %.4f, NDCG %.4f; "
+                "popularity %.4f, %.4f, %.4f", figures["model"]["users"],
+                *(figures[who][f"{name}_at_10"] for who in ("model", "popularity")
+                  for name in ("precision", "recall", "ndcg")))
+    return figures
 
 
 def _baselines(p: Pipeline, split: DataFrame, source: data.TrainingData) -> HeldOut:
