@@ -52,7 +52,8 @@ client = MlflowClient()
 run = (train_runs.get(client, params["run_id"]) if params["run_id"]
        else train_runs.latest(client, experiment_id))
 display(notebook.summary_table({"run_id": run.run_id, "test_rmse": run.test_rmse,
-                                "baseline_rmse": run.baselines, "lift_pct": run.lift_pct}))
+                                "baseline_rmse": run.baselines, "lift_pct": run.lift_pct,
+                                "baselines_left_out": run.baselines_left_out}))
 points = run.points(client)
 for kind in sorted({result.point.kind for result in points}):
     display(plots.grid_heatmap(points, kind))
