@@ -163,7 +163,9 @@ def _key_partitions(spark: SparkSession, files: list[SourceFile]) -> int:
     session's shuffle partitions (a fixed count spills on a large corpus: 8 spilled 6.9 GB at
     100M)."""
     by_size = -(-sum(f.size or 0 for f in files) // KEY_COUNT_BYTES_PER_PARTITION)
-    return max(int(spark.conf.get("spark.sql.shuffle.partitions")), by_size)
+    setting = spark.conf.get("spark.sql.shuffle.partitions")
+    # Databricks also takes "auto" there: then the size decides alone.
+    return max(int(setting), by_size) if setting.isdigit() else max(1, by_size)
 
 
 def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFile],

@@ -6,15 +6,16 @@
 - candidates: every movie the user did not rate in the ratings the model was fitted on (the
   test movies are among them);
 - users: a fixed hash sample (same data and seed, same users) of ``train.ranking_users`` test
-  users with at least one relevant rating, so the cost stays that of a few thousand users at any
-  scale;
+  users with at least one relevant rating (10,000 by default): the lists are built for those
+  users only, though the sampling, the popularity counts and the user side of the model still
+  read every rating or user once;
 - the model's lists come from the rule every path uses (:func:`prizeflow.scoring.top_n`); beside
   them, a popularity baseline: the k movies most rated in training that the user has not rated
   (from the :data:`POPULAR_POOL` most rated; a user who rated nearly all of those gets a shorter
   list, which counts as misses).
 
 A sampled user with no list (unknown to the model) counts as k misses. Everything runs in Spark;
-only the figures reach the driver.
+the driver receives the figures and the ids of the :data:`POPULAR_POOL` most-rated movies.
 """
 
 from __future__ import annotations
