@@ -14,6 +14,7 @@ import pytest
 from conftest import make_config, table, write
 
 from prizeflow import lake, snapshots
+from prizeflow.errors import JobError
 from prizeflow.sources import SourceError, discover
 
 # Every character Spark or a URL decoder spells differently: a space, %, #, +, non-ASCII, a
@@ -207,3 +208,64 @@ def test_an_unreadable_folder_is_an_error_naming_it(tmp_path):
             result.stderr
     finally:
         hidden.chmod(0o755)
+
+
+@pytest.mark.spark
+def test_a_file_read_again_unchanged_keeps_its_keys_against_a_new_file(spark, tmp_path, ingest,
+                                                                        monkeypatch):
+    """Listed by Spark (as on object storage), a file touched but unchanged is read again and
+    kept: its rows in the table still hold their keys, so a new file that sorts before it and
+    repeats one of them is the duplicate."""
+    from prizeflow import ingestion
+    monkeypatch.setattr(ingestion, "listed_by_spark", lambda source, connect: True)
+    config = make_config(tmp_path, ingest={"max_quarantine_fraction": 0.5})
+    source = _corpus(tmp_path / "corpus")
+    ingest(config, source)
+    touched = source / "training_set" / "mv_0000002.txt"
+    os.utime(touched, (touched.stat().st_atime + 60, touched.stat().st_mtime + 60))
+    write(source / "training_set" / "mv_0000000.txt", "2:\n5,1,2005-03-03\n99,4,2005-03-03\n")
+    summary = ingest(config, source)
+    assert summary["files_reread_unchanged"] == 1 and summary["files_ingested"] == 1
+    assert summary["quarantine_reasons"] == {"duplicate": 1} and summary["ratings"] == 71
+    rows = table(spark, config, "ratings").where("movie_id = 2 AND user_id = 5").collect()
+    assert [(r.rating, r.source_file) for r in rows] == [(1.0, "training_set/mv_0000002.txt")]
+    assert table(spark, config, "ratings").count() == 71
+    (line,) = table(spark, config, "quarantine").collect()
+    assert (line.source_file, line.line_no, line.line, line.reason) == (
+        "training_set/mv_0000000.txt", 2, "5,1,2005-03-03", "duplicate")
+
+
+@pytest.mark.spark
+def test_a_file_changed_while_it_is_read_fails_before_any_write(spark, tmp_path, ingest,
+                                                               monkeypatch):
+    """A duplicate's text is read again before the first write; if its file changed since it
+    was parsed, the ingest fails naming the file, and nothing is written."""
+    from prizeflow import ingestion
+    config = make_config(tmp_path, ingest={"max_quarantine_fraction": 0.1})
+    source = _corpus(tmp_path / "corpus")
+    ingest(config, source)
+    before, keys = _versions(spark, config), _keys(spark, config)
+    changing = source / "training_set" / "mv_0000002.txt"
+    write(changing, _movie_file(2, range(1, 21)) + "7,2,2005-04-04\n")  # line 22: a duplicate
+    original_tally = ingestion._tally
+
+    def tally_then_rewrite(*args, **kwargs):
+        counted = original_tally(*args, **kwargs)
+        # Another writer replaces the file after it was parsed: line 22 now says another thing.
+        write(changing, _movie_file(2, range(1, 21)) + "8,5,2005-04-04\n")
+        return counted
+
+    monkeypatch.setattr(ingestion, "_tally", tally_then_rewrite)
+    with pytest.raises(JobError, match=r"^training_set/mv_0000002.txt changed while it was read: "
+                                       r"its line 22 is not the line parsed before; nothing was "
+                                       r"written"):
+        ingest(config, source)
+    assert _versions(spark, config) == before and _keys(spark, config) == keys
+    assert table(spark, config, "quarantine").count() == 0
+
+    monkeypatch.setattr(ingestion, "_tally", original_tally)
+    write(changing, _movie_file(2, range(1, 21)) + "7,2,2005-04-04\n")
+    again = ingest(config, source)
+    assert again["quarantine_reasons"] == {"duplicate": 1} and again["ratings"] == 70
+    (line,) = table(spark, config, "quarantine").collect()
+    assert (line.line_no, line.line, line.line_length) == (22, "7,2,2005-04-04", 14)

@@ -170,11 +170,15 @@ def _key_partitions(spark: SparkSession, files: list[SourceFile]) -> int:
 
 def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFile],
                  table_path: str, replaced: set[str], dates: tuple[date, date],
-                 fingerprint_lines: bool, cached: list[DataFrame]) -> DataFrame:
-    """The files' lines parsed and de-duplicated; what it caches is appended to ``cached``.
+                 fingerprint_lines: bool, manifest: dict[str, Any],
+                 cached: list[DataFrame]) -> tuple[DataFrame, set[str]]:
+    """The files' lines parsed and de-duplicated, and the names of the files among them read
+    again with the very lines the lake holds for them (:func:`_same_lines`), whose rows are left
+    out: the table's rows of those files stay, and count as existing keys. What it caches is
+    appended to ``cached``.
 
     A table row's text is not kept (it is most of the cache's size): a row found a duplicate
-    gets its text back when the quarantine is written (:func:`_with_duplicate_text`). With
+    gets its text back before anything is written (:func:`recover_duplicate_text`). With
     ``fingerprint_lines`` each line's hash is kept instead, for :func:`lines_fingerprint`."""
     kind = formats.FORMATS[fmt].kind(table)
     parsed = parse.check_dates(kind.parser(_located(spark, fmt, table, files)), *dates)
@@ -183,6 +187,10 @@ def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFi
     parsed = parsed.withColumn("line", F.when(F.col("outcome") != parse.ROW, F.col("line")))
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(parsed)
+    kept = _same_lines(parsed, files, manifest) if fingerprint_lines else set()
+    if kept:
+        parsed = parsed.where(~F.col(SOURCE_FILE).isin(sorted(kept)))
+        replaced = replaced - kept
     repeated = parse.repeated_keys(parsed, table, _key_partitions(spark, files))
     repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(repeated)
@@ -197,7 +205,23 @@ def _parse_table(spark: SparkSession, fmt: str, table: str, files: list[SourceFi
         existing = (lake.read(spark, table_path)
                     .where(~F.col(SOURCE_FILE).isin(sorted(replaced)))
                     .select(*parse.TABLE_KEYS[table]))
-    return parse.flag_duplicates(parsed, table, first, existing)
+    return parse.flag_duplicates(parsed, table, first, existing), kept
+
+
+def _same_lines(parsed: DataFrame, files: list[SourceFile], manifest: dict[str, Any]) -> set[str]:
+    """Of ``files``, those listed by Spark that were read again (a new size or time: a copy, a
+    move, a re-upload) whose lines are the very lines the lake holds for them: nothing of theirs
+    is written again, only their manifest row (so the next run skips them without reading).
+    One small job, and only when the manifest knows such a file."""
+    known = {f.name for f in files if f.fingerprint is None and f.name in manifest
+             and manifest[f.name].target == f.table}
+    if not known:
+        return set()
+    lines = (parsed.where(F.col(SOURCE_FILE).isin(sorted(known)))
+             .groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("lines"),
+                                       F.bit_xor(LINE_HASH).alias("digest")))
+    now = {r.source_file: lines_fingerprint(int(r.digest), r.lines) for r in lines.collect()}
+    return {name for name in known if manifest[name].fingerprint == now.get(name, NO_LINES)}
 
 
 def _located(spark: SparkSession, fmt: str, table: str, files: list[SourceFile]) -> DataFrame:
@@ -207,15 +231,47 @@ def _located(spark: SparkSession, fmt: str, table: str, files: list[SourceFile])
     return locate_lines(read_lines(spark, files), kind.with_headers, names)
 
 
-def _with_duplicate_text(spark: SparkSession, fmt: str, table: str, quarantined: DataFrame,
-                         files: list[SourceFile]) -> DataFrame:
-    """``quarantined`` with the text of its duplicate rows (dropped from the cache as table
-    rows) read again from ``files``, the files that hold such rows: a corpus without
-    duplicates never pays this."""
-    text = _located(spark, fmt, table, files).select(
-        SOURCE_FILE, LINE_NO, F.col("value").alias("_text"))
-    missing = quarantined.where(F.col("line").isNull()).join(text, [SOURCE_FILE, LINE_NO], "left")
-    recovered = missing.withColumn("line", F.col("_text")).drop("_text")
+def recover_duplicate_text(spark: SparkSession, fmt: str, table: str, parsed: DataFrame,
+                           todo: list[SourceFile], tally: dict[str, dict[str, Any]],
+                           dates: tuple[date, date], cached: list[DataFrame]) -> DataFrame:
+    """The quarantined lines of ``parsed``, each with its text: a duplicate row's text (not
+    cached with the table rows) is read again from its file, before anything is written.
+
+    Only the files holding duplicates are read again (a corpus without any never pays this),
+    and each line read again is parsed again: a line that is gone or parses to other values
+    means the file changed while the ingest read it, a JobError naming it. The duplicates are
+    persisted and counted first, so the planner broadcasts them when they are few (nearly
+    always) instead of shuffling whole files; the result is persisted, so the quarantine's
+    write reads nothing again."""
+    quarantined = parsed.where(F.col("outcome") == parse.QUARANTINED)
+    files = [f for f in todo if f.table == table
+             and "duplicate" in tally.get(f.name, {}).get("reasons", {})]
+    if not files:
+        return quarantined
+    data = [name for name, _ in parse.TABLE_COLUMNS[table]]
+    missing = quarantined.where(F.col("line").isNull()).persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(missing)
+    expected = missing.count()
+    kind = formats.FORMATS[fmt].kind(table)
+    again = (parse.check_dates(kind.parser(_located(spark, fmt, table, files)), *dates)
+             .select(SOURCE_FILE, LINE_NO, F.col("outcome").alias("_outcome_again"),
+                     F.col("line").alias("_text"), *[F.col(c).alias(f"_again_{c}") for c in data]))
+    same = F.col("_outcome_again") == parse.ROW
+    for column in data:
+        same = same & F.col(column).eqNullSafe(F.col(f"_again_{column}"))
+    found = (again.join(missing, [SOURCE_FILE, LINE_NO])
+             .withColumn("_same", same)
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    cached.append(found)
+    changed = found.where(~F.col("_same")).select(SOURCE_FILE, LINE_NO).first()
+    if changed is None and found.count() != expected:
+        changed = missing.join(found, [SOURCE_FILE, LINE_NO], "left_anti").select(
+            SOURCE_FILE, LINE_NO).first()
+    if changed is not None:
+        raise JobError(f"{changed.source_file} changed while it was read: its line "
+                       f"{changed.line_no} is not the line parsed before; nothing was written, "
+                       f"ingest again once the file is complete")
+    recovered = found.withColumn("line", F.col("_text")).select(*parsed.columns)
     return quarantined.where(F.col("line").isNotNull()).unionByName(recovered)
 
 
@@ -258,20 +314,6 @@ def _tally(parsed: dict[str, DataFrame], fingerprint_lines: bool) -> dict[str, d
         if fingerprint_lines:
             entry["fingerprint"] = lines_fingerprint(digest, entry["lines_read"])
     return per_file
-
-
-def _read_unchanged(todo: list[SourceFile], tally: dict[str, dict[str, Any]],
-                    manifest: dict[str, Any]) -> list[SourceFile]:
-    """Files listed by Spark that were read again (a new size or time: a copy, a move, a
-    re-upload) whose lines are the very lines the lake holds for them: nothing of theirs is
-    written again, only their manifest row (so the next run skips them without reading)."""
-    same = []
-    for f in todo:
-        seen = manifest.get(f.name)
-        if f.fingerprint is None and seen is not None and seen.target == f.table and \
-                seen.fingerprint == tally.get(f.name, {}).get("fingerprint", NO_LINES):
-            same.append(f)
-    return same
 
 
 def _validate(parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
@@ -385,30 +427,31 @@ def _ingest_locked(spark: SparkSession, config: Config, plan: SourcePlan,
     replaced = {f.name for f in todo} | (set(missing) if remove else set())
     parsed: dict[str, DataFrame] = {}
     cached: list[DataFrame] = []
+    kept_names: set[str] = set()
     dates = date_limits(config)
     fingerprint_lines = any(f.fingerprint is None for f in todo)
     try:
         for table in lake.DATA_TABLES:
             files = [f for f in todo if f.table == table]
             if files:
-                parsed[table] = _parse_table(spark, plan.format, table, files, paths[table],
-                                             replaced, dates, fingerprint_lines, cached)
-        tally = _tally(parsed, fingerprint_lines) if parsed else {}
-        kept = _read_unchanged(todo, tally, manifest)
+                parsed[table], same = _parse_table(
+                    spark, plan.format, table, files, paths[table], replaced, dates,
+                    fingerprint_lines, manifest, cached)
+                kept_names |= same
+        kept = [f for f in todo if f.name in kept_names]
         if kept:
-            names = {f.name for f in kept}
             logger.info("%d file(s) read again hold the same lines as before: only their "
                         "manifest rows are updated", len(kept))
-            parsed = {t: df.where(~F.col(SOURCE_FILE).isin(sorted(names)))
-                      for t, df in parsed.items()}
-            todo = [f for f in todo if f.name not in names]
-            for name in names:
-                tally.pop(name, None)
+            todo = [f for f in todo if f.name not in kept_names]
+        tally = _tally(parsed, fingerprint_lines) if parsed else {}
         _validate(parsed, tally, float(config.ingest.max_quarantine_fraction))
+        quarantined = {t: recover_duplicate_text(spark, plan.format, t, df, todo, tally, dates,
+                                                 cached)
+                       for t, df in parsed.items()}
         removed = {name: manifest[name].target for name in missing} if remove else {}
         ingest_id = uuid.uuid4().hex
-        after = _write(spark, paths, plan, todo, parsed, tally, removed, held, ingest_id,
-                       {f.name: f for f in kept}, manifest)
+        after = _write(spark, paths, plan, todo, parsed, quarantined, tally, removed, held,
+                       ingest_id, {f.name: f for f in kept}, manifest)
         held.check()
         snapshot = snapshots.publish(spark, root, ingest_id, plan.format, published)
         _after_commit(snapshots.TABLE)
@@ -431,7 +474,8 @@ def _after_commit(table: str) -> None:
 
 
 def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: list[SourceFile],
-           parsed: dict[str, DataFrame], tally: dict[str, dict[str, Any]],
+           parsed: dict[str, DataFrame], quarantined_lines: dict[str, DataFrame],
+           tally: dict[str, dict[str, Any]],
            removed: dict[str, str], held: Held, ingest_id: str,
            kept: dict[str, SourceFile], manifest: dict[str, Any]) -> dict[str, Any]:
     """Each table's rows, then the quarantine, then the manifest: one commit per table, each
@@ -454,14 +498,8 @@ def _write(spark: SparkSession, paths: dict[str, str], plan: SourcePlan, todo: l
         if table in parsed:
             df = parsed[table]
             rows = df.where(F.col("outcome") == parse.ROW).select("*", *run_columns)
-            quarantined = df.where(F.col("outcome") == parse.QUARANTINED)
-            with_duplicates = [f for f in todo if f.table == table
-                               and "duplicate" in tally.get(f.name, {}).get("reasons", {})]
-            if with_duplicates:
-                quarantined = _with_duplicate_text(spark, plan.format, table, quarantined,
-                                                   with_duplicates)
             quarantine_parts.append(
-                quarantined
+                quarantined_lines[table]
                 .select(F.lit(table).alias("target"), SOURCE_FILE, LINE_NO,
                         F.left("line", F.lit(QUARANTINED_TEXT_CHARS)).alias("line"),
                         F.length("line").alias("line_length"), "reason", *run_columns))
