@@ -260,3 +260,67 @@ def test_a_tampered_model_is_refused_before_its_code_runs(spark, lake, history, 
         env={**os.environ, "MLFLOW_TRACKING_URI": config.mlflow.tracking_uri})
     assert served.returncode == 0 and (Path(served.stdout.strip()) / "MLmodel").is_file()
     assert not marker.exists()
+
+
+def test_predict_writes_the_prize_file_and_tables_of_pairs(spark, lake, history, tmp_path):
+    """`prizeflow predict --qualifying --out FILE`: the qualifying file's shape line for line,
+    each rating replaced by the champion's prediction (as its pyfunc gives it with the user's
+    ratings as history), clipped to 1..5; the same predictions into a Delta table; any table
+    of pairs too."""
+    from prizeflow import lake as lakes
+    from prizeflow.errors import JobError
+    from prizeflow.pyfunc import HISTORY_MOVIES, HISTORY_RATINGS
+
+    config = lake["config"]
+    out = tmp_path / "predictions.txt"
+    summary = pipeline.predict(spark, config, qualifying=True, out=str(out))
+    source = (lake["corpus"] / "qualifying.txt").read_text().splitlines()
+    written = out.read_text().splitlines()
+    assert len(written) == len(source) > 100
+    pairs, values, movie = [], [], None
+    for asked, answer in zip(source, written):
+        if asked.endswith(":"):
+            assert answer == asked
+            movie = int(asked[:-1])
+            continue
+        assert len(answer.split(".")[1]) == 3 and 1.0 <= float(answer) <= 5.0, answer
+        pairs.append((int(asked.split(",")[0]), movie))
+        values.append(float(answer))
+    headers = sum(line.endswith(":") for line in source)
+    assert summary["model_version"] == 2 and summary["movies"] == headers
+    assert summary["predictions"] == summary["qualifying_pairs"] == len(pairs)
+    assert summary["qualifying_pairs"] == table(spark, config, "qualifying").count()
+    assert summary["qualifying_lines_quarantined"] == 0
+
+    ratings = table(spark, config, "ratings").select("user_id", "movie_id", "rating").toPandas()
+    lists = {u: (g["movie_id"].tolist(), g["rating"].astype(float).tolist())
+             for u, g in ratings.groupby("user_id")}
+    frame = pd.DataFrame(pairs, columns=["user_id", "movie_id"])
+    frame[HISTORY_MOVIES] = [lists.get(u, ([], []))[0] for u in frame["user_id"]]
+    frame[HISTORY_RATINGS] = [lists.get(u, ([], []))[1] for u in frame["user_id"]]
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}@champion")
+    expected = np.clip(np.asarray(pyfunc.predict(frame), dtype=np.float64), 1.0, 5.0)
+    assert np.abs(np.asarray(values) - expected).max() <= 0.0005 + 1e-6
+    assert np.std(values) > 0.1  # not one constant
+
+    as_table = str(tmp_path / "qualifying-predictions")
+    in_table = pipeline.predict(spark, config, qualifying=True, out_table=as_table)
+    rows = lakes.read(spark, as_table).orderBy("source_file", "line_no").toPandas()
+    assert in_table["rows"] == len(rows) == len(pairs)
+    assert list(zip(rows["user_id"], rows["movie_id"])) == pairs
+    assert np.abs(rows["prediction"].to_numpy() - expected).max() <= 1e-6
+    assert set(rows["model_version"]) == {2}
+
+    probe = lakes.table_path(config.lake.root, "probe")
+    from_pairs = pipeline.predict(spark, config, pairs=probe, out_table=as_table)
+    assert from_pairs["rows"] == table(spark, config, "probe").count()
+    scored = lakes.read(spark, as_table)
+    assert scored.where("prediction IS NULL OR prediction < 1 OR prediction > 5").count() == 0
+    assert set(scored.columns) >= {"user_id", "movie_id", "prediction", "model_version"}
+
+    no_users = str(tmp_path / "movies-only")
+    table(spark, config, "probe").select("movie_id").write.format("delta").save(no_users)
+    with pytest.raises(JobError, match=r"^--pairs .*movies-only: no column user_id \(it has "
+                                       r"movie_id\)$"):
+        pipeline.predict(spark, config, pairs=no_users, out_table=as_table)

@@ -111,3 +111,24 @@ def test_the_dag_arguments_come_from_the_table_loaded_as_the_dag_loads_it():
         build_parser(step).parse_args(arguments)
     dag = (PROJECT / "dags" / "prizeflow_dag.py").read_text()
     assert "steps.cli_arguments(step," in dag and "for step in steps.SCHEDULED:" in dag
+
+
+def test_predict_takes_one_request_and_somewhere_to_write_it(config):
+    from prizeflow.errors import JobError
+
+    args = build_parser("predict").parse_args(["--qualifying", "--out", "p.txt"])
+    assert (args.qualifying, args.out, args.pairs, args.alias) == (True, "p.txt", None,
+                                                                  "champion")
+    assert build_parser("predict").parse_args(["--pairs", "t", "--out-table", "o"]).qualifying \
+        is False
+    assert cli_arguments("predict", {"qualifying": True, "out": "p.txt"}) == [
+        "--qualifying", "--out", "p.txt"]
+    assert cli_arguments("predict", {"qualifying": False, "pairs": "t"}) == ["--pairs", "t"]
+    for inputs, message in (
+            ({}, "exactly one of --qualifying and --pairs TABLE"),
+            ({"qualifying": True, "pairs": "t", "out": "f"}, "exactly one of"),
+            ({"pairs": "t", "out": "f"}, "--out FILE writes the Prize's format, for "
+                                         "--qualifying only"),
+            ({"qualifying": True}, "needs somewhere to write")):
+        with pytest.raises(JobError, match=message):
+            pipeline.check_predict(config, **inputs)

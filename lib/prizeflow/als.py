@@ -128,6 +128,14 @@ def export_movie_side(model: FittedModel):
                        np.zeros((0, rank), dtype=np.float32), np.zeros(0, dtype=bool), *movie)
 
 
-def user_side(model: FittedModel):
-    """(user_id, b_user, factors) of the fitted model, in Spark."""
-    return scoring.user_side(model.als.userFactors, model.biases.users if model.biases else None)
+def user_side(model: FittedModel, users: DataFrame | None = None) -> DataFrame:
+    """(user_id, b_user, factors) of the fitted model, in Spark; only ``users`` (user_id) when
+    given, chosen before the factors are packed."""
+    factors = model.als.userFactors
+    biases = model.biases.users if model.biases else None
+    if users is not None:
+        ids = users.select(F.col(USER_ID).alias("id"))
+        factors = factors.join(ids, "id", "left_semi")
+        if biases is not None:
+            biases = biases.join(users.select(USER_ID), USER_ID, "left_semi")
+    return scoring.user_side(factors, biases)

@@ -277,3 +277,9 @@ def overwrite(spark: SparkSession, df: DataFrame, path: str, spec: TableSpec) ->
     """Replace every row of the table (created with its constraints when missing) in one commit."""
     ensure_table(spark, path, spec)
     conform(df, spec).write.format("delta").mode("overwrite").save(path)
+
+
+def overwrite_as_is(df: DataFrame, path: str) -> None:
+    """Replace the Delta table at ``path`` (created when missing) with ``df``, its schema
+    included, in one commit: for tables whose columns follow the caller's input."""
+    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from prizeflow import generate as corpus
-from prizeflow import ingestion, lake, progress, recommending, registry, training
+from prizeflow import ingestion, lake, predicting, progress, recommending, registry, training
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.steps import RUN, STEPS
@@ -81,6 +81,21 @@ def check_recommend(config: Config, top: int = 10, alias: str = "champion") -> N
 def recommend(spark, config: Config, top: int = 10, alias: str = "champion") -> dict[str, Any]:
     """The champion's top-N unseen movies per user (:func:`prizeflow.recommending.recommend`)."""
     return recommending.recommend(spark, config, top, alias)
+
+
+def check_predict(config: Config, qualifying: bool = False, pairs: str | None = None,
+                  out: str | None = None, out_table: str | None = None,
+                  alias: str = "champion") -> None:
+    predicting.check_request(qualifying, pairs, out, out_table)
+    lake.check_ingested(config)
+
+
+def predict(spark, config: Config, qualifying: bool = False, pairs: str | None = None,
+            out: str | None = None, out_table: str | None = None,
+            alias: str = "champion") -> dict[str, Any]:
+    """The champion's predictions for the qualifying pairs (the Prize's file) or for a table of
+    pairs (:func:`prizeflow.predicting.predict`)."""
+    return predicting.predict(spark, config, qualifying, pairs, out, out_table, alias)
 
 
 check_run = check_ingest

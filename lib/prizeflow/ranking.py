@@ -7,8 +7,8 @@
   test movies are among them);
 - users: a fixed hash sample (same data and seed, same users) of ``train.ranking_users`` test
   users with at least one relevant rating (10,000 by default): the lists are built for those
-  users only, though the sampling, the popularity counts and the user side of the model still
-  read every rating or user once;
+  users only, and only their factors are packed, though the sampling and the popularity counts
+  still read every rating once;
 - the model's lists come from the rule every path uses (:func:`prizeflow.scoring.top_n`); beside
   them, a popularity baseline: the k movies most rated in training that the user has not rated
   (from the :data:`POPULAR_POOL` most rated; a user who rated nearly all of those gets a shorter
@@ -19,6 +19,8 @@ the driver receives the figures and the ids of the :data:`POPULAR_POOL` most-rat
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -84,17 +86,16 @@ def quality(top: DataFrame, relevant_pairs: DataFrame, users: DataFrame,
             f"ndcg_at_{k}": float(row["ndcg"] or 0.0), "users": int(row["users"])}
 
 
-def model_and_popularity(model: FactorModel, user_side: DataFrame, test: DataFrame,
-                         history: DataFrame, users: int, seed: int,
+def model_and_popularity(model: FactorModel, user_side: Callable[[DataFrame], DataFrame],
+                         test: DataFrame, history: DataFrame, users: int, seed: int,
                          buckets: int) -> dict[str, dict[str, float]]:
     """The model's and the popularity baseline's figures (:func:`quality`) on ``users``
-    sampled test users; ``user_side`` (user_id, b_user, factors) and ``history`` (user_id,
-    movie_id, rating: what the model was fitted on) as :func:`prizeflow.scoring.top_n` takes
-    them."""
+    sampled test users; ``user_side(sample)`` gives the sampled users' (user_id, b_user,
+    factors), and ``history`` (user_id, movie_id, rating) is what the model was fitted on, as
+    :func:`prizeflow.scoring.top_n` takes them."""
     relevant_pairs = relevant(test)
     sample = F.broadcast(sample_users(relevant_pairs, users, seed))
     own_history = history.join(sample, USER_ID, "left_semi")
-    lists = scoring.top_n(model, user_side.join(sample, USER_ID, "left_semi"), own_history, K,
-                          buckets)
+    lists = scoring.top_n(model, user_side(sample), own_history, K, buckets)
     return {"model": quality(lists, relevant_pairs, sample),
             "popularity": quality(popularity_top(history, sample), relevant_pairs, sample)}

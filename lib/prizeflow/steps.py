@@ -24,7 +24,7 @@ class Option:
     flag: str
     dest: str
     help: str
-    type: type = str
+    type: type = str  # bool: a switch (store_true)
     default: Any = None
     required: bool = False
     # A "module:NAME" reference to a tuple of allowed values (resolved where argparse is built,
@@ -77,6 +77,17 @@ STEPS: dict[str, Step] = {step.name: step for step in (
         Option("--top", "top", "movies per user", type=int, default=10),
         Option("--alias", "alias", "registered model alias to use", default="champion")),
          mlflow=True),
+    Step("predict", "Predict the qualifying pairs (the Prize's file) or a table of pairs.", (
+        Option("--qualifying", "qualifying", "the lake's qualifying pairs", type=bool,
+               default=False),
+        Option("--pairs", "pairs", "a Delta table with user_id and movie_id columns",
+               metavar="TABLE"),
+        Option("--out", "out", "the Prize's submission file (with --qualifying)",
+               metavar="FILE"),
+        Option("--out-table", "out_table", "a Delta table of the pairs and their predictions",
+               metavar="PATH"),
+        Option("--alias", "alias", "registered model alias to use", default="champion")),
+         mlflow=True),
     Step("run", "The whole pipeline: ingest, train, register.", options_from=("ingest",),
          mlflow=True),
 )}
@@ -93,6 +104,8 @@ def cli_arguments(step: str, inputs: dict[str, Any]) -> list[str]:
     arguments: list[str] = []
     for option in STEPS[step].all_options():
         value = inputs.get(option.dest)
-        if value is not None:
+        if option.type is bool:  # a switch: present or not
+            arguments += [option.flag] if value else []
+        elif value is not None:
             arguments += [option.flag, str(value)]
     return arguments

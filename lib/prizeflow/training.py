@@ -16,9 +16,9 @@ Stages (each timed in ``result.stages``, with its start time for the scale bench
 6. ``refit`` and ``refit neighbourhood``: the chosen point on train + validation;
 7. ``test scoring``: the final model's parts on test, scored by the model's own rule; the
    Cinematch lift only when the test set is the Prize's probe (prizeflow.prize_probe);
-8. ``ranking quality``: precision@10, recall@10 and NDCG@10 of the final model's top-10 lists
-   and of popularity's, on sampled test users (prizeflow.ranking);
-9. ``model logging``: the Spark-free pyfunc (and the Spark ML form) into the run.
+8. ``model logging``: the Spark-free pyfunc (and the Spark ML form) into the run;
+9. ``ranking quality``: precision@10, recall@10 and NDCG@10 of the final model's top-10 lists
+   and of popularity's, on sampled test users (prizeflow.ranking), logged to the same run.
 
 Nothing proportional to the number of ratings comes to the driver: it receives the model (users
 x rank + movies x neighbours), aggregates and counts. Every cached frame is released when the
@@ -379,12 +379,13 @@ def _train(p: Pipeline, pipeline_run: str | None = None) -> TrainResult:
             logger.info("Cinematch's lift left out: %s", not_the_probe)
         model_rmse = test_errors[PREDICTION].rmse
         lift = {name: metrics.lift_pct(value, model_rmse) for name, value in baseline_rmse.items()}
-        with p.stages("ranking quality"):
-            ranks = _ranking(p, final, held_out)
         with p.stages("model logging"):
             model_uri, spark_model_uri = _log_model(p, search, held_out, final, test_errors,
                                                     baseline_rmse, lift)
             train_runs.log_left_out(left_out)
+        # A side measure: it runs once the model is safe in the run.
+        with p.stages("ranking quality"):
+            ranks = _ranking(p, final, held_out)
             train_runs.log_ranking(ranks)
     return TrainResult(run_id, source.version, method, counts, len(points),
                        search.chosen.point.params(), search.chosen.validation_rmse, test_errors,
@@ -398,7 +399,7 @@ def _ranking(p: Pipeline, final: FinalModel, held_out: HeldOut) -> dict[str, dic
     if not p.conf.ranking_users:
         return {}
     figures = ranking.model_and_popularity(
-        final.model, als.user_side(final.fit), held_out.test, final.data.ratings,
+        final.model, lambda sample: als.user_side(final.fit, sample), held_out.test, final.data.ratings,
         p.conf.ranking_users, p.conf.seed, scoring.bucket_count(0, p.parallelism))
     logger.info("top-10 on %d test users: model precision %.4f, recall %.4f, NDCG %.4f; "
                 "popularity %.4f, %.4f, %.4f", figures["model"]["users"],

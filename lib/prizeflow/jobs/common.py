@@ -69,6 +69,10 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     step = STEPS[name]
     parser = make_parser(name, step.description)
     for option in step.all_options():
+        if option.type is bool:
+            parser.add_argument(option.flag, dest=option.dest, action="store_true",
+                                help=option.help)
+            continue
         extra = f" (default: {option.default})" if option.default is not None else ""
         parser.add_argument(option.flag, dest=option.dest, type=option.type,
                             default=option.default, required=option.required,
