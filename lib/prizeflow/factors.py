@@ -122,17 +122,23 @@ class Neighbourhood:
             owner_of_row = wanted_owner[rows] - first
             bounds = np.searchsorted(owner_of_row, np.arange(last - first + 2))
             # Hits in row-major order: per wanted row, in stored order (most similar first).
-            hits = [np.flatnonzero(rated[owner][near[begin:end]]) + begin * keep
+            # np.take, not rated[owner][near]: fancy indexing with int32 indices converts
+            # them first and took 3x as long (99 against 34 us for 60 x 500 cells).
+            hits = [np.flatnonzero(np.take(rated[owner], near[begin:end])) + begin * keep
                     for owner, (begin, end) in enumerate(zip(bounds[:-1], bounds[1:]))
                     if end > begin]
-            hit_row, hit_column = np.divmod(np.concatenate(hits), keep)
+            flat = np.concatenate(hits)  # positions in `near`, row-major
+            hit_row = flat // keep
             per_row = np.bincount(hit_row, minlength=len(rows))
             within = np.arange(len(hit_row)) - (np.cumsum(per_row) - per_row)[hit_row]
             used = within < self.k
-            hit_row, hit_column = hit_row[used], hit_column[used]
-            weight = self.similarities[wanted_pos[rows][hit_row], hit_column].astype(np.float64)
-            cell = owner_of_row[hit_row] * stride + near[hit_row, hit_column]
-            residual = history_residual[table[cell]]
+            flat, hit_row = flat[used], hit_row[used]
+            # Flat positions and np.take: a two-index lookup cost about 3x as much.
+            row_start = wanted_pos[rows].astype(np.int64) * keep
+            weight = np.take(self.similarities,
+                             row_start[hit_row] + (flat - hit_row * keep)).astype(np.float64)
+            cell = owner_of_row[hit_row] * stride + np.take(near, flat)
+            residual = history_residual[np.take(table, cell)]
             # With damping 0, a user who rated none of the neighbours gets no term (not 0/0).
             total = self.damping + np.bincount(hit_row, weight, minlength=len(rows))
             weighted = np.bincount(hit_row, weight * residual, minlength=len(rows))
