@@ -75,21 +75,23 @@ def with_predictions(model: FactorModel, users: DataFrame, pairs: DataFrame, his
 def prize_lines(predicted: DataFrame) -> DataFrame:
     """The Prize's submission format, one ``value`` per output line, in the order of the
     source lines (source_file, line_no): a ``movie:`` line wherever the movie changes (as in
-    ``qualifying.txt``), and each prediction clipped to 1..5 with three decimals. One ordered
-    partition: the file is one sequence."""
-    order = Window.orderBy(SOURCE_FILE, LINE_NO)
-    previous = F.lag(MOVIE_ID).over(order)
+    ``qualifying.txt``), and each prediction clipped to 1..5 with three decimals; in one
+    partition, in order: the file is one sequence."""
+    previous = F.lag(MOVIE_ID).over(Window.partitionBy(SOURCE_FILE).orderBy(LINE_NO))
     rating = F.format_string(f"%.{PRIZE_DECIMALS}f",
                              F.least(F.greatest(F.col(PREDICTION), F.lit(PRIZE_LOW)),
                                      F.lit(PRIZE_HIGH)))
     new_movie = previous.isNull() | (previous != F.col(MOVIE_ID))
-    return predicted.select(
+    # A range-partitioned sort, then one partition: coalesce keeps the partitions' order.
+    return (predicted.select(
+        SOURCE_FILE, LINE_NO,
         F.when(new_movie, F.concat(F.col(MOVIE_ID).cast("string"), F.lit(":\n"), rating))
         .otherwise(rating).alias("value"))
+        .orderBy(SOURCE_FILE, LINE_NO).coalesce(1).select("value"))
 
 
 def _write_text_file(spark: SparkSession, lines: DataFrame, out: str) -> None:
-    """``lines`` (one ordered partition) as the one text file ``out``, replacing it."""
+    """``lines`` (one partition, in order) as the one text file ``out``, replacing it."""
     if is_connect(spark):
         raise JobError("--out FILE needs a classic Spark session (over Spark Connect the file "
                        "cannot be renamed into place); use --out-table PATH")
@@ -100,7 +102,7 @@ def _write_text_file(spark: SparkSession, lines: DataFrame, out: str) -> None:
     folder = jvm.org.apache.hadoop.fs.Path(target.getParent(),
                                            f".{target.getName()}.{uuid.uuid4().hex}.parts")
     try:
-        lines.coalesce(1).write.option("lineSep", "\n").text(folder.toString())
+        lines.write.option("lineSep", "\n").text(folder.toString())
         parts = [s.getPath() for s in filesystem.listStatus(folder)
                  if s.getPath().getName().startswith("part-")]
         if len(parts) != 1:
