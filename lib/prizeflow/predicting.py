@@ -9,9 +9,10 @@
   :func:`prize_lines`);
 - ``--pairs TABLE``: every row of any Delta table holding ``user_id`` and ``movie_id``.
 
-With ``--out-table PATH`` the pairs and their predictions (and the model version) replace that
-Delta table in one commit. Each user's history (for the neighbour term) is their ratings as the
-last complete ingest left them, as ``recommend`` reads it. The request's ``rated_on`` date is
+With ``--out-table PATH`` the pairs and their predictions (the model's rule, clipped to the
+lake's rating scale) and the model version replace that Delta table in one commit. Each user's
+history (for the neighbour term) is their ratings as the last complete ingest left them, as
+``recommend`` reads it. The request's ``rated_on`` date is
 not used: the model has no time terms yet.
 
 The Prize file is written by one Spark task (the file is one sequence) into a folder beside
@@ -116,11 +117,6 @@ def _write_text_file(spark: SparkSession, lines: DataFrame, out: str) -> None:
         filesystem.delete(folder, True)
 
 
-def _scale_clipped(predicted: DataFrame) -> DataFrame:
-    return predicted.withColumn(
-        PREDICTION, F.least(F.greatest(F.col(PREDICTION), F.lit(PRIZE_LOW)), F.lit(PRIZE_HIGH)))
-
-
 def _pairs_table(spark: SparkSession, path: str) -> DataFrame:
     """The Delta table of pairs at ``path``; an error naming it when it is not one, lacks a
     key column or holds a null key."""
@@ -159,8 +155,10 @@ def predict(spark: SparkSession, config: Config, qualifying: bool = False,
         source = redact_text(pairs)
     history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
     buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
-    predicted = _scale_clipped(with_predictions(
-        model, scoring.user_frame(spark, model), requested, history, buckets))
+    # The model's rule clips to the lake's own scale (half stars on some MovieLens data); the
+    # Prize file alone is clipped to 1..5 (prize_lines).
+    predicted = with_predictions(model, scoring.user_frame(spark, model), requested, history,
+                                 buckets)
     summary: dict[str, Any] = {"model_name": name, "alias": alias, "model_version": version,
                                "pairs_from": source, "ingest_id": snapshot.ingest_id}
     if qualifying:
