@@ -59,8 +59,8 @@ def _as(module, model):
     if hood is not None:
         hood = module.Neighbourhood(**{f.name: getattr(hood, f.name)
                                        for f in dataclasses.fields(hood)})
-    return module.FactorModel(**{f.name: hood if f.name == "neighbourhood" else getattr(model, f.name)
-                                 for f in dataclasses.fields(model)})
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    return module.FactorModel(**{**fields, "neighbourhood": hood})
 
 
 def main(argv: list[str] | None = None) -> int:

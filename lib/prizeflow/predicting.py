@@ -24,7 +24,6 @@ driver.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
+from prizeflow import lake, recommending, scoring
 from prizeflow.columns import LINE_NO, MOVIE_ID, PREDICTION, RATING, SOURCE_FILE, TAG, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
@@ -140,21 +139,15 @@ def predict(spark: SparkSession, config: Config, qualifying: bool = False,
             alias: str = "champion") -> dict[str, Any]:
     """Predict every requested pair (see the module docstring); the summary."""
     check_request(qualifying, pairs, out, out_table)
-    tracking.configure(config)
-    name = config.mlflow.registered_model
-    started = time.monotonic()
-    model, version = registry.load_model(name, alias)
-    logger.info("model version %s loaded in %.1f s", version, time.monotonic() - started)
-    root = config.lake.root
-    snapshot = snapshots.for_reading(spark, root)
+    model, version, snapshot, history, buckets = recommending.registered_model_and_history(
+        spark, config, alias)
+    name, root = config.mlflow.registered_model, config.lake.root
     if qualifying:
         requested = snapshot.read(spark, root, "qualifying")
         source = "qualifying"
     else:
         requested = _pairs_table(spark, pairs)
         source = redact_text(pairs)
-    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
-    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     # The model's rule clips to the lake's own scale (half stars on some MovieLens data); the
     # Prize file alone is clipped to 1..5 (prize_lines).
     predicted = with_predictions(model, scoring.user_frame(spark, model), requested, history,

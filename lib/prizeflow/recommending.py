@@ -30,17 +30,9 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
               alias: str = "champion") -> dict[str, Any]:
     """Write the ``top`` best unrated movies of every user; the summary."""
     check_top(top)
-    tracking.configure(config)
-    name = config.mlflow.registered_model
-    started = time.monotonic()
-    model, version = registry.load_model(name, alias)
-    logger.info("model version %s: %d users, %d movies, loaded in %.1f s", version,
-                len(model.user_ids), len(model.movie_ids), time.monotonic() - started)
+    model, version, snapshot, history, buckets = registered_model_and_history(
+        spark, config, alias)
     root = config.lake.root
-    # The ratings as the last complete ingest left them, never half of a running one.
-    snapshot = snapshots.for_reading(spark, root)
-    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
-    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     created = datetime.now(timezone.utc).replace(tzinfo=None)
     logger.info("scoring every user's unrated movies in %d buckets", buckets)
     recommendations = (scoring.top_n(model, scoring.user_frame(spark, model), history, top, buckets)
@@ -52,10 +44,29 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
                                         F.countDistinct(USER_ID).alias("users")).first()
     logger.info("wrote %d recommendations for %d users to %s", counts["rows"], counts["users"],
                 path)
-    return {"model_name": name, "alias": alias, "model_version": version, "top": top,
+    return {"model_name": config.mlflow.registered_model, "alias": alias,
+            "model_version": version, "top": top,
             "users": int(counts["users"]), "rows": int(counts["rows"]), "table": path,
             "delta_version": lake.version(spark, path), "ingest_id": snapshot.ingest_id,
             "ratings_version": snapshot.version("ratings")}
+
+
+def registered_model_and_history(spark: SparkSession, config: Config, alias: str):
+    """What batch scoring from the registry starts from: ``models:/<registered_model>@<alias>``
+    and its version, the snapshot of the last complete ingest, its ratings (user_id, movie_id,
+    rating: each user's history) and the number of user buckets to score them in."""
+    tracking.configure(config)
+    name = config.mlflow.registered_model
+    started = time.monotonic()
+    model, version = registry.load_model(name, alias)
+    logger.info("model version %s: %d users, %d movies, loaded in %.1f s", version,
+                len(model.user_ids), len(model.movie_ids), time.monotonic() - started)
+    root = config.lake.root
+    # The ratings as the last complete ingest left them, never half of a running one.
+    snapshot = snapshots.for_reading(spark, root)
+    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
+    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
+    return model, version, snapshot, history, buckets
 
 
 def check_top(top: int) -> None:

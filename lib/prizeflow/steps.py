@@ -56,6 +56,7 @@ PIPELINE_RUN = Option("--pipeline-run", "pipeline_run",
                       "a scheduler's run id: train tags its run with it and register takes the "
                       "latest train run tagged with it (the Airflow DAG and the bundle pass "
                       "their run id to both)", metavar="ID")
+ALIAS = Option("--alias", "alias", "registered model alias to use", default="champion")
 
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step("generate", "Write a synthetic Netflix-Prize-layout corpus.", (
@@ -75,7 +76,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
         PIPELINE_RUN), spark="lazy", mlflow=True),
     Step("recommend", "Write top-N recommendations per user from the champion into Delta.", (
         Option("--top", "top", "movies per user", type=int, default=10),
-        Option("--alias", "alias", "registered model alias to use", default="champion")),
+        ALIAS),
          mlflow=True),
     Step("predict", "Predict the qualifying pairs (the Prize's file) or a table of pairs.", (
         Option("--qualifying", "qualifying", "the lake's qualifying pairs", type=bool,
@@ -86,7 +87,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
                metavar="FILE"),
         Option("--out-table", "out_table", "a Delta table of the pairs and their predictions",
                metavar="PATH"),
-        Option("--alias", "alias", "registered model alias to use", default="champion")),
+        ALIAS),
          mlflow=True),
     Step("run", "The whole pipeline: ingest, train, register.", options_from=("ingest",),
          mlflow=True),

@@ -399,8 +399,9 @@ def _ranking(p: Pipeline, final: FinalModel, held_out: HeldOut) -> dict[str, dic
     if not p.conf.ranking_users:
         return {}
     figures = ranking.model_and_popularity(
-        final.model, lambda sample: als.user_side(final.fit, sample), held_out.test, final.data.ratings,
-        p.conf.ranking_users, p.conf.seed, scoring.bucket_count(0, p.parallelism))
+        final.model, lambda sample: als.user_side(final.fit, sample), held_out.test,
+        final.data.ratings, p.conf.ranking_users, p.conf.seed,
+        scoring.bucket_count(0, p.parallelism))
     logger.info("top-10 on %d test users: model precision %.4f, recall %.4f, NDCG %.4f; "
                 "popularity %.4f, %.4f, %.4f", figures["model"]["users"],
                 *(figures[who][f"{name}_at_10"] for who in ("model", "popularity")
