@@ -10,6 +10,8 @@ reference checkout's `factors.py`, on a kept lake's `@champion` and real users' 
 log). Both sides score them in the steps `recommend`'s task uses (2M cells at a time), top 10,
 alternately ``--runs`` times each in this one process, and their lists must be identical. Prints
 the medians (seconds and ms per user), the ratio and the command. One core; no Spark.
+``--implicit-rank R`` gives A alone a random implicit-feedback term of rank R (issue 31): what
+the term costs per user; the lists then differ by design and are not compared.
 """
 
 from __future__ import annotations
@@ -59,8 +61,24 @@ def _as(module, model):
     if hood is not None:
         hood = module.Neighbourhood(**{f.name: getattr(hood, f.name)
                                        for f in dataclasses.fields(hood)})
-    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    known = {f.name for f in dataclasses.fields(module.FactorModel)}
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.name in known}
     return module.FactorModel(**{**fields, "neighbourhood": hood})
+
+
+def _with_random_implicit(model, rank: int):
+    """The model with an implicit-feedback term of ``rank`` (seeded random arrays of the right
+    shape, a fifth blend weight of 0.3): what that term costs, not what it ranks."""
+    from prizeflow.factors import ImplicitTerm
+
+    rng = np.random.default_rng(0)
+    shape = (len(model.movie_ids), rank)
+    term = ImplicitTerm(rng.normal(0, 0.1, shape).astype(np.float32),
+                        rng.normal(0, 0.1, shape).astype(np.float32))
+    hood = dataclasses.replace(model.neighbourhood,
+                               weights=np.append(model.neighbourhood.weights[:4], 0.3))
+    return dataclasses.replace(model, implicit=term, neighbourhood=hood)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", type=Path, required=True)
     parser.add_argument("--users", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--implicit-rank", type=int, default=0,
+                        help="give A (only) a random implicit-feedback term of this rank: "
+                             "times what the term adds; the lists then differ by design")
     args = parser.parse_args(argv)
     command = "python bench/bench_topn.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -97,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     owners = requests.owner_users
     this = model.movie_side().with_users(model.user_ids, model.user_bias, model.user_factors,
                                          model.user_has_factors)
-    sides = {"A": this, "B": _as(_reference_factors(args.reference), this)}
+    sides = {"A": _with_random_implicit(this, args.implicit_rank) if args.implicit_rank else this,
+             "B": _as(_reference_factors(args.reference), this)}
     step = max(1, 2_000_000 // len(model.movie_ids))  # recommend's task: 2M cells at a time
 
     def lists(side):
@@ -129,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"same owners, ranks and movies: {same_ids}; largest predicted-rating difference: "
           f"{largest:.3g}")
     print(f"\ncommand: {command}")
+    if args.implicit_rank:
+        return 0  # A ranks by a term B does not have
     return 0 if same_ids and largest <= 1e-9 else 1
 
 

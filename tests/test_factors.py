@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from prizeflow import factors, neighbours
-from prizeflow.factors import FactorModel, Neighbourhood, Requests
+from prizeflow.factors import FactorModel, ImplicitTerm, Neighbourhood, Requests
 from prizeflow.pyfunc import HISTORY_MOVIES, HISTORY_RATINGS, predict_frame
 
 MOVIES = np.arange(101, 131, dtype=np.int64)  # 30 movies, ids 101..130
@@ -73,6 +73,53 @@ def _model(rng, arrays=None, weights=(0.2, 0.95, 1.1, 1.7), without=(0.1, 0.97, 
     if arrays is not None:
         model.neighbourhood = Neighbourhood(4, 1.5, np.array(weights), np.array(without), *arrays)
     return model
+
+
+def _with_implicit(model, rng, weight=0.8):
+    """The model with an implicit term (random y and w, a row of zeros for one movie) and a
+    fifth blend weight."""
+    y = rng.normal(0, 0.5, (len(MOVIES), 4)).astype(np.float32)
+    w = rng.normal(0, 0.5, (len(MOVIES), 4)).astype(np.float32)
+    y[3] = 0.0
+    nb = model.neighbourhood
+    return replace(model, implicit=ImplicitTerm(y, w), neighbourhood=replace(
+        nb, weights=np.append(nb.weights, weight)))
+
+
+def _hand_implicit(model, history, user, movie):
+    """z_u . w_i, z_u = |N(u)|^-1/2 sum of y over the movies u rated (by hand)."""
+    if movie not in MOVIES:
+        return 0.0
+    rated = [mv for u, mv, _ in history if u == user and mv in MOVIES]
+    if not rated:
+        return 0.0
+    y = model.implicit.item_factors.astype(np.float64)
+    z = sum(y[int(np.searchsorted(MOVIES, mv))] for mv in rated) / math.sqrt(len(rated))
+    return float(z @ model.implicit.weights[int(np.searchsorted(MOVIES, movie))])
+
+
+def test_implicit_term_and_blend_equal_a_hand_computation():
+    rng = np.random.default_rng(14)
+    table, arrays = _neighbour_table(rng)
+    model = _with_implicit(_model(rng, arrays), rng)
+    history = _history(rng) + [(3, 99999, 4.0)]  # a movie the model does not know is no term
+    users = np.concatenate([rng.choice(USERS, 300), [10**9]])
+    movies = np.concatenate([rng.choice(np.append(MOVIES, 777), 300), [MOVIES[0]]])
+    h = tuple(np.array(col) for col in zip(*history))
+    parts = model.parts(Requests.by_user(users, movies, h))
+    hand = [_hand_implicit(model, history, int(u), int(m)) for u, m in zip(users, movies)]
+    assert parts["implicit_term"] == pytest.approx(hand, abs=1e-9)
+    assert any(abs(v) > 0.1 for v in hand)
+    w0, wb, wf, wn, wi = model.neighbourhood.weights
+    expected = np.clip(w0 + wb * parts["baseline"] + wf * parts["factor_term"]
+                       + wn * parts["neighbour_term"] + wi * np.array(hand), 1.0, 5.0)
+    assert model.predict(users, movies, h) == pytest.approx(expected)
+    # Without a history neither history term is known: the history-free weights apply.
+    v0, vb, vf = model.neighbourhood.weights_without_history
+    plain = model.parts(Requests.by_user(users, movies))
+    assert "implicit_term" not in plain
+    assert model.predict(users, movies) == pytest.approx(
+        np.clip(v0 + vb * plain["baseline"] + vf * plain["factor_term"], 1.0, 5.0))
 
 
 def _history(rng):
@@ -173,10 +220,13 @@ def test_unknown_ids_get_a_finite_baseline_and_no_factor_or_term():
     assert parts["baseline"][1] == pytest.approx(model.mean + model.user_bias[0])
 
 
-def test_saved_model_loads_without_pickle_and_predicts_the_same(tmp_path):
+@pytest.mark.parametrize("implicit", [False, True])
+def test_saved_model_loads_without_pickle_and_predicts_the_same(tmp_path, implicit):
     rng = np.random.default_rng(7)
     _, arrays = _neighbour_table(rng)
     model = _model(rng, arrays)
+    if implicit:
+        model = _with_implicit(model, rng)
     model.save(tmp_path / "m.npz")
     loaded = FactorModel.load(tmp_path / "m.npz")
     h = tuple(np.array(col) for col in zip(*_history(rng)))
@@ -184,12 +234,17 @@ def test_saved_model_loads_without_pickle_and_predicts_the_same(tmp_path):
     assert np.array_equal(loaded.predict(users, movies, h), model.predict(users, movies, h))
     assert np.array_equal(loaded.predict(users, movies), model.predict(users, movies))
     assert loaded.neighbourhood.k == 4 and loaded.nbytes() == model.nbytes()
+    assert (loaded.implicit is not None) == implicit
 
 
-def test_top_n_ranks_unrated_movies_by_the_full_blend():
+@pytest.mark.parametrize("implicit", [False, True])
+def test_top_n_ranks_unrated_movies_by_the_full_blend(implicit):
     rng = np.random.default_rng(8)
     _, arrays = _neighbour_table(rng)
     model = _model(rng, arrays)
+    if implicit:
+        # A weight large enough that the implicit term reorders the shortlist.
+        model = _with_implicit(model, rng, weight=3.0)
     history = _history(rng)
     asked = USERS[:12]
     owner_of = {int(u): i for i, u in enumerate(asked)}

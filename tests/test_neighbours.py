@@ -249,7 +249,7 @@ def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     frame = spark.createDataFrame(
         [(float(r),) + tuple(map(float, row[::-1])) for row, r in zip(features, rating)],
         "rating double, neighbour_term double, factor_term double, baseline double")
-    nested = blend.fit_nested_weights(frame)
+    nested = blend.fit_nested_weights(frame, blend.features(with_implicit=False))
     assert len(nested) == 4 and [len(w) for w in nested] == [1, 2, 3, 4]
     assert nested[3] == pytest.approx([0.5, 0.9, 1.1, 2.0], abs=0.05)  # the generating rule
     # Each leading subset's weights are its own least-squares solution, computed here in numpy
@@ -263,4 +263,4 @@ def test_blend_weights_recover_a_linear_rule_and_nest(spark):
         F.min("p"), F.max("p")).first()
     assert clipped[0] >= 1.0 and clipped[1] <= 5.0
     with pytest.raises(ValueError, match="empty"):
-        blend.fit_nested_weights(frame.where(F.lit(False)))
+        blend.fit_nested_weights(frame.where(F.lit(False)), blend.features(False))

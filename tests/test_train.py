@@ -169,12 +169,14 @@ def test_spark_model_predicts_like_the_pyfunc(spark, trained):
 def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spark, trained):
     summary, config = trained["summary"], trained["config"]
     weights = summary["blend_weights"]
-    assert len(weights) == 4 and all(np.isfinite(weights))
+    # intercept, baseline, factor term, neighbour term, implicit term
+    assert len(weights) == 5 and all(np.isfinite(weights))
     assert summary["test_rmse_als"] < summary["baselines"]["bias"]
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     parent = MlflowClient().get_run(summary["run_id"])
     assert parent.data.params["blend"] == "True"
     assert float(parent.data.params["blend_weight_neighbour_term"]) == pytest.approx(weights[3])
+    assert float(parent.data.params["blend_weight_implicit_term"]) == pytest.approx(weights[4])
     assert parent.data.metrics["test_rmse_als"] == pytest.approx(summary["test_rmse_als"])
     assert "validation_rmse_blend" in parent.data.metrics
     # The Spark-free model, given each user's history as train had it, scores the test set to
@@ -186,6 +188,9 @@ def test_blend_is_learned_on_validation_and_the_pyfunc_reproduces_test_rmse(spar
     als_part = replace(pyfunc.unwrap_python_model().model, neighbourhood=None)
     als_only = als_part.predict(rows["user_id"], rows["movie_id"])
     assert rmse(rows["rating"], als_only) == pytest.approx(summary["test_rmse_als"], abs=1e-9)
+    term = pyfunc.unwrap_python_model().model.implicit
+    assert term is not None and term.weights.shape == term.item_factors.shape
+    assert np.abs(term.weights).max() > 0 and np.abs(term.item_factors).max() > 0
 
 
 def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
@@ -212,7 +217,7 @@ def test_without_refit_the_blend_reuses_the_grid_fit_and_its_similarities(
     # Two short fits, one survivor to its full 6 iterations, and nothing fitted again.
     assert sorted(p.max_iter for p in fits) == [2, 2, 6]
     assert len(joins) == 1
-    assert summary["split_counts"]["train"] > 0 and len(summary["blend_weights"]) == 4
+    assert summary["split_counts"]["train"] > 0 and len(summary["blend_weights"]) == 5
     assert max(summary["test_rmse"], summary["test_rmse_als"]) < summary["baselines"]["bias"]
     _, _, with_history, _ = _pyfunc_on_test(spark, config, summary["model_uri"])
     assert with_history == pytest.approx(summary["test_rmse"], abs=1e-9)

@@ -1,6 +1,7 @@
 """A linear blend of the model's parts, its weights learned by least squares on validation.
 
-prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term) (a
+prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term
+                 [+ w4 * implicit_term]) (a
 :class:`prizeflow.rule.Rule` built by ``Rule.linear(weights, low, high)``): the baseline
 mu + b_u + b_i, the ALS term p_u . q_i and the item-item neighbourhood term, all fitted on the
 training part; the weights come from the validation ratings (never the test set), then the parts
@@ -21,15 +22,21 @@ from prizeflow.columns import RATING
 from prizeflow.rule import PARTS
 
 FEATURES = PARTS
+HISTORY_FREE = 2  # the leading features a request without a rating history has
+
+
+def features(with_implicit: bool) -> tuple[str, ...]:
+    """The blend's features: with or without the implicit-feedback term (the last part)."""
+    return FEATURES if with_implicit else FEATURES[:-1]
 RIDGE = 1e-6
 
 
-def fit_nested_weights(frame: DataFrame, features: tuple[str, ...] = FEATURES,
+def fit_nested_weights(frame: DataFrame, features: tuple[str, ...],
                        label: str = RATING) -> list[list[float]]:
     """The least-squares weights of every leading subset of ``features`` ([intercept],
     [intercept, f1], ..., [intercept, f1..fn]) from one aggregation pass: each subset's normal
-    equations are the leading block of the full X'X. The blend uses the last (with the
-    neighbour term) and the one before it (without a history, the term is unknown)."""
+    equations are the leading block of the full X'X. The blend uses the last (every part)
+    and the one of the history-free parts (without a history, the other terms are unknown)."""
     columns = [F.lit(1.0)] + [F.col(name).cast("double") for name in features]
     size = len(columns)
     pairs = [(a, b) for a in range(size) for b in range(a, size)]

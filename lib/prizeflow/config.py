@@ -145,6 +145,19 @@ class NeighbourSettings(Section):
     keep: Optional[StrictInt] = Field(500, ge=1)  # stored neighbours per movie
 
 
+class ImplicitSettings(Section):
+    """The implicit-feedback part of the blend (prizeflow.implicit); only with the
+    neighbourhood blend, whose weights it shares."""
+    enabled: StrictBool = True
+    rank: StrictInt = Field(20, ge=1)  # of the who-rated-what ALS's item factors
+    reg_param: float = Field(0.1, ge=0)
+    alpha: float = Field(20.0, gt=0)  # confidence of a rated pair: 1 + alpha
+    max_iter: StrictInt = Field(10, ge=1)
+    # Share of users (a fixed hash) whose rated pairs learn the item factors.
+    sample_users: float = Field(1.0, gt=0, le=1)
+    ridge: float = Field(25.0, ge=0)  # of each movie's weights
+
+
 class HalvingSettings(Section):
     """Successive halving: every point first runs `first_iter` iterations; only the best
     `keep_fraction` of them go on to their full max_iter."""
@@ -168,6 +181,7 @@ class TrainSettings(Section):
     checkpoint_interval: StrictInt = Field(10, ge=1)
     grid: GridSettings = GridSettings()
     neighbours: NeighbourSettings = NeighbourSettings()
+    implicit: ImplicitSettings = ImplicitSettings()
     halving: HalvingSettings = HalvingSettings()
 
 

@@ -10,7 +10,8 @@ The parts, for user u and movie i, and how they combine (:meth:`FactorModel.rule
     baseline  = mu + b_u + b_i                       (an unknown id adds no bias)
     factor    = p_u . q_i                            (0 when ALS has no factors for u or i)
     term      = neighbour term of :mod:`prizeflow.neighbours` from u's rating history
-    with a history:    clip(w0 + w1 baseline + w2 factor + w3 term)
+    implicit  = z_u . w_i, z_u from the set of movies in u's history (:mod:`prizeflow.implicit`)
+    with a history:    clip(w0 + w1 baseline + w2 factor + w3 term [+ w4 implicit])
     without a history: clip(v0 + v1 baseline + v2 factor)        (weights learned for that case)
     no blend:          clip(baseline + factor)
     plain kind:        clip(factor where ALS knows u and i, else mu)
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prizeflow.rule import BASELINE, FACTOR, NEIGHBOUR, Rule
+from prizeflow.rule import BASELINE, FACTOR, IMPLICIT, NEIGHBOUR, Rule
 
 # Bounds on the working set of one step of the neighbour term: owners (users, or request rows
 # with their own history) per dense lookup table, and wanted rows x stored neighbours.
@@ -73,7 +74,7 @@ class Neighbourhood:
     similar first, ties by lower movie id; ``similarities[m]`` their positive similarities."""
     k: int
     damping: float
-    weights: np.ndarray  # intercept, baseline, factor_term, neighbour_term
+    weights: np.ndarray  # intercept, baseline, factor_term, neighbour_term[, implicit_term]
     weights_without_history: np.ndarray  # intercept, baseline, factor_term
     neighbours: np.ndarray  # int32 (movies, keep)
     similarities: np.ndarray  # float32 (movies, keep)
@@ -147,6 +148,40 @@ class Neighbourhood:
         return out
 
 
+@dataclass
+class ImplicitTerm:
+    """The implicit-feedback part of the blend (:mod:`prizeflow.implicit`): per movie, its
+    factor y_j in the who-rated-what model and its weights w_i; rows follow the model's
+    ``movie_ids`` (zeros for a movie the implicit model did not see)."""
+    item_factors: np.ndarray  # float32 (movies, rank)
+    weights: np.ndarray  # float32 (movies, rank)
+
+    def user_vectors(self, history_owner: np.ndarray, history_pos: np.ndarray,
+                     owners: int) -> np.ndarray:
+        """z = |N|^-1/2 sum of y_j over each owner's history movies (unknown ones skipped)."""
+        known = np.asarray(history_pos) >= 0
+        owner, pos = np.asarray(history_owner)[known], np.asarray(history_pos)[known]
+        rank = self.item_factors.shape[1]
+        z = np.zeros((owners, rank))
+        if len(owner):
+            y = np.take(self.item_factors, pos, axis=0).astype(np.float64)
+            for column in range(rank):
+                z[:, column] = np.bincount(owner, y[:, column], minlength=owners)
+            counts = np.bincount(owner, minlength=owners)
+            z /= np.sqrt(np.maximum(counts, 1))[:, None]
+        return z
+
+    def term(self, wanted_owner: np.ndarray, wanted_pos: np.ndarray, history_owner: np.ndarray,
+             history_pos: np.ndarray, owners: int) -> np.ndarray:
+        z = self.user_vectors(history_owner, history_pos, owners)
+        out = np.zeros(len(wanted_owner))
+        known = np.asarray(wanted_pos) >= 0
+        if known.any():
+            out[known] = np.einsum("ij,ij->i", z[wanted_owner[known]],
+                                   self.weights[wanted_pos[known]].astype(np.float64))
+        return out
+
+
 def _steps(sorted_owner: np.ndarray, keep: int):
     """(start, stop) slices of rows sorted by owner: whole owners, at most OWNERS_PER_STEP of
     them and about CELLS_PER_STEP neighbour cells per step (one big owner gets a step alone)."""
@@ -211,6 +246,7 @@ class FactorModel:
     movie_factors: np.ndarray
     movie_has_factors: np.ndarray
     neighbourhood: Neighbourhood | None = None
+    implicit: ImplicitTerm | None = None
 
     @property
     def rank(self) -> int:
@@ -220,6 +256,8 @@ class FactorModel:
         arrays = [getattr(self, f.name) for f in fields(self)]
         if self.neighbourhood is not None:
             arrays += [getattr(self.neighbourhood, f.name) for f in fields(Neighbourhood)]
+        if self.implicit is not None:
+            arrays += [self.implicit.item_factors, self.implicit.weights]
         return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
     def movie_side(self) -> "FactorModel":
@@ -242,6 +280,9 @@ class FactorModel:
             extra = {f"nb_{f.name}": getattr(nb, f.name) for f in fields(nb)
                      if f.name not in ("k", "damping")}
             extra["nb_scalars"] = np.array([nb.k, nb.damping], dtype=np.float64)
+        if self.implicit is not None:
+            extra["im_item_factors"] = self.implicit.item_factors
+            extra["im_weights"] = self.implicit.weights
         np.savez_compressed(
             path, kind=np.array(self.kind), scalars=np.array([self.mean, self.low, self.high]),
             user_ids=self.user_ids, user_bias=self.user_bias, user_factors=self.user_factors,
@@ -260,11 +301,14 @@ class FactorModel:
                     int(k), float(damping),
                     **{f.name: data[f"nb_{f.name}"] for f in fields(Neighbourhood)
                        if f.name not in ("k", "damping")})
+            implicit = None
+            if "im_weights" in data:
+                implicit = ImplicitTerm(data["im_item_factors"], data["im_weights"])
             return cls(str(data["kind"]), mean, low, high,
                        **{k: data[k] for k in ("user_ids", "user_bias", "user_factors",
                                               "user_has_factors", "movie_ids", "movie_bias",
                                               "movie_factors", "movie_has_factors")},
-                       neighbourhood=neighbourhood)
+                       neighbourhood=neighbourhood, implicit=implicit)
 
     # --- the rule ---------------------------------------------------------------------------
     def _sides(self, users: np.ndarray, movies: np.ndarray):
@@ -279,7 +323,7 @@ class FactorModel:
 
     def parts(self, requests: Requests) -> dict[str, np.ndarray]:
         """``baseline``, ``factor_term`` and (with a neighbourhood and a history)
-        ``neighbour_term`` for every request row."""
+        ``neighbour_term`` and, with an implicit term, ``implicit_term`` for every request row."""
         users = requests.owner_users[requests.owner]
         movies = requests.movies
         u_pos, u_found, m_pos, m_found = self._sides(users, movies)
@@ -299,6 +343,10 @@ class FactorModel:
             out["neighbour_term"] = self.neighbourhood.term(
                 requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
                 np.where(h_found, h_pos, -1), h_residual, len(requests.owner_users))
+            if self.implicit is not None:
+                out[IMPLICIT] = self.implicit.term(
+                    requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
+                    np.where(h_found, h_pos, -1), len(requests.owner_users))
         return out
 
     def rule(self, with_history: bool = True) -> Rule:
@@ -340,8 +388,8 @@ class FactorModel:
         owners = len(requests_users)
         movies = len(self.movie_ids)
         requests_users = np.asarray(requests_users, dtype=np.int64)
-        scores = self._shortlist_scores(requests_users)
         h_pos, h_found = lookup(self.movie_ids, history_movies)
+        scores = self._shortlist_scores(requests_users, history_owner, np.where(h_found, h_pos, -1))
         scores[history_owner[h_found], h_pos[h_found]] = -np.inf
         size = min(max(4 * n, n + 50), movies)
         if size < movies:
@@ -363,11 +411,12 @@ class FactorModel:
         return (owner[keep.ravel()], ranks[keep], self.movie_ids[best][keep],
                 self.clip(best_scores[keep]))
 
-    def _shortlist_scores(self, users: np.ndarray) -> np.ndarray:
+    def _shortlist_scores(self, users: np.ndarray, history_owner: np.ndarray,
+                          history_pos: np.ndarray) -> np.ndarray:
         """(users, movies) float32 scores that order each user's movies as the rule without
         the neighbour term does. The user's own terms (intercept, mu, b_u) are the same for
         every movie and are left out, so one matrix product gives the rest:
-        [w_f p_u, 1] . [q_i, w_b b_i]."""
+        [w_f p_u, w_m z_u, 1] . [q_i, w_i, w_b b_i] (z_u, w_i: the implicit term's)."""
         rule = self.rule().without(NEIGHBOUR)
         u_pos, u_found = lookup(self.user_ids, users)
         has = take(self.user_has_factors, u_pos, u_found, False)
@@ -379,8 +428,13 @@ class FactorModel:
             known = has[:, None] & self.movie_has_factors[None, :]
             return np.where(known, scores, np.float32(rule.plain_mean))
         weights = dict(rule.terms)
-        user_side = np.hstack([user_factors * np.float32(weights.get(FACTOR, 0.0)),
-                               np.ones((len(users), 1), dtype=np.float32)])
-        movie_side = np.hstack([movie_factors, (weights.get(BASELINE, 0.0) * self.movie_bias)
-                                .astype(np.float32)[:, None]])
+        user_blocks = [user_factors * np.float32(weights.get(FACTOR, 0.0))]
+        movie_blocks = [movie_factors]
+        if self.implicit is not None and IMPLICIT in weights:
+            z = self.implicit.user_vectors(history_owner, history_pos, len(users))
+            user_blocks.append((z * weights[IMPLICIT]).astype(np.float32))
+            movie_blocks.append(self.implicit.weights.astype(np.float32))
+        user_side = np.hstack(user_blocks + [np.ones((len(users), 1), dtype=np.float32)])
+        movie_side = np.hstack(movie_blocks + [(weights.get(BASELINE, 0.0) * self.movie_bias)
+                                               .astype(np.float32)[:, None]])
         return user_side @ movie_side.T

@@ -4,8 +4,8 @@ Every form of the rule is generated from one :class:`Rule`, never written by han
 (:meth:`Rule.evaluate`, used by the pyfunc, batch scoring in Spark tasks and recommendations),
 Spark columns (:meth:`Rule.column`, used to score validation and test parts and the grid) and
 Spark SQL text (:meth:`Rule.sql`, the ``mlflow.spark`` PipelineModel). The parts are computed
-elsewhere (``baseline`` = mu + b_u + b_i, ``factor_term`` = p_u . q_i, ``neighbour_term``; see
-:mod:`prizeflow.factors`); a rule only says how they combine:
+elsewhere (``baseline`` = mu + b_u + b_i, ``factor_term`` = p_u . q_i, ``neighbour_term``,
+``implicit_term``; see :mod:`prizeflow.factors`); a rule only says how they combine:
 
     residual kind:  clip(intercept + sum(weight x part))
     plain kind:     clip(factor_term where ALS knows user and movie, else the global mean)
@@ -26,8 +26,10 @@ if TYPE_CHECKING:  # the served pyfunc needs no Spark
     from pyspark.sql import Column
 
 BASELINE, FACTOR, NEIGHBOUR = "baseline", "factor_term", "neighbour_term"
+IMPLICIT = "implicit_term"
 HAS_FACTORS = "has_factors"  # plain kind: whether ALS knows both the user and the movie
-PARTS = (BASELINE, FACTOR, NEIGHBOUR)
+# In this order: a blend's weights name the leading parts (the history-free ones first).
+PARTS = (BASELINE, FACTOR, NEIGHBOUR, IMPLICIT)
 
 
 @dataclass(frozen=True)

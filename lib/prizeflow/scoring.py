@@ -36,7 +36,7 @@ PACKED_HISTORY = ((USER_ID, "history_users", "<i4"), (MOVIE_ID, "history_movies"
                   (RATING, "history_ratings", "<f4"))
 PACKED = tuple(name for _, name, _ in PACKED_HISTORY)
 VALIDATION_TAG, TEST_TAG = 1, 2  # the tags train scores its held-out parts under
-PARTS = ("baseline", "factor_term", "neighbour_term", "has_factors")
+PARTS = ("baseline", "factor_term", "neighbour_term", "implicit_term", "has_factors")
 TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
 
 
@@ -151,15 +151,16 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
     """Score every row of ``wanted`` (user_id, movie_id, rating, tag > 0) in Spark tasks.
 
     ``users``: the user side (see :func:`user_side`); ``history``: (user_id, movie_id, rating),
-    the ratings each user's neighbour term draws on. Returns the rows with the parts of
-    :meth:`FactorModel.parts` (``has_factors`` as 1.0 / 0.0; ``neighbour_term`` 0 without a
-    neighbourhood), which :meth:`FactorModel.combine` or its Spark form turn into predictions."""
+    the ratings each user's neighbour and implicit terms draw on. Returns the rows with the
+    parts of :meth:`FactorModel.parts` (``has_factors`` as 1.0 / 0.0; ``neighbour_term`` and
+    ``implicit_term`` 0 when the model has no such term), which :meth:`FactorModel.combine` or
+    its Spark form turn into predictions."""
     import pyarrow as pa
 
     names = PARTS
     movie_model = model.movie_side()
     if model.neighbourhood is None:
-        # Only the neighbour term reads a history: without one, no rating leaves the lake.
+        # Only the history terms read a history: without them, no rating leaves the lake.
         history = history.where(F.lit(False))
     wanted = wanted.select(USER_ID, MOVIE_ID, RATING, TAG).join(users, USER_ID, "left")
 
@@ -169,7 +170,8 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
             return
         asked, local, requests = _requests(table, movie_model)
         parts = local.parts(requests)
-        parts.setdefault("neighbour_term", np.zeros(len(requests.owner)))
+        for name in ("neighbour_term", "implicit_term"):
+            parts.setdefault(name, np.zeros(len(requests.owner)))
         yield pa.RecordBatch.from_arrays(
             [asked.column(USER_ID).combine_chunks(), asked.column(MOVIE_ID).combine_chunks(),
              pa.array(asked.column(RATING).to_numpy().astype(np.float64)),
@@ -223,7 +225,7 @@ def predictions(model: FactorModel) -> dict[str, Column]:
     with a history, without one, and its ALS part alone."""
     return {PREDICTION: model.rule(with_history=True).column(),
             "prediction_without_history": model.rule(with_history=False).column(),
-            "prediction_als": replace(model, neighbourhood=None).rule().column()}
+            "prediction_als": replace(model, neighbourhood=None, implicit=None).rule().column()}
 
 
 def test_rmse(model: FactorModel, test: DataFrame, history: DataFrame, parallelism: int) -> float:

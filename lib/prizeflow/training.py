@@ -39,9 +39,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import (als, baselines, blend, data, gate, grid, lake, metrics, model_integrity,
-                       neighbours, partitions, progress, ranking, scoring, sparkmodel, splits,
-                       tracking, train_runs)
+from prizeflow import (als, baselines, blend, data, gate, grid, implicit, lake, metrics,
+                       model_integrity, neighbours, partitions, progress, ranking, scoring,
+                       sparkmodel, splits, tracking, train_runs)
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
@@ -272,14 +272,26 @@ class Pipeline:
         # At most movies x keep entries: the model's own size, not the ratings'.
         return neighbours.collect_arrays(lists, movie_ids, conf.keep)
 
-    def with_neighbourhood(self, model: FactorModel, arrays, weights=(0.0, 1.0, 1.0, 1.0),
+    def with_neighbourhood(self, model: FactorModel, arrays, implicit_term=None,
+                           weights=(0.0, 1.0, 1.0, 1.0, 1.0),
                            without=(0.0, 1.0, 1.0)) -> FactorModel:
         import numpy as np
 
         conf = self.conf.neighbours
-        return replace(model, neighbourhood=Neighbourhood(
+        if implicit_term is None:
+            weights = weights[:4]
+        return replace(model, implicit=implicit_term, neighbourhood=Neighbourhood(
             conf.k, float(conf.damping), np.asarray(weights, dtype=np.float64),
             np.asarray(without, dtype=np.float64), *arrays))
+
+    def implicit_term(self, data: FitData, bias_reg: float, movie_ids):
+        """The implicit-feedback part (None when ``train.implicit.enabled`` is false)."""
+        conf = self.conf.implicit
+        if not conf.enabled:
+            return None
+        return implicit.fit(data.ratings, data.residuals[bias_reg], movie_ids, conf,
+                            self.conf.seed, self.settings.num_blocks, self.parallelism,
+                            data.rows)
 
     def parts(self, model: FactorModel, fitted: als.FittedModel, wanted: DataFrame,
               history: FitData) -> DataFrame:
@@ -473,7 +485,7 @@ def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
                    "neighbourhood with: the model is ALS alone")
     blended: dict[str, Any] = {}
     if use_blend:
-        blended, arrays = _blend_weights(p, search, held_out)
+        blended, arrays, implicit_on_train = _blend_weights(p, search, held_out)
     final_data, final_fit = held_out.fit_data, search.on_train
     if refit:
         with p.stages("refit"):
@@ -489,13 +501,20 @@ def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
             with p.stages("refit neighbourhood"):
                 arrays = p.neighbour_arrays(final_data.residuals[point.bias_reg],
                                             final_data.rows, model.movie_ids)
-        model = p.with_neighbourhood(model, arrays, blended["weights"], blended["without"])
+            term = None
+            if blended["implicit"]:
+                with p.stages("refit implicit feedback"):
+                    term = p.implicit_term(final_data, point.bias_reg, model.movie_ids)
+        else:
+            term = implicit_on_train
+        model = p.with_neighbourhood(model, arrays, term, blended["weights"], blended["without"])
+    blended.pop("implicit", None)
     return FinalModel(model, final_fit, final_data, use_blend, **blended)
 
 
 def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
-    """The neighbourhood of the chosen point's training fit and the blend weights learned on
-    validation: (FinalModel fields, the neighbour arrays)."""
+    """The neighbourhood and implicit term of the chosen point's training fit and the blend
+    weights learned on validation: (FinalModel fields, the neighbour arrays, the term)."""
     fit_data, point, refit = held_out.fit_data, search.chosen.point, p.conf.refit_on_validation
     tagged_validation = held_out.validation.withColumn(TAG, F.lit(VALIDATION_TAG))
     tagged_test = held_out.test.withColumn(TAG, F.lit(TEST_TAG))
@@ -503,21 +522,26 @@ def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
         movie_side = als.export_movie_side(search.on_train)
         arrays = p.neighbour_arrays(fit_data.residuals[point.bias_reg], fit_data.rows,
                                     movie_side.movie_ids)
+    term = None
+    if p.conf.implicit.enabled:
+        with p.stages("implicit feedback"):
+            term = p.implicit_term(fit_data, point.bias_reg, movie_side.movie_ids)
     with p.stages("validation scoring"):
         # Without a refit the test parts come from the same fit: score them in one pass.
         wanted = tagged_validation if refit else tagged_validation.unionByName(tagged_test)
-        parts = p.parts(p.with_neighbourhood(movie_side, arrays), search.on_train, wanted,
+        parts = p.parts(p.with_neighbourhood(movie_side, arrays, term), search.on_train, wanted,
                         fit_data)
         on_validation = parts.where(F.col(TAG) == VALIDATION_TAG)
-        nested = blend.fit_nested_weights(on_validation)
-        without, weights = nested[2], nested[3]
+        features = blend.features(term is not None)
+        nested = blend.fit_nested_weights(on_validation, features)
+        without, weights = nested[blend.HISTORY_FREE], nested[-1]
         validation_rmse = metrics.errors(on_validation.withColumn(
             PREDICTION, Rule.linear(weights, held_out.low, held_out.high).column())).rmse
-    logger.info("blend weights (intercept, baseline, factor, neighbour) %s, without a "
-                "history %s: validation RMSE %.5f", ", ".join(f"{w:.4f}" for w in weights),
+    logger.info("blend weights (intercept, %s) %s, without a history %s: validation RMSE "
+                "%.5f", ", ".join(features), ", ".join(f"{w:.4f}" for w in weights),
                 ", ".join(f"{w:.4f}" for w in without), validation_rmse)
     return ({"weights": weights, "without": without, "validation_blend_rmse": validation_rmse,
-             "parts": None if refit else parts}, arrays)
+             "parts": None if refit else parts, "implicit": term is not None}, arrays, term)
 
 
 def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel,
@@ -532,10 +556,12 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
     if final.use_blend:
         blend_params = {**{f"neighbours_{k}": v
                            for k, v in p.conf.neighbours.model_dump().items()},
+                        **{f"implicit_{k}": v
+                           for k, v in p.conf.implicit.model_dump().items()},
                         **{f"blend_weight_{name}": w for name, w in
                            zip(("intercept",) + blend.FEATURES, final.weights)},
                         **{f"blend_weight_without_history_{name}": w for name, w in
-                           zip(("intercept",) + blend.FEATURES[:2], final.without)}}
+                           zip(("intercept",) + blend.FEATURES[:blend.HISTORY_FREE], final.without)}}
     model_name = "blend\n(ALS + neighbours)" if final.use_blend else f"{chosen.point.kind} ALS"
     train_runs.log_outcome(
         chosen, {"baseline_bias_reg": held_out.baseline_reg, "refit": p.conf.refit_on_validation,

@@ -1,0 +1,184 @@
+"""Implicit feedback: what *which* movies a user rated says about the user's ratings.
+
+The blend's fourth part is an asymmetric user term (Paterek's NSVD; the user side of Koren's
+SVD++): the user is described not by factors of their own but by the movies they rated,
+
+    implicit_term(u, i) = z_u . w_i,    z_u = |N(u)|^-1/2 sum_{j in N(u)} y_j,
+
+N(u) the movies in u's history. The two movie-side arrays are learned in two steps:
+
+1. y_j: the item factors of an implicit-feedback ALS (MLlib's ALS with ``implicitPrefs``, Hu,
+   Koren and Volinsky) on the binary who-rated-what matrix of the training part, from a hash
+   sample of the users when ``train.implicit.sample_users`` < 1 (the item factors need many
+   users per movie, not every user);
+2. w_i: per movie, a ridge regression of its raters' baseline residuals on their z_u:
+   (sum z_u z_u' + ridge I) w_i = sum z_u r_ui.
+
+Step 2 at cluster scale: the residuals are hash-partitioned by user and sorted, so a task sees
+each of its users whole; it computes z_u (y travels with the task: movies x rank floats) and
+adds each rating's z_u z_u' and z_u r_ui into its own per-movie sums; the sums (one row per
+movie per task: O(movies x rank^2), never O(ratings)) are added up per movie and solved in a
+second set of tasks. Only w (movies x rank) reaches the driver. Measured effects and costs are
+in BENCHMARKS.md ("Implicit feedback").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from prizeflow import partitions
+from prizeflow.columns import MOVIE_ID, USER_ID
+from prizeflow.factors import ImplicitTerm, lookup
+from prizeflow.splits import unit_hash
+
+ROWS_PER_SUM_TASK = 20_000_000  # ratings one summing task streams through (it keeps no rows)
+CHUNK_ROWS = 1_000_000  # rows turned into per-movie sums at once
+
+
+def item_factors(pairs: DataFrame, movie_ids: np.ndarray, rank: int, reg_param: float,
+                 alpha: float, max_iter: int, sample_users: float, seed: int,
+                 num_blocks: int) -> np.ndarray:
+    """y: (movies, rank) float32 in ``movie_ids`` order, zeros for a movie ALS did not see.
+    ``pairs``: (user_id, movie_id) rated pairs, each once."""
+    rated = pairs.select(USER_ID, MOVIE_ID)
+    if sample_users < 1.0:
+        rated = rated.where(unit_hash(seed, USER_ID) < F.lit(float(sample_users)))
+    als = ALS(rank=rank, regParam=float(reg_param), alpha=float(alpha), maxIter=max_iter,
+              implicitPrefs=True, userCol=USER_ID, itemCol=MOVIE_ID, ratingCol="_pf_rated",
+              seed=seed, numUserBlocks=num_blocks, numItemBlocks=num_blocks)
+    fitted = als.fit(rated.withColumn("_pf_rated", F.lit(1.0).cast("float")))
+    # O(movies x rank) to the driver: the model's own size.
+    rows = fitted.itemFactors.collect()
+    out = np.zeros((len(movie_ids), rank), dtype=np.float32)
+    if rows:
+        ids = np.array([r["id"] for r in rows], dtype=np.int64)
+        pos, found = lookup(np.asarray(movie_ids, dtype=np.int64), ids)
+        vectors = np.array([r["features"] for r in rows], dtype=np.float32)
+        out[pos[found]] = vectors[found]
+    return out
+
+
+def movie_weights(residuals: DataFrame, movie_ids: np.ndarray, factors: np.ndarray,
+                  ridge: float, parallelism: int, rows: int) -> np.ndarray:
+    """w: (movies, rank) float32, the per-movie ridge of step 2. ``residuals``: (user_id,
+    movie_id, residual) of the training part (each user's rows are all of N(u))."""
+    import pyarrow as pa
+
+    movie_ids = np.asarray(movie_ids, dtype=np.int64)
+    rank = factors.shape[1]
+    tasks = max(1, min(parallelism, math.ceil(rows / ROWS_PER_SUM_TASK)))
+    by_user = (residuals.select(USER_ID, MOVIE_ID, F.col("residual").cast("double"))
+               .repartition(tasks, USER_ID).sortWithinPartitions(USER_ID))
+
+    def sums(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        sums = _MovieSums(movie_ids, factors)
+        for batch in batches:
+            sums.add(batch.column(0).to_numpy(zero_copy_only=False),
+                     batch.column(1).to_numpy(zero_copy_only=False),
+                     batch.column(2).to_numpy(zero_copy_only=False))
+        yield from sums.finish()
+
+    def solve(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        table = partitions.arrow_table(batches)
+        if table is None:
+            return
+        pos = table.column("pos").to_numpy()
+        grams = np.frombuffer(b"".join(table.column("gram").to_pylist()), dtype=np.float64)
+        rhs = np.frombuffer(b"".join(table.column("rhs").to_pylist()), dtype=np.float64)
+        grams, rhs = grams.reshape(-1, rank, rank), rhs.reshape(-1, rank)
+        movies, inverse = np.unique(pos, return_inverse=True)
+        total_gram = np.zeros((len(movies), rank, rank))
+        total_rhs = np.zeros((len(movies), rank))
+        np.add.at(total_gram, inverse, grams)
+        np.add.at(total_rhs, inverse, rhs)
+        weights = np.linalg.solve(total_gram + ridge * np.eye(rank), total_rhs[..., None])[..., 0]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(movies.astype(np.int32)),
+             pa.array([w.astype(np.float32).tobytes() for w in weights], type=pa.binary())],
+            names=["pos", "weights"])
+
+    per_task = by_user.mapInArrow(sums, "pos int, gram binary, rhs binary")
+    solved = per_task.repartition(max(1, parallelism), "pos").mapInArrow(
+        solve, "pos int, weights binary")
+    out = np.zeros((len(movie_ids), rank), dtype=np.float32)
+    for row in solved.collect():  # one row per movie: O(movies x rank)
+        out[row["pos"]] = np.frombuffer(row["weights"], dtype=np.float32)
+    return out
+
+
+class _MovieSums:
+    """One task's per-movie sums of z_u z_u' and z_u r_ui over rows sorted by user. A user's
+    rows may straddle two batches: the last user of a batch waits for the next."""
+
+    def __init__(self, movie_ids: np.ndarray, factors: np.ndarray) -> None:
+        self.movie_ids = movie_ids
+        self.term = ImplicitTerm(factors, np.zeros_like(factors))
+        rank = factors.shape[1]
+        self.gram = np.zeros((len(movie_ids), rank, rank))
+        self.rhs = np.zeros((len(movie_ids), rank))
+        self.seen = np.zeros(len(movie_ids), dtype=bool)
+        self.pending: list[np.ndarray] | None = None
+
+    def add(self, users: np.ndarray, movies: np.ndarray, residuals: np.ndarray) -> None:
+        if self.pending is not None:
+            users, movies, residuals = (np.concatenate([p, a]) for p, a in
+                                        zip(self.pending, (users, movies, residuals)))
+            self.pending = None
+        if len(users) == 0:
+            return
+        last = np.searchsorted(users, users[-1], side="left")
+        self.pending = [users[last:], movies[last:], residuals[last:]]
+        for start in range(0, last, CHUNK_ROWS):
+            stop = min(last, start + CHUNK_ROWS)
+            if stop < last and users[stop] == users[stop - 1]:  # whole users per chunk
+                stop = int(np.searchsorted(users, users[stop], side="right"))
+            self._chunk(users[start:stop], movies[start:stop], residuals[start:stop])
+
+    def _chunk(self, users, movies, residuals) -> None:
+        if len(users) == 0:
+            return
+        owners, owner = np.unique(users, return_inverse=True)
+        pos, found = lookup(self.movie_ids, movies)
+        z = self.term.user_vectors(owner, np.where(found, pos, -1), len(owners))[owner]
+        pos, z, residuals = pos[found], z[found], residuals[found]
+        order = np.argsort(pos, kind="stable")
+        pos, z, residuals = pos[order], z[order], residuals[order]
+        bounds = np.flatnonzero(np.diff(pos)) + 1
+        starts = np.concatenate([[0], bounds])
+        stops = np.concatenate([bounds, [len(pos)]])
+        for a, b in zip(starts, stops):
+            block = z[a:b]
+            self.gram[pos[a]] += block.T @ block
+            self.rhs[pos[a]] += block.T @ residuals[a:b]
+        self.seen[pos] = True
+
+    def finish(self):
+        import pyarrow as pa
+
+        if self.pending is not None:
+            users, movies, residuals = self.pending
+            self.pending = None
+            self._chunk(users, movies, residuals)
+        rows = np.flatnonzero(self.seen)
+        if len(rows) == 0:
+            return
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(rows.astype(np.int32)),
+             pa.array([self.gram[r].tobytes() for r in rows], type=pa.binary()),
+             pa.array([self.rhs[r].tobytes() for r in rows], type=pa.binary())],
+            names=["pos", "gram", "rhs"])
+
+
+def fit(ratings_pairs: DataFrame, residuals: DataFrame, movie_ids: np.ndarray, conf, seed: int,
+        num_blocks: int, parallelism: int, rows: int) -> ImplicitTerm:
+    """Both steps; ``conf``: the ``train.implicit`` settings."""
+    factors = item_factors(ratings_pairs, movie_ids, conf.rank, conf.reg_param, conf.alpha,
+                           conf.max_iter, conf.sample_users, seed, num_blocks)
+    weights = movie_weights(residuals, movie_ids, factors, conf.ridge, parallelism, rows)
+    return ImplicitTerm(factors, weights)
