@@ -26,15 +26,16 @@ def test_movie_weights_equal_a_ridge_per_movie_by_hand(spark):
     movie_ids = np.arange(1, 53, dtype=np.int64)  # 51 and 52: nobody rated them
     y = rng.normal(0, 0.5, (len(movie_ids), 3)).astype(np.float32)
     ridge = 2.0
-    # Rows in a scrambled order, in two tasks of several Arrow batches of 1,000 rows: users'
-    # rows straddle batches and the sums of two tasks are added.
+    # Rows in a scrambled order, in two tasks of several Arrow batches of 1,000 rows, summed
+    # in chunks of about 2,500: users' rows straddle batches and chunks, and the sums of two
+    # tasks are added.
     shuffled = frame.sample(frac=1.0, random_state=1)
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     before = spark.conf.get(key)
     spark.conf.set(key, "1000")
     try:
         got = implicit.movie_weights(spark.createDataFrame(shuffled), movie_ids, y, ridge,
-                                     parallelism=2, rows=10**9)
+                                     parallelism=2, rows=10**9, chunk_rows=2500)
     finally:
         spark.conf.set(key, before)
     assert len(frame) > 12_000
