@@ -16,7 +16,9 @@ damped item kNN term) plus or minus one ingredient:
   on the binary who-rated-what matrix of the training part;
 - asym: an extra blend feature z_u . w_i, z_u = |N(u)|^-1/2 sum of the implicit item factors of
   the movies u rated, w_i a ridge per movie on the baseline residuals (an asymmetric user term
-  whose user side is built only from which movies the user rated).
+  whose user side is built only from which movies the user rated);
+- ...+support: every part also times 1 / sqrt(1 + n_u) (blend weights that follow how much the
+  user rated).
 Writes bench/out/prize-prototype.json.
 """
 
@@ -159,6 +161,12 @@ def parts(variant, tu, ti, td, tr, qu, qi, qd, n_users, n_items, bins, bin_of):
         if "asym" in variant:
             z, w = asymmetric_term(tu, ti, resid, n_users, n_items, y, reg=OPTIONS["asym_reg"])
             columns.append((z[qu] * w[qi]).sum(1))
+    if "support" in variant:
+        # Each part's weight depends on how much the user rated: the parts times
+        # 1 / sqrt(1 + n_u) as extra features.
+        counts = np.bincount(tu, minlength=n_users)
+        scale = 1.0 / np.sqrt(1.0 + counts[qu])
+        columns += [c * scale for c in columns[1:]] + [scale]
     return np.column_stack(columns)
 
 

@@ -130,7 +130,10 @@ def make_config(tmp: Path, **sections) -> Config:
                  "spark.master=local[2]",
                  # Top-10 quality is measured where it is tested (test_train, test_ranking):
                  # elsewhere it would add seconds to every train run.
-                 "train.ranking_users=0"]
+                 "train.ranking_users=0",
+                 # The implicit term's ALS: a few iterations are enough to have a term (what
+                 # it computes is checked in test_implicit and test_train).
+                 "train.implicit.max_iter=3"]
     overrides += [f"spark.conf.{k}={v}" for k, v in TEST_SPARK_CONF.items()]
     for section, values in sections.items():
         overrides += [f"{section}.{k}={v}" for k, v in values.items()]

@@ -38,6 +38,7 @@ def test_bad_files_name_the_key(tmp_path, text, key):
     ("lake=1", "'lake' is a section"),
     ("no_equals_sign", "dotted.name=value"),
     ("train.neighbours.k=0", r"'train.neighbours.k' must be >= 1"),
+    ("train.implicit.ridge=0", r"'train.implicit.ridge' must be > 0"),
     ("train.neighbours.damping=-1", r"'train.neighbours.damping' must be >= 0"),
     ("train.neighbours.kk=3", "'train.neighbours.kk'"),
 ])

@@ -59,12 +59,12 @@ def test_item_factors_follow_the_models_movies(spark):
     frame = _ratings(rng, users=120, movies=20)
     movie_ids = np.arange(0, 22, dtype=np.int64)  # 0 and 21: not in the data
     factors = implicit.item_factors(spark.createDataFrame(frame[["user_id", "movie_id"]]),
-                                    movie_ids, rank=4, reg_param=0.1, alpha=10.0, max_iter=3,
+                                    movie_ids, rank=4, reg_param=0.1, alpha=10.0, max_iter=2,
                                     sample_users=1.0, seed=1, num_blocks=2)
     assert factors.shape == (22, 4) and factors.dtype == np.float32
     assert not factors[0].any() and not factors[21].any()
     assert np.abs(factors[1:21]).sum(axis=1).min() > 0
     half = implicit.item_factors(spark.createDataFrame(frame[["user_id", "movie_id"]]),
-                                 movie_ids, rank=4, reg_param=0.1, alpha=10.0, max_iter=3,
+                                 movie_ids, rank=4, reg_param=0.1, alpha=10.0, max_iter=2,
                                  sample_users=0.5, seed=1, num_blocks=2)
     assert not np.allclose(half, factors)  # the sample changes what ALS saw

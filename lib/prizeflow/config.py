@@ -155,7 +155,7 @@ class ImplicitSettings(Section):
     max_iter: StrictInt = Field(10, ge=1)
     # Share of users (a fixed hash) whose rated pairs learn the item factors.
     sample_users: float = Field(1.0, gt=0, le=1)
-    ridge: float = Field(25.0, ge=0)  # of each movie's weights
+    ridge: float = Field(25.0, gt=0)  # of each movie's weights; > 0 keeps every movie solvable
 
 
 class HalvingSettings(Section):
