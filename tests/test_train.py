@@ -23,7 +23,7 @@ GRID = {"train.grid.kind": "[residual, plain]", "train.grid.rank": "[8]",
         "train.grid.reg_param": "[0.1]", "train.grid.max_iter": "[6]",
         "train.grid.bias_reg": "[5]", "train.parallelism": "2", "train.num_blocks": "2",
         # Top-10 quality is measured in the `trained` run only, where it is checked.
-        "train.ranking_users": "0", "train.implicit.max_iter": "3"}
+        "train.ranking_users": "0"}
 
 
 # Planted in the config (the session is already up, so Spark never sees it): it must not reach
