@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blend_prototype import DEFAULT_DATA, fit_als, knn_sums, rmse
+from blend_prototype import DEFAULT_DATA, fit_als, fit_biases, knn_sums, rmse
 
 HERE = Path(__file__).resolve().parent
 BETA = 0.4
@@ -88,12 +88,9 @@ def fit_time_baseline(u, i, d, r, n_users, n_items, bins, bin_of, reg=3.0, reg_b
     return score
 
 
-def static_baseline(u, i, r, n_users, n_items, reg=3.0, passes=3):
-    mu = r.mean()
-    bu, bi = np.zeros(n_users), np.zeros(n_items)
-    for _ in range(passes):
-        bi = np.bincount(i, r - mu - bu[u], n_items) / (np.bincount(i, minlength=n_items) + reg)
-        bu = np.bincount(u, r - mu - bi[i], n_users) / (np.bincount(u, minlength=n_users) + reg)
+def static_baseline(u, i, r, n_users, n_items):
+    """Today's mu + b_u + b_i (blend_prototype's fit), scoring (u, i, day) like the time one."""
+    mu, bu, bi = fit_biases(u, i, r, n_users, n_items)
     return lambda qu, qi, qd: mu + bu[qu] + bi[qi]
 
 
