@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {run}: item factors from {share:g} of the users: {seconds:.1f} s",
                   flush=True)
         started = time.monotonic()
-        weights = implicit.movie_weights(rows_frame, movie_ids, factors, conf.ridge, parallelism,
-                                         rows)
+        weights = implicit.movie_weights(rows_frame, movie_ids, factors, conf.ridge, parallelism)
         seconds = time.monotonic() - started
         figures.setdefault("per-movie ridge, every rating", []).append(seconds)
         print(f"run {run}: per-movie ridge over {rows:,} ratings: {seconds:.1f} s "

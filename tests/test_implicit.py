@@ -35,7 +35,7 @@ def test_movie_weights_equal_a_ridge_per_movie_by_hand(spark):
     spark.conf.set(key, "1000")
     try:
         got = implicit.movie_weights(spark.createDataFrame(shuffled), movie_ids, y, ridge,
-                                     parallelism=2, rows=10**9, chunk_rows=2500)
+                                     parallelism=2, chunk_rows=2500)
     finally:
         spark.conf.set(key, before)
     assert len(frame) > 12_000

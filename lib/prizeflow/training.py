@@ -290,8 +290,7 @@ class Pipeline:
         if not conf.enabled:
             return None
         return implicit.fit(data.ratings, data.residuals[bias_reg], movie_ids, conf,
-                            self.conf.seed, self.settings.num_blocks, self.parallelism,
-                            data.rows)
+                            self.conf.seed, self.settings.num_blocks, self.parallelism)
 
     def parts(self, model: FactorModel, fitted: als.FittedModel, wanted: DataFrame,
               history: FitData) -> DataFrame:
