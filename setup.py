@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 SPARK = ["pyspark[connect]==4.2.0", "delta-spark==4.4.0"]
 MLFLOW = ["mlflow==3.17.2", "pandas>=2.2,<3", "matplotlib>=3.8"]
 # databricks-sdk: tests/test_bundle.py checks the Databricks Asset Bundle's job against its types.
-DEV = ["pytest>=8", "pytest-timeout>=2.3", "databricks-sdk>=0.162,<1"]
+DEV = ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "databricks-sdk>=0.162,<1"]
 
 setup(
     name="prizeflow",
