@@ -64,7 +64,12 @@ def _as(module, model):
     known = {f.name for f in dataclasses.fields(module.FactorModel)}
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
               if f.name in known}
-    return module.FactorModel(**{**fields, "neighbourhood": hood})
+    fields["neighbourhood"] = hood
+    if getattr(model, "implicit", None) is not None and "implicit" in known:
+        # The reference's own class, so that its methods (not this checkout's) run.
+        fields["implicit"] = module.ImplicitTerm(model.implicit.item_factors,
+                                                 model.implicit.weights)
+    return module.FactorModel(**fields)
 
 
 def _with_random_implicit(model, rank: int):

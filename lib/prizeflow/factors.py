@@ -148,6 +148,23 @@ class Neighbourhood:
         return out
 
 
+def user_vectors(item_factors: np.ndarray, history_owner: np.ndarray, history_pos: np.ndarray,
+                 owners: int) -> np.ndarray:
+    """z = |N|^-1/2 sum of y_j over each owner's history movies N (rows of ``item_factors``;
+    unknown movies, position -1, skipped): the implicit term's user side."""
+    known = np.asarray(history_pos) >= 0
+    owner, pos = np.asarray(history_owner)[known], np.asarray(history_pos)[known]
+    rank = item_factors.shape[1]
+    z = np.zeros((owners, rank))
+    if len(owner):
+        y = np.take(item_factors, pos, axis=0).astype(np.float64)
+        for column in range(rank):
+            z[:, column] = np.bincount(owner, y[:, column], minlength=owners)
+        counts = np.bincount(owner, minlength=owners)
+        z /= np.sqrt(np.maximum(counts, 1))[:, None]
+    return z
+
+
 @dataclass
 class ImplicitTerm:
     """The implicit-feedback part of the blend (:mod:`prizeflow.implicit`): per movie, its
@@ -158,26 +175,16 @@ class ImplicitTerm:
 
     def user_vectors(self, history_owner: np.ndarray, history_pos: np.ndarray,
                      owners: int) -> np.ndarray:
-        """z = |N|^-1/2 sum of y_j over each owner's history movies (unknown ones skipped)."""
-        known = np.asarray(history_pos) >= 0
-        owner, pos = np.asarray(history_owner)[known], np.asarray(history_pos)[known]
-        rank = self.item_factors.shape[1]
-        z = np.zeros((owners, rank))
-        if len(owner):
-            y = np.take(self.item_factors, pos, axis=0).astype(np.float64)
-            for column in range(rank):
-                z[:, column] = np.bincount(owner, y[:, column], minlength=owners)
-            counts = np.bincount(owner, minlength=owners)
-            z /= np.sqrt(np.maximum(counts, 1))[:, None]
-        return z
+        return user_vectors(self.item_factors, history_owner, history_pos, owners)
 
-    def term(self, wanted_owner: np.ndarray, wanted_pos: np.ndarray, history_owner: np.ndarray,
-             history_pos: np.ndarray, owners: int) -> np.ndarray:
-        z = self.user_vectors(history_owner, history_pos, owners)
+    def term(self, wanted_owner: np.ndarray, wanted_pos: np.ndarray,
+             vectors: np.ndarray) -> np.ndarray:
+        """z_u . w_i per wanted row, from the owners' :meth:`user_vectors` (0 for an unknown
+        movie)."""
         out = np.zeros(len(wanted_owner))
         known = np.asarray(wanted_pos) >= 0
         if known.any():
-            out[known] = np.einsum("ij,ij->i", z[wanted_owner[known]],
+            out[known] = np.einsum("ij,ij->i", vectors[wanted_owner[known]],
                                    self.weights[wanted_pos[known]].astype(np.float64))
         return out
 
@@ -321,9 +328,12 @@ class FactorModel:
         return (self.mean + take(self.user_bias, u_pos, u_found)
                 + take(self.movie_bias, m_pos, m_found))
 
-    def parts(self, requests: Requests) -> dict[str, np.ndarray]:
+    def parts(self, requests: Requests,
+              implicit_vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``baseline``, ``factor_term`` and (with a neighbourhood and a history)
-        ``neighbour_term`` and, with an implicit term, ``implicit_term`` for every request row."""
+        ``neighbour_term`` and, with an implicit term, ``implicit_term`` for every request row.
+        ``implicit_vectors``: the owners' z (:meth:`ImplicitTerm.user_vectors`) when the caller
+        has them already (``top_n``), else they are computed from the history."""
         users = requests.owner_users[requests.owner]
         movies = requests.movies
         u_pos, u_found, m_pos, m_found = self._sides(users, movies)
@@ -344,9 +354,12 @@ class FactorModel:
                 requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
                 np.where(h_found, h_pos, -1), h_residual, len(requests.owner_users))
             if self.implicit is not None:
-                out[IMPLICIT] = self.implicit.term(
-                    requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
-                    np.where(h_found, h_pos, -1), len(requests.owner_users))
+                if implicit_vectors is None:
+                    implicit_vectors = self.implicit.user_vectors(
+                        requests.history_owner, np.where(h_found, h_pos, -1),
+                        len(requests.owner_users))
+                out[IMPLICIT] = self.implicit.term(requests.owner, np.where(m_found, m_pos, -1),
+                                                   implicit_vectors)
         return out
 
     def rule(self, with_history: bool = True) -> Rule:
@@ -389,7 +402,11 @@ class FactorModel:
         movies = len(self.movie_ids)
         requests_users = np.asarray(requests_users, dtype=np.int64)
         h_pos, h_found = lookup(self.movie_ids, history_movies)
-        scores = self._shortlist_scores(requests_users, history_owner, np.where(h_found, h_pos, -1))
+        vectors = None
+        if self.implicit is not None:
+            vectors = self.implicit.user_vectors(history_owner, np.where(h_found, h_pos, -1),
+                                                 owners)
+        scores = self._shortlist_scores(requests_users, vectors)
         scores[history_owner[h_found], h_pos[h_found]] = -np.inf
         size = min(max(4 * n, n + 50), movies)
         if size < movies:
@@ -400,7 +417,7 @@ class FactorModel:
         requests = Requests(requests_users, np.repeat(np.arange(owners), size),
                             self.movie_ids[best].ravel(), history_owner, history_movies,
                             history_ratings)
-        best_scores = self.combine(self.parts(requests)).reshape(best.shape)
+        best_scores = self.combine(self.parts(requests, vectors)).reshape(best.shape)
         best_scores[rated] = -np.inf
         order = np.lexsort((self.movie_ids[best], -best_scores), axis=1)[:, :n]
         best = np.take_along_axis(best, order, axis=1)
@@ -411,8 +428,8 @@ class FactorModel:
         return (owner[keep.ravel()], ranks[keep], self.movie_ids[best][keep],
                 self.clip(best_scores[keep]))
 
-    def _shortlist_scores(self, users: np.ndarray, history_owner: np.ndarray,
-                          history_pos: np.ndarray) -> np.ndarray:
+    def _shortlist_scores(self, users: np.ndarray,
+                          implicit_vectors: np.ndarray | None) -> np.ndarray:
         """(users, movies) float32 scores that order each user's movies as the rule without
         the neighbour term does. The user's own terms (intercept, mu, b_u) are the same for
         every movie and are left out, so one matrix product gives the rest:
@@ -431,8 +448,7 @@ class FactorModel:
         user_blocks = [user_factors * np.float32(weights.get(FACTOR, 0.0))]
         movie_blocks = [movie_factors]
         if self.implicit is not None and IMPLICIT in weights:
-            z = self.implicit.user_vectors(history_owner, history_pos, len(users))
-            user_blocks.append((z * weights[IMPLICIT]).astype(np.float32))
+            user_blocks.append((implicit_vectors * weights[IMPLICIT]).astype(np.float32))
             movie_blocks.append(self.implicit.weights.astype(np.float32))
         user_side = np.hstack(user_blocks + [np.ones((len(users), 1), dtype=np.float32)])
         movie_side = np.hstack(movie_blocks + [(weights.get(BASELINE, 0.0) * self.movie_bias)

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from prizeflow import partitions
 from prizeflow.columns import MOVIE_ID, USER_ID
-from prizeflow.factors import ImplicitTerm, lookup
+from prizeflow.factors import ImplicitTerm, lookup, user_vectors
 from prizeflow.splits import unit_hash
 
 CHUNK_ROWS = 1_000_000  # rows turned into per-movie sums at once
@@ -123,7 +123,7 @@ class _MovieSums:
     def __init__(self, movie_ids: np.ndarray, factors: np.ndarray, chunk_rows: int) -> None:
         self.movie_ids = movie_ids
         self.chunk_rows = chunk_rows
-        self.term = ImplicitTerm(factors, np.zeros_like(factors))
+        self.factors = factors
         rank = factors.shape[1]
         self.gram = np.zeros((len(movie_ids), rank, rank))
         self.rhs = np.zeros((len(movie_ids), rank))
@@ -149,7 +149,7 @@ class _MovieSums:
             return
         owners, owner = np.unique(users, return_inverse=True)
         pos, found = lookup(self.movie_ids, movies)
-        z = self.term.user_vectors(owner, np.where(found, pos, -1), len(owners))[owner]
+        z = user_vectors(self.factors, owner, np.where(found, pos, -1), len(owners))[owner]
         pos, z, residuals = pos[found], z[found], residuals[found]
         order = np.argsort(pos, kind="stable")
         pos, z, residuals = pos[order], z[order], residuals[order]
