@@ -334,3 +334,24 @@ def test_lookup_finds_the_same_positions_as_a_binary_search(seed):
     assert np.array_equal(found, ids[reference] == wanted) and found.any() and (~found).any()
     assert np.array_equal(pos[found], reference[found])
     assert 0 <= pos.min() and pos.max() < len(ids)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_implicit_user_vectors_equal_a_hand_sum_in_any_row_order(order):
+    """z_u = |N(u)|^-1/2 sum of y_j: the one-pass sum over rows sorted by owner (recommend's
+    tasks) and the per-column sums for any other order give the hand computation; unknown
+    movies (-1) are skipped and an owner without history gets zeros."""
+    rng = np.random.default_rng(5)
+    y = rng.normal(0, 1, (40, 6)).astype(np.float32)
+    owner = np.sort(rng.integers(0, 9, 300))
+    owner[owner == 4] = 5  # owner 4 has no history
+    pos = rng.integers(-1, 40, 300)
+    if order == "shuffled":
+        permutation = rng.permutation(300)
+        owner, pos = owner[permutation], pos[permutation]
+    z = factors.user_vectors(y, owner, pos, 10)
+    for o in range(10):
+        mine = pos[(owner == o) & (pos >= 0)]
+        expected = y[mine].astype(np.float64).sum(axis=0) / math.sqrt(max(len(mine), 1))
+        np.testing.assert_allclose(z[o], expected, rtol=1e-12, atol=1e-12)
+    assert not z[4].any() and not z[9].any()

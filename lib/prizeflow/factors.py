@@ -157,9 +157,16 @@ def user_vectors(item_factors: np.ndarray, history_owner: np.ndarray, history_po
     rank = item_factors.shape[1]
     z = np.zeros((owners, rank))
     if len(owner):
-        y = np.take(item_factors, pos, axis=0).astype(np.float64)
-        for column in range(rank):
-            z[:, column] = np.bincount(owner, y[:, column], minlength=owners)
+        y = np.take(item_factors, pos, axis=0)
+        starts = np.flatnonzero(np.diff(owner, prepend=owner[0] - 1))
+        if np.all(owner[starts[1:]] > owner[starts[:-1]]):
+            # Sorted by owner (recommend's tasks): one pass over the rows, summed in float64
+            # in row order as np.bincount sums them, in about a third of the time.
+            z[owner[starts]] = np.add.reduceat(y, starts, axis=0, dtype=np.float64)
+        else:
+            y = y.astype(np.float64)
+            for column in range(rank):
+                z[:, column] = np.bincount(owner, y[:, column], minlength=owners)
         counts = np.bincount(owner, minlength=owners)
         z /= np.sqrt(np.maximum(counts, 1))[:, None]
     return z
