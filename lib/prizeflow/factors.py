@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from prizeflow.rule import BASELINE, FACTOR, IMPLICIT, NEIGHBOUR, Rule
+from prizeflow.time_baseline import TimeEffects, deviation
 
 # Bounds on the working set of one step of the neighbour term: owners (users, or request rows
 # with their own history) per dense lookup table, and wanted rows x stored neighbours.
@@ -220,7 +221,9 @@ class Requests:
 
     ``owner_users``: the user id of each owner (its biases and factors); the history rows
     (``history_owner``, ``history_movies``, ``history_ratings``) are the owners' ratings. With
-    ``has_history`` false the history is unknown (not empty): the no-history weights apply."""
+    ``has_history`` false the history is unknown (not empty): the no-history weights apply.
+    ``days`` and ``history_days`` (days since 1970-01-01, NaN for none) matter only to a model
+    with time effects; without them every row is taken at the model's latest day."""
     owner_users: np.ndarray
     owner: np.ndarray
     movies: np.ndarray
@@ -228,21 +231,28 @@ class Requests:
     history_movies: np.ndarray
     history_ratings: np.ndarray
     has_history: bool = True
+    days: np.ndarray | None = None
+    history_days: np.ndarray | None = None
 
     @classmethod
-    def by_user(cls, users, movies, history=None) -> "Requests":
-        """Pairs grouped by user; ``history`` = (user ids, movie ids, ratings) or None."""
+    def by_user(cls, users, movies, history=None, days=None) -> "Requests":
+        """Pairs grouped by user; ``history`` = (user ids, movie ids, ratings[, days]) or
+        None; ``days``: each pair's day, or None."""
         users = np.asarray(users, dtype=np.int64)
         owner_users, owner = np.unique(users, return_inverse=True)
+        movies = np.asarray(movies, dtype=np.int64)
+        days = None if days is None else np.asarray(days, dtype=np.float64)
         if history is None:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(owner_users, owner, np.asarray(movies, dtype=np.int64), empty, empty,
-                       np.zeros(0), has_history=False)
-        h_users, h_movies, h_ratings = (np.asarray(a) for a in history)
+            return cls(owner_users, owner, movies, empty, empty, np.zeros(0),
+                       has_history=False, days=days)
+        h_users, h_movies, h_ratings, *h_days = (np.asarray(a) for a in history)
         h_pos, h_found = lookup(owner_users, h_users)
-        return cls(owner_users, owner, np.asarray(movies, dtype=np.int64), h_pos[h_found],
+        history_days = np.asarray(h_days[0], dtype=np.float64)[h_found] if h_days else None
+        return cls(owner_users, owner, movies, h_pos[h_found],
                    np.asarray(h_movies, dtype=np.int64)[h_found],
-                   np.asarray(h_ratings, dtype=np.float64)[h_found])
+                   np.asarray(h_ratings, dtype=np.float64)[h_found], days=days,
+                   history_days=history_days)
 
 
 @dataclass
@@ -261,6 +271,8 @@ class FactorModel:
     movie_has_factors: np.ndarray
     neighbourhood: Neighbourhood | None = None
     implicit: ImplicitTerm | None = None
+    time: TimeEffects | None = None
+    user_time: np.ndarray | None = None  # float64 (users, 2): mean rating day, alpha (drift)
 
     @property
     def rank(self) -> int:
@@ -272,19 +284,28 @@ class FactorModel:
             arrays += [getattr(self.neighbourhood, f.name) for f in fields(Neighbourhood)]
         if self.implicit is not None:
             arrays += [self.implicit.item_factors, self.implicit.weights]
+        if self.time is not None:
+            arrays.append(self.time.movie_bins)
         return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
     def movie_side(self) -> "FactorModel":
         """The model without its users: what a Spark task needs besides its users' rows."""
         return self.with_users(np.zeros(0, dtype=np.int64), np.zeros(0),
-                               np.zeros((0, self.rank), dtype=np.float32), np.zeros(0, dtype=bool))
+                               np.zeros((0, self.rank), dtype=np.float32), np.zeros(0, dtype=bool),
+                               None if self.time is None else np.zeros((0, 2)))
 
-    def with_users(self, user_ids, user_bias, user_factors, user_has_factors) -> "FactorModel":
+    def with_users(self, user_ids, user_bias, user_factors, user_has_factors,
+                   user_time=None) -> "FactorModel":
+        """This model with another user side (``user_time``: (users, 2) mean day and alpha,
+        for a model with time effects)."""
         order = np.argsort(np.asarray(user_ids, dtype=np.int64), kind="stable")
+        if user_time is not None:
+            user_time = np.asarray(user_time, dtype=np.float64).reshape(-1, 2)[order]
         return replace(self, user_ids=np.asarray(user_ids, dtype=np.int64)[order],
                        user_bias=np.asarray(user_bias, dtype=np.float64)[order],
                        user_factors=np.asarray(user_factors, dtype=np.float32)[order],
-                       user_has_factors=np.asarray(user_has_factors, dtype=bool)[order])
+                       user_has_factors=np.asarray(user_has_factors, dtype=bool)[order],
+                       user_time=user_time)
 
     # --- saving -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -297,6 +318,10 @@ class FactorModel:
         if self.implicit is not None:
             extra["im_item_factors"] = self.implicit.item_factors
             extra["im_weights"] = self.implicit.weights
+        if self.time is not None:
+            extra["tm_days"] = np.array([self.time.first_day, self.time.last_day], np.int64)
+            extra["tm_movie_bins"] = self.time.movie_bins
+            extra["tm_user_time"] = self.user_time
         np.savez_compressed(
             path, kind=np.array(self.kind), scalars=np.array([self.mean, self.low, self.high]),
             user_ids=self.user_ids, user_bias=self.user_bias, user_factors=self.user_factors,
@@ -318,11 +343,17 @@ class FactorModel:
             implicit = None
             if "im_weights" in data:
                 implicit = ImplicitTerm(data["im_item_factors"], data["im_weights"])
+            time, user_time = None, None
+            if "tm_days" in data:
+                first_day, last_day = (int(d) for d in data["tm_days"])
+                time = TimeEffects(first_day, last_day, data["tm_movie_bins"])
+                user_time = data["tm_user_time"]
             return cls(str(data["kind"]), mean, low, high,
                        **{k: data[k] for k in ("user_ids", "user_bias", "user_factors",
                                               "user_has_factors", "movie_ids", "movie_bias",
                                               "movie_factors", "movie_has_factors")},
-                       neighbourhood=neighbourhood, implicit=implicit)
+                       neighbourhood=neighbourhood, implicit=implicit, time=time,
+                       user_time=user_time)
 
     # --- the rule ---------------------------------------------------------------------------
     def _sides(self, users: np.ndarray, movies: np.ndarray):
@@ -330,10 +361,20 @@ class FactorModel:
         m_pos, m_found = lookup(self.movie_ids, movies)
         return u_pos, u_found, m_pos, m_found
 
-    def baseline(self, users, movies) -> np.ndarray:
+    def baseline(self, users, movies, days=None) -> np.ndarray:
+        """mu + b_u + b_i, plus with time effects the user's drift and the movie's bin bias
+        on each row's day (``days``: days since 1970-01-01, NaN or None for the latest)."""
         u_pos, u_found, m_pos, m_found = self._sides(users, movies)
-        return (self.mean + take(self.user_bias, u_pos, u_found)
-                + take(self.movie_bias, m_pos, m_found))
+        out = (self.mean + take(self.user_bias, u_pos, u_found)
+               + take(self.movie_bias, m_pos, m_found))
+        if self.time is not None:
+            days = self.time.days_or_latest(days, len(out))
+            mean_day = take(self.user_time[:, 0], u_pos, u_found)
+            alpha = take(self.user_time[:, 1], u_pos, u_found)
+            out += alpha * deviation(days, mean_day)
+            found = np.flatnonzero(m_found)
+            out[found] += self.time.movie_bins[m_pos[found], self.time.bin_of(days[found])]
+        return out
 
     def parts(self, requests: Requests,
               implicit_vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -351,11 +392,12 @@ class FactorModel:
             factor[both] = np.einsum("ij,ij->i",
                                      self.user_factors[u_pos[both]].astype(np.float64),
                                      self.movie_factors[m_pos[both]].astype(np.float64))
-        out = {"baseline": self.baseline(users, movies), "factor_term": factor,
+        out = {"baseline": self.baseline(users, movies, requests.days), "factor_term": factor,
                "has_factors": both}
         if self.neighbourhood is not None and requests.has_history:
             h_users = requests.owner_users[requests.history_owner]
-            h_residual = requests.history_ratings - self.baseline(h_users, requests.history_movies)
+            h_residual = requests.history_ratings - self.baseline(
+                h_users, requests.history_movies, requests.history_days)
             h_pos, h_found = lookup(self.movie_ids, requests.history_movies)
             out["neighbour_term"] = self.neighbourhood.term(
                 requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
@@ -386,24 +428,28 @@ class FactorModel:
     def clip(self, raw: np.ndarray) -> np.ndarray:
         return np.clip(raw, self.low, self.high)
 
-    def predict(self, user_ids, movie_ids, history=None) -> np.ndarray:
-        """Clipped predictions; ``history`` = (user ids, movie ids, ratings) of the users'
-        ratings, or None when it is not known (the no-history weights apply)."""
+    def predict(self, user_ids, movie_ids, history=None, days=None) -> np.ndarray:
+        """Clipped predictions; ``history`` = (user ids, movie ids, ratings[, days]) of the
+        users' ratings, or None when it is not known (the no-history weights apply); ``days``:
+        each pair's day (days since 1970-01-01), or None (the model's latest day)."""
         users = np.asarray(user_ids, dtype=np.int64)
         movies = np.asarray(movie_ids, dtype=np.int64)
         if users.shape != movies.shape:
             raise ValueError("user_ids and movie_ids must have the same length")
-        return self.clip(self.combine(self.parts(Requests.by_user(users, movies, history))))
+        return self.clip(self.combine(self.parts(Requests.by_user(users, movies, history,
+                                                                 days))))
 
     # --- recommendations --------------------------------------------------------------------
     def top_n(self, requests_users: np.ndarray, history_owner: np.ndarray,
-              history_movies: np.ndarray, history_ratings: np.ndarray, n: int):
+              history_movies: np.ndarray, history_ratings: np.ndarray, n: int,
+              history_days: np.ndarray | None = None):
         """The ``n`` best movies for each owner (user ``requests_users[o]``) that its history
         does not hold. Ranks by the unclipped score (clipping would tie the top of the scale).
         Scoring the whole catalogue with the full rule would cost a neighbour lookup per movie:
         a shortlist of max(4n, n + 50) is picked by the rule without the neighbour term (the
         blend's own baseline and factor weights) and then ranked by the full rule, computed as
-        every other path computes it (:meth:`parts`).
+        every other path computes it (:meth:`parts`). With time effects the lists are for the
+        model's latest day; ``history_days`` are the history ratings' days (their residuals).
         Returns (owner, rank, movie_id, predicted rating) as flat arrays."""
         owners = len(requests_users)
         movies = len(self.movie_ids)
@@ -423,7 +469,7 @@ class FactorModel:
         rated = ~np.isfinite(np.take_along_axis(scores, best, axis=1))
         requests = Requests(requests_users, np.repeat(np.arange(owners), size),
                             self.movie_ids[best].ravel(), history_owner, history_movies,
-                            history_ratings)
+                            history_ratings, history_days=history_days)
         best_scores = self.combine(self.parts(requests, vectors)).reshape(best.shape)
         best_scores[rated] = -np.inf
         order = np.lexsort((self.movie_ids[best], -best_scores), axis=1)[:, :n]
@@ -458,6 +504,10 @@ class FactorModel:
             user_blocks.append((implicit_vectors * weights[IMPLICIT]).astype(np.float32))
             movie_blocks.append(self.implicit.weights.astype(np.float32))
         user_side = np.hstack(user_blocks + [np.ones((len(users), 1), dtype=np.float32)])
-        movie_side = np.hstack(movie_blocks + [(weights.get(BASELINE, 0.0) * self.movie_bias)
+        movie_bias = self.movie_bias
+        if self.time is not None:
+            # At the latest day, as the lists are; the user's drift is the same for every movie.
+            movie_bias = movie_bias + self.time.latest_movie_bins()
+        movie_side = np.hstack(movie_blocks + [(weights.get(BASELINE, 0.0) * movie_bias)
                                                .astype(np.float32)[:, None]])
         return user_side @ movie_side.T

@@ -4,6 +4,9 @@ Input: a DataFrame with ``user_id`` and ``movie_id`` (int32 or int64) and, optio
 user history as two list columns ``history_movie_ids`` and ``history_ratings`` (the user's
 ratings). With the history the neighbourhood blend predicts what ``train`` scored (``test_rmse``);
 without it the model uses the weights learned for that case (``test_rmse_without_history``).
+For a model with time effects, an optional ``rated_on`` column (dates) gives each row's day and
+an optional list column ``history_rated_on`` each history rating's; a row or rating without a
+date is taken at the model's latest day. Other models ignore both.
 Output: one predicted rating per row, in input order. Imports nothing from Spark, so
 ``mlflow.pyfunc.load_model("models:/prizeflow-als@champion")`` works in a process without a JVM.
 """
@@ -14,11 +17,21 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATED_ON, USER_ID
 from prizeflow.factors import FactorModel, Requests
 
 ARTIFACT_KEY = "factors"
 HISTORY_MOVIES, HISTORY_RATINGS = "history_movie_ids", "history_ratings"
+HISTORY_DATES = "history_rated_on"
+EPOCH = np.datetime64("1970-01-01", "D")
+
+
+def _days(values) -> np.ndarray:
+    """Days since 1970-01-01 of dates (date objects, datetimes or ISO strings); NaN for none."""
+    stamps = pd.to_datetime(pd.Series(values, dtype=object), errors="raise")
+    days = (stamps.dt.floor("D").to_numpy(dtype="datetime64[D]") - EPOCH).astype(np.float64)
+    days[stamps.isna().to_numpy()] = np.nan
+    return days
 
 
 def _ids(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -28,21 +41,33 @@ def _ids(frame: pd.DataFrame, column: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def _histories(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, movie, rating) of every history entry; a missing list is an empty history."""
-    owners, movies, ratings = [], [], []
-    for row, (ids, values) in enumerate(zip(frame[HISTORY_MOVIES], frame[HISTORY_RATINGS])):
-        ids = [] if ids is None or (np.isscalar(ids) and pd.isna(ids)) else list(ids)
-        values = [] if values is None or (np.isscalar(values) and pd.isna(values)) else list(values)
+def _entries(value) -> list:
+    return [] if value is None or (np.isscalar(value) and pd.isna(value)) else list(value)
+
+
+def _histories(frame: pd.DataFrame):
+    """(row, movie, rating, day or None) of every history entry; a missing list is an empty
+    history, a missing ``history_rated_on`` list leaves those ratings at the latest day."""
+    owners, movies, ratings, dates = [], [], [], []
+    with_dates = HISTORY_DATES in frame.columns
+    date_lists = frame[HISTORY_DATES] if with_dates else [None] * len(frame)
+    for row, (ids, values, when) in enumerate(zip(frame[HISTORY_MOVIES], frame[HISTORY_RATINGS],
+                                                  date_lists)):
+        ids, values, when = _entries(ids), _entries(values), _entries(when)
         if len(ids) != len(values):
             raise ValueError(f"row {row}: {HISTORY_MOVIES} has {len(ids)} entries but "
                              f"{HISTORY_RATINGS} has {len(values)}")
+        if with_dates and when and len(when) != len(ids):
+            raise ValueError(f"row {row}: {HISTORY_DATES} has {len(when)} entries but "
+                             f"{HISTORY_MOVIES} has {len(ids)}")
         owners.append(np.full(len(ids), row, dtype=np.int64))
         movies.append(np.asarray(ids, dtype=np.int64))
         ratings.append(np.asarray(values, dtype=np.float64))
+        dates += when if when else [None] * len(ids)
     if not owners:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(owners), np.concatenate(movies), np.concatenate(ratings)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), None
+    days = _days(dates) if with_dates else None
+    return np.concatenate(owners), np.concatenate(movies), np.concatenate(ratings), days
 
 
 def predict_frame(model: FactorModel, frame: pd.DataFrame) -> np.ndarray:
@@ -54,11 +79,13 @@ def predict_frame(model: FactorModel, frame: pd.DataFrame) -> np.ndarray:
     if len(given) == 1:
         raise ValueError(f"give both {HISTORY_MOVIES} and {HISTORY_RATINGS}, or neither; "
                          f"got only {given[0]}")
+    days = _days(frame[RATED_ON]) if RATED_ON in frame.columns else None
     if not given:
-        return model.predict(users, movies)
-    owner, h_movies, h_ratings = _histories(frame)
+        return model.predict(users, movies, days=days)
+    owner, h_movies, h_ratings, h_days = _histories(frame)
     # Each row is scored with the history it brings (rows of one user may repeat it).
-    requests = Requests(users, np.arange(len(users)), movies, owner, h_movies, h_ratings)
+    requests = Requests(users, np.arange(len(users)), movies, owner, h_movies, h_ratings,
+                        days=days, history_days=h_days)
     return model.clip(model.combine(model.parts(requests)))
 
 

@@ -1,0 +1,52 @@
+"""The time-aware part of the baseline as arrays (Spark-free: the pyfunc imports it).
+
+:mod:`prizeflow.time_effects` fits it in Spark; a :class:`prizeflow.factors.FactorModel` with a
+:class:`TimeEffects` adds, for user u, movie i and day t (days since 1970-01-01),
+
+    alpha_u * dev_u(t) + b_i,bin(t),   dev_u(t) = sign(t - tbar_u) * |t - tbar_u| ** BETA
+
+to mu + b_u + b_i. A request without a day (NaN) is taken at ``last_day``, the latest day of the
+training data: its last bin, and the user's drift as of that day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BETA = 0.4  # Koren's exponent of the user drift in days
+
+
+def deviation(days: np.ndarray, mean_days: np.ndarray) -> np.ndarray:
+    gap = np.asarray(days, dtype=np.float64) - mean_days
+    return np.sign(gap) * np.abs(gap) ** BETA
+
+
+@dataclass
+class TimeEffects:
+    """Per movie a bias per time bin (rows follow the model's ``movie_ids``; zeros for a bin
+    the movie was not rated in), and the bins: ``bins`` equal spans of [first_day, last_day].
+    The per-user half (mean day, alpha) is :attr:`FactorModel.user_time`, which follows the
+    users as the other user arrays do."""
+    first_day: int
+    last_day: int
+    movie_bins: np.ndarray  # float64 (movies, bins)
+
+    @property
+    def bins(self) -> int:
+        return int(self.movie_bins.shape[1])
+
+    def days_or_latest(self, days: np.ndarray | None, count: int) -> np.ndarray:
+        if days is None:
+            return np.full(count, float(self.last_day))
+        days = np.asarray(days, dtype=np.float64)
+        return np.where(np.isnan(days), float(self.last_day), days)
+
+    def bin_of(self, days: np.ndarray) -> np.ndarray:
+        width = (self.last_day - self.first_day + 1) / self.bins
+        return np.clip(np.floor((days - self.first_day) / width), 0, self.bins - 1).astype(np.int64)
+
+    def latest_movie_bins(self) -> np.ndarray:
+        """Each movie's bin bias at ``last_day`` (what a request without a day gets)."""
+        return self.movie_bins[:, int(self.bin_of(np.array([float(self.last_day)]))[0])]
