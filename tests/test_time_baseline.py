@@ -158,6 +158,15 @@ def test_pyfunc_takes_the_rows_and_the_historys_dates():
         abs=1e-12)
     assert not np.allclose(predict_frame(model, no_history),
                            predict_frame(model, no_history[["user_id", "movie_id"]]))
+    # A zoned time counts on its UTC date; day numbers are refused (pandas would read them as
+    # nanoseconds).
+    zoned = no_history.copy()
+    zoned["rated_on"] = [dt.datetime(2003, 1, 2, 1, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+                         "2003-01-01T20:00:00", dt.date(2003, 1, 1)]
+    assert predict_frame(model, zoned) == pytest.approx(model.predict(
+        users, movies, days=np.full(3, float((dt.date(2003, 1, 1) - epoch).days))), abs=1e-12)
+    with pytest.raises(ValueError, match="not numbers"):
+        predict_frame(model, no_history.assign(rated_on=[FIRST, FIRST, FIRST]))
     broken = frame.copy()
     broken.at[0, HISTORY_DATES] = broken.at[0, HISTORY_DATES][:-1]
     with pytest.raises(ValueError, match=f"row 0: {HISTORY_DATES}"):
@@ -177,3 +186,23 @@ def test_the_shortlist_orders_movies_as_the_rule_at_the_latest_day():
         raw = model.rule(with_history=True).without("neighbour_term").raw(
             {**parts, "neighbour_term": np.zeros(len(MOVIES))})
         assert row - raw == pytest.approx(np.full(len(MOVIES), (row - raw)[0]), abs=1e-5)
+
+
+def test_a_time_model_takes_its_users_drift_with_its_users():
+    """with_users (what a scoring task does with its users' rows) needs the users' mean day and
+    alpha for a model with time effects, and keeps them with their user when it sorts."""
+    rng = np.random.default_rng(27)
+    model = _with_time(_model(rng), rng)
+    movie_side = model.movie_side()
+    with pytest.raises(ValueError, match="needs each user's mean day and alpha"):
+        movie_side.with_users(USERS[:3], model.user_bias[:3], model.user_factors[:3],
+                              model.user_has_factors[:3])
+    order = np.array([5, 0, 9, 2])  # not sorted by id
+    local = movie_side.with_users(USERS[order], model.user_bias[order], model.user_factors[order],
+                                  model.user_has_factors[order], model.user_time[order])
+    days = np.array([FIRST + 5.0, LAST, np.nan, FIRST + 200.0])
+    assert local.baseline(USERS[order], MOVIES[:4], days) == pytest.approx(
+        model.baseline(USERS[order], MOVIES[:4], days), abs=1e-12)
+    with pytest.raises(ValueError, match="user_time has 2 rows for 4 users"):
+        movie_side.with_users(USERS[order], model.user_bias[order], model.user_factors[order],
+                              model.user_has_factors[order], model.user_time[:2])

@@ -45,11 +45,11 @@ def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None =
     for _ in range(passes):
         with_users = rows if users is None else rows.join(F.broadcast(users), USER_ID, "left")
         user_part = F.coalesce(F.col("b_user"), F.lit(0.0)) if users is not None else F.lit(0.0)
-        new_movies = _materialised(
+        new_movies = materialised(
             with_users.groupBy(MOVIE_ID)
             .agg((F.sum(F.col("centered") - user_part) / (F.lit(reg) + F.count(F.lit(1))))
                  .alias("b_movie")))
-        new_users = _materialised(
+        new_users = materialised(
             rows.join(F.broadcast(new_movies), MOVIE_ID, "left")
             .groupBy(USER_ID)
             .agg((F.sum(F.col("centered") - F.coalesce(F.col("b_movie"), F.lit(0.0)))
@@ -59,7 +59,7 @@ def fit_biases(ratings: DataFrame, reg: float, passes: int, mean: float | None =
     return Biases(mu, users, movies, float(reg))
 
 
-def _materialised(table: DataFrame) -> DataFrame:
+def materialised(table: DataFrame) -> DataFrame:
     # A local checkpoint, not a cache: each pass's table would otherwise carry every earlier
     # pass in its plan, and Spark prints a cached plan inside each plan that reads it (twice
     # under adaptive execution), so plan strings double per pass and ran the driver out of

@@ -299,8 +299,16 @@ class FactorModel:
         """This model with another user side (``user_time``: (users, 2) mean day and alpha,
         for a model with time effects)."""
         order = np.argsort(np.asarray(user_ids, dtype=np.int64), kind="stable")
-        if user_time is not None:
-            user_time = np.asarray(user_time, dtype=np.float64).reshape(-1, 2)[order]
+        if self.time is not None:
+            if user_time is None:
+                raise ValueError("a model with time effects needs each user's mean day and "
+                                 "alpha (user_time)")
+            user_time = np.asarray(user_time, dtype=np.float64).reshape(-1, 2)
+            if len(user_time) != len(order):
+                raise ValueError(f"user_time has {len(user_time)} rows for {len(order)} users")
+            user_time = user_time[order]
+        else:
+            user_time = None
         return replace(self, user_ids=np.asarray(user_ids, dtype=np.int64)[order],
                        user_bias=np.asarray(user_bias, dtype=np.float64)[order],
                        user_factors=np.asarray(user_factors, dtype=np.float32)[order],

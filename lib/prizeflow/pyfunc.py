@@ -27,9 +27,14 @@ EPOCH = np.datetime64("1970-01-01", "D")
 
 
 def _days(values) -> np.ndarray:
-    """Days since 1970-01-01 of dates (date objects, datetimes or ISO strings); NaN for none."""
-    stamps = pd.to_datetime(pd.Series(values, dtype=object), errors="raise")
-    days = (stamps.dt.floor("D").to_numpy(dtype="datetime64[D]") - EPOCH).astype(np.float64)
+    """Days since 1970-01-01 of dates (date objects, datetimes, ISO 8601 strings), in UTC for a
+    zoned time; NaN for none. Numbers are refused: they would be read as nanoseconds."""
+    series = pd.Series(values, dtype=object)
+    present = series[series.notna()]
+    if any(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in present):
+        raise ValueError("dates must be dates, datetimes or ISO 8601 strings, not numbers")
+    stamps = pd.to_datetime(series, errors="raise", utc=True, format="ISO8601")
+    days = (stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[D]") - EPOCH).astype(np.float64)
     days[stamps.isna().to_numpy()] = np.nan
     return days
 
@@ -42,7 +47,7 @@ def _ids(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _entries(value) -> list:
-    return [] if value is None or (np.isscalar(value) and pd.isna(value)) else list(value)
+    return [] if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else list(value)
 
 
 def _histories(frame: pd.DataFrame):

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from prizeflow.columns import MOVIE_ID, PREDICTION, USER_ID
+from prizeflow.columns import MOVIE_ID, PREDICTION, RATED_ON, USER_ID
 from prizeflow.config import Config, MlflowSettings
 from prizeflow.errors import JobError
 from prizeflow.secrets import redact_text
@@ -165,14 +165,17 @@ def log_factor_model(factor_model, name: str = "model"):
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import Array
 
-    from prizeflow.pyfunc import ARTIFACT_KEY, HISTORY_MOVIES, HISTORY_RATINGS
+    from prizeflow.pyfunc import ARTIFACT_KEY, HISTORY_DATES, HISTORY_MOVIES, HISTORY_RATINGS
 
     # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double;
-    # the user's history is optional (the neighbourhood term needs it).
+    # the user's history is optional (the neighbourhood term needs it), and so are the dates
+    # (a model with time effects reads them; MLflow drops columns a signature does not name).
     signature = ModelSignature(
         inputs=Schema([ColSpec("long", USER_ID), ColSpec("long", MOVIE_ID),
                        ColSpec(Array(DataType.long), HISTORY_MOVIES, required=False),
-                       ColSpec(Array(DataType.double), HISTORY_RATINGS, required=False)]),
+                       ColSpec(Array(DataType.double), HISTORY_RATINGS, required=False),
+                       ColSpec(DataType.datetime, RATED_ON, required=False),
+                       ColSpec(Array(DataType.datetime), HISTORY_DATES, required=False)]),
         outputs=Schema([ColSpec("double", PREDICTION)]))
     example = pd.DataFrame({USER_ID: factor_model.user_ids[:2].astype("int64"),
                             MOVIE_ID: factor_model.movie_ids[:2].astype("int64")})
