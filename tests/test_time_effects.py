@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from prizeflow import time_effects
-from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
+from prizeflow.columns import DAY, MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.factors import FactorModel
 from prizeflow.time_baseline import BETA, TimeEffects
 
@@ -107,15 +107,15 @@ def test_time_biases_equal_a_numpy_fit_and_score_as_the_numpy_model(spark):
     asked = [(user, movie, first), (user, movie, first + 150), (user, movie, last),
              (user, movie, last + 900), (user, movie, first - 30), (user, movie, None),
              (users + 5, movie, first), (user, movies + 5, last)]
-    pairs = spark.createDataFrame(asked, f"{USER_ID} int, {MOVIE_ID} int, {time_effects.DAY} int")
+    pairs = spark.createDataFrame(asked, f"{USER_ID} int, {MOVIE_ID} int, {DAY} int")
     scored = time_effects.with_time_baseline(pairs, fitted).collect()
     assert len(scored) == len(asked)
-    days = np.array([np.nan if row[time_effects.DAY] is None else row[time_effects.DAY]
+    days = np.array([np.nan if row[DAY] is None else row[DAY]
                      for row in scored], dtype=float)
     expected = model.baseline(np.array([row[USER_ID] for row in scored]),
                               np.array([row[MOVIE_ID] for row in scored]), days)
     assert [row["baseline"] for row in scored] == pytest.approx(expected, abs=1e-9)
-    by_day = {row[time_effects.DAY]: row["baseline"] for row in scored
+    by_day = {row[DAY]: row["baseline"] for row in scored
               if (row[USER_ID], row[MOVIE_ID]) == (user, movie)}
     assert by_day[first] != pytest.approx(by_day[last])  # the day moves the baseline
     assert by_day[None] == pytest.approx(by_day[last])

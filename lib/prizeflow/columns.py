@@ -15,6 +15,8 @@ GENRES = "genres"
 # Scoring frames: the prediction, and the tag that tells history rows from the pairs to score.
 PREDICTION = "prediction"
 TAG = "tag"
+# A rating's day as days since 1970-01-01 (the time-aware baseline's frames).
+DAY = "day"
 
 # Where a parsed row came from (the quarantine table keeps these with the reason).
 SOURCE_FILE = "source_file"

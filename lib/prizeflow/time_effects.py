@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from prizeflow.baselines import materialised, global_mean
-from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
+from prizeflow.baselines import materialised
+from prizeflow.columns import DAY, MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.time_baseline import BETA
 
-DAY = "day"
 BIN = "time_bin"
+# The columns scoring joins in beside the pairs' own (and drops again).
+_JOINED = (BIN, "b_user", "mean_day", "alpha", "b_movie", "b_bin")
 
 
 def day_number(column: Column) -> Column:
@@ -75,11 +76,13 @@ def fit_time_biases(ratings: DataFrame, bins: int, reg: float, reg_bin: float,
                     reg_alpha: float, passes: int) -> TimeBiases:
     """Fit the biases on (user_id, movie_id, rating, day) rows (cache them first: each pass
     scans them three times)."""
-    mu = global_mean(ratings)
-    span = ratings.agg(F.min(DAY), F.max(DAY)).first()
-    if span[0] is None:
+    # The mean and the day range in one scan.
+    stats = ratings.agg(F.avg(RATING), F.min(DAY), F.max(DAY)).first()
+    if stats[0] is None:
+        raise ValueError("cannot fit a baseline on an empty training set")
+    if stats[1] is None:
         raise ValueError("cannot fit time effects: no training rating has a date")
-    first_day, last_day = int(span[0]), int(span[1])
+    mu, first_day, last_day = float(stats[0]), int(stats[1]), int(stats[2])
     # A rating without a day counts at the latest day, here as when it is scored.
     day = F.coalesce(F.col(DAY), F.lit(last_day))
     mean_days = materialised(ratings.groupBy(USER_ID).agg(F.avg(day).alias("mean_day")))
@@ -134,7 +137,7 @@ def with_time_baseline(pairs: DataFrame, biases: TimeBiases,
                        column: str = "baseline") -> DataFrame:
     """Add the time-aware baseline for each (user_id, movie_id, day) row; unknown ids and bins
     add 0, a missing day is the latest day."""
-    clash = set(pairs.columns) & {BIN, "b_user", "mean_day", "alpha", "b_movie", "b_bin", column}
+    clash = set(pairs.columns) & {*_JOINED, column}
     if clash:
         raise ValueError(f"the pairs to score already have columns {sorted(clash)}")
     day = F.coalesce(F.col(DAY), F.lit(biases.last_day))
@@ -145,5 +148,4 @@ def with_time_baseline(pairs: DataFrame, biases: TimeBiases,
     drift = F.coalesce(F.col("alpha") * deviation(day, F.col("mean_day")), F.lit(0.0))
     value = (F.lit(biases.mean) + F.coalesce(F.col("b_user"), F.lit(0.0)) + drift
              + F.coalesce(F.col("b_movie"), F.lit(0.0)) + F.coalesce(F.col("b_bin"), F.lit(0.0)))
-    return joined.withColumn(column, value).drop(BIN, "b_user", "mean_day", "alpha", "b_movie",
-                                                 "b_bin")
+    return joined.withColumn(column, value).drop(*_JOINED)
