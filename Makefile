@@ -56,11 +56,12 @@ serve: install
 # own Spark session (local[2]). On this 2-core machine two workers took 9 min 52 s against
 # 14 min 02 s in one process (README "Two commands").
 TEST_WORKERS ?= 2
+IN_WORKERS   := -n $(TEST_WORKERS) --dist loadfile
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest $(IN_WORKERS)
 
 test-fast: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not spark and not deploy"
+	$(BIN)/pytest $(IN_WORKERS) -m "not spark and not deploy"
 
 # spark-submit on a standalone cluster, Spark Connect, an S3 server, the notebooks, and the
 # Airflow DAG (its own venv).
