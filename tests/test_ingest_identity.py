@@ -5,9 +5,8 @@ leave the source, and implausible dates and oversized lines in quarantine."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
-import subprocess
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -189,23 +188,37 @@ def test_an_unreadable_folder_is_an_error_naming_it(tmp_path):
                                                   "Permission denied"):
                 discover(str(source))
             return
-        # As root every folder is readable: run the listing as an unprivileged user, with the
-        # system's Python (the venv's may live under root's home) reading this checkout.
-        python = shutil.which("python3", path="/usr/bin:/bin")
-        if python is None or shutil.which("setpriv") is None:
-            pytest.skip("needs setpriv and /usr/bin/python3 to drop root")
+        # As root every folder is readable: list it in a forked child that has dropped to an
+        # unprivileged user. The child already holds every module it needs, so the checkout and
+        # its venv need not be readable by that user wherever they live (a private temporary
+        # folder, root's home).
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("needs a 'nobody' user to drop root")
         for folder in (tmp_path, *tmp_path.parents):
             folder.chmod(folder.stat().st_mode | 0o001)
-        probe = ("import sys; from prizeflow.sources import discover, SourceError\n"
-                 "try:\n    discover(sys.argv[1])\nexcept SourceError as e:\n    print(e)\n")
-        paths = [str(Path(__file__).resolve().parents[1] / "lib"),
-                 sysconfig.get_paths()["purelib"]]
-        result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                                 python, "-c", probe, str(source)],
-                                capture_output=True, text=True, timeout=60,
-                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(paths)})
-        assert result.stdout.strip() == f"cannot read source folder {hidden}: Permission denied", \
-            result.stderr
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report the listing's outcome through the pipe, then exit
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                try:
+                    discover(str(source))
+                    outcome = "listed without an error"
+                except SourceError as error:
+                    outcome = str(error)
+                os.write(write_end, outcome.encode("utf-8"))
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            outcome = pipe.read().decode("utf-8")
+        os.waitpid(pid, 0)
+        assert outcome == f"cannot read source folder {hidden}: Permission denied"
     finally:
         hidden.chmod(0o755)
 
