@@ -133,7 +133,9 @@ def make_config(tmp: Path, **sections) -> Config:
                  "train.ranking_users=0",
                  # The implicit-feedback term is trained and checked where it is tested
                  # (test_implicit, test_train): elsewhere it would add two fits to every run.
-                 "train.implicit.enabled=false"]
+                 "train.implicit.enabled=false",
+                 # Likewise the time-aware baseline (test_time_effects, test_time_train).
+                 "train.time.enabled=false"]
     overrides += [f"spark.conf.{k}={v}" for k, v in TEST_SPARK_CONF.items()]
     for section, values in sections.items():
         overrides += [f"{section}.{k}={v}" for k, v in values.items()]

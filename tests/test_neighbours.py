@@ -224,7 +224,7 @@ def test_history_reaches_its_users_bucket_packed_and_whole(spark):
     wanted = spark.createDataFrame([(u, 0, None, 1, 0.0, None) for u in range(1, 41)],
                                    "user_id int, movie_id int, rating float, tag int, "
                                    "b_user double, factors binary")
-    routed = scoring._bucketed(wanted, frame, 4).select(
+    routed = scoring._bucketed(wanted, frame, 4, timed=False).select(
         F.spark_partition_id().alias("part"), "*").toArrow()
     packed = routed.filter(routed.column(scoring.PACKED[0]).is_valid())
     assert 0 < packed.num_rows <= 3 * 4
@@ -245,7 +245,7 @@ def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     # Correlated parts, as the model's are: a subset's weights are not the full fit's, cut short.
     features = rng.normal(size=(500, 3)) @ np.array([[1, 0.5, 0.3], [0, 1, 0.6], [0, 0, 1]])
     rating = 0.5 + features @ np.array([0.9, 1.1, 2.0]) + rng.normal(0, 0.2, 500)
-    # The columns in another order than blend.FEATURES: the weights follow the names.
+    # The columns in another order than blend.features: the weights follow the names.
     frame = spark.createDataFrame(
         [(float(r),) + tuple(map(float, row[::-1])) for row, r in zip(features, rating)],
         "rating double, neighbour_term double, factor_term double, baseline double")
@@ -256,7 +256,8 @@ def test_blend_weights_recover_a_linear_rule_and_nest(spark):
     # from the rows Spark holds (the ridge, 1e-6 x rows, moves them by about 1e-6).
     rows = frame.toPandas()
     for n, weights in enumerate(nested):
-        design = np.column_stack([np.ones(len(rows))] + [rows[name] for name in blend.FEATURES[:n]])
+        design = np.column_stack([np.ones(len(rows))]
+                                 + [rows[name] for name in blend.features(False)[:n]])
         expected = np.linalg.lstsq(design, rows["rating"], rcond=None)[0]
         assert weights == pytest.approx(expected, abs=1e-4), n
     clipped = frame.select(Rule.linear(nested[3], 1.0, 5.0).column().alias("p")).agg(

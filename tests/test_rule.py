@@ -43,8 +43,10 @@ def test_plain_rule_falls_back_to_the_mean_where_als_knows_nothing():
 
 
 def test_too_many_weights_is_an_error():
-    with pytest.raises(ValueError, match="6 weights"):
-        Rule.linear([1, 2, 3, 4, 5, 6], 1.0, 5.0)
+    with pytest.raises(ValueError, match="7 weights"):
+        Rule.linear([1, 2, 3, 4, 5, 6, 7], 1.0, 5.0)
+    with pytest.raises(ValueError, match="5 weights"):
+        Rule.linear([1, 2, 3, 4, 5], 1.0, 5.0, ("baseline", "factor_term", "neighbour_term"))
 
 
 def test_a_models_rules_follow_its_kind_and_neighbourhood():

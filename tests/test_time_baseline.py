@@ -206,3 +206,43 @@ def test_a_time_model_takes_its_users_drift_with_its_users():
     with pytest.raises(ValueError, match="user_time has 2 rows for 4 users"):
         movie_side.with_users(USERS[order], model.user_bias[order], model.user_factors[order],
                               model.user_has_factors[order], model.user_time[:2])
+
+
+def test_the_day_term_is_the_shrunk_mean_residual_of_that_users_ratings_that_day(tmp_path):
+    rng = np.random.default_rng(27)
+    _, arrays = _neighbour_table(rng)
+    model = _with_time(_model(rng, arrays), rng)
+    nb = model.neighbourhood
+    model = replace(model, time=replace(model.time, day_reg=2.0), neighbourhood=replace(
+        nb, weights=np.append(nb.weights, 0.7)))
+    assert model.has_day_term and model.rule().parts[-1] == "day_term"
+    # User 1 rated three movies on day FIRST + 5 and one on FIRST + 9; user 3 one on FIRST + 5;
+    # one of user 1's ratings has no date (it counts on no day).
+    h_users = np.array([1, 1, 1, 1, 3, 1])
+    h_movies = np.array([MOVIES[0], MOVIES[1], MOVIES[2], MOVIES[3], MOVIES[0], MOVIES[4]])
+    h_ratings = np.array([5.0, 5.0, 4.0, 3.0, 2.0, 5.0])
+    h_days = np.array([FIRST + 5, FIRST + 5, FIRST + 5, FIRST + 9, FIRST + 5, np.nan])
+    users = np.array([1, 1, 1, 3, 7])
+    movies = np.array([MOVIES[5], MOVIES[5], MOVIES[5], MOVIES[5], MOVIES[5]])
+    days = np.array([FIRST + 5, FIRST + 9, np.nan, FIRST + 5, FIRST + 5])
+    history = (h_users, h_movies, h_ratings, h_days)
+    parts = model.parts(Requests.by_user(users, movies, history, days))
+    residual = h_ratings - model.baseline(h_users, h_movies, h_days)
+    expected = [residual[:3].sum() / (2.0 + 3), residual[3] / (2.0 + 1), 0.0,
+                residual[4] / (2.0 + 1), 0.0]  # no date, or no history that day: none
+    assert parts["day_term"] == pytest.approx(expected, abs=1e-12)
+    assert abs(expected[0]) > 0.05
+    assert parts["baseline"] == pytest.approx(model.baseline(users, movies, days), abs=1e-12)
+    # The blend weighs it: the prediction moves by its weight times the term.
+    without_term = replace(model, neighbourhood=replace(
+        model.neighbourhood, weights=np.append(nb.weights, 0.0)))
+    assert (model.predict(users, movies, history, days)
+            - without_term.predict(users, movies, history, days)) == pytest.approx(
+        np.clip(0.7 * np.array(expected), -5, 5), abs=1e-9)
+    # Without the history's days there is no day term; saved and loaded, day_reg stays.
+    undated = model.parts(Requests.by_user(users, movies, history[:3], days))
+    assert not undated["day_term"].any()
+    path = tmp_path / "day.npz"
+    model.save(path)
+    loaded = FactorModel.load(path)
+    assert loaded.time.day_reg == 2.0 and loaded.rule() == model.rule()

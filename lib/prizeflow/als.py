@@ -16,12 +16,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prizeflow import scoring
-from prizeflow.baselines import Biases, with_baseline
+from prizeflow.baselines import Biases
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, USER_ID
 from prizeflow.factors import FactorModel
 from prizeflow.grid import RESIDUAL, GridPoint
 from prizeflow.rule import Rule
 from prizeflow.sessions import connect_state, is_connect
+from prizeflow.time_baseline import TimeEffects
+from prizeflow.time_effects import USER_TIME, TimeBiases
 
 @dataclass(frozen=True)
 class AlsSettings:
@@ -34,7 +36,7 @@ class AlsSettings:
 class FittedModel:
     point: GridPoint
     mean: float
-    biases: Biases | None
+    biases: Biases | TimeBiases | None
     als: ALSModel
     low: float
     high: float
@@ -52,7 +54,7 @@ def default_blocks(ratings: int, parallelism: int) -> int:
 
 
 def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
-        biases: Biases | None, low: float, high: float) -> FittedModel:
+        biases: Biases | TimeBiases | None, low: float, high: float) -> FittedModel:
     """Fit one grid point. ``training`` has (user_id, movie_id, residual) for the residual kind
     and (user_id, movie_id, rating) for the plain kind; it should be persisted by the caller."""
     target = "residual" if point.kind == RESIDUAL else RATING
@@ -68,13 +70,14 @@ def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: floa
 
 
 def with_parts(model: FittedModel, pairs: DataFrame) -> DataFrame:
-    """Add ``baseline`` (mu + b_u + b_i) and ``factor_term`` (p_u . q_i, 0 where ALS has no
+    """Add ``baseline`` (mu + b_u + b_i, or the time-aware one by each row's ``day``) and
+    ``factor_term`` (p_u . q_i, 0 where ALS has no
     factors for the user or the movie) to every row; residual kind only."""
     if model.biases is None:
         raise ValueError("only residual ALS has a baseline and a factor term")
     scored = model.als.transform(pairs).withColumnRenamed(PREDICTION, "_factor")
     factor = F.coalesce(F.nanvl(F.col("_factor"), F.lit(None).cast("float")), F.lit(0.0))
-    return (with_baseline(scored, model.biases, "baseline")
+    return (model.biases.with_baseline(scored, "baseline")
             .withColumn("factor_term", factor.cast("double")).drop("_factor"))
 
 
@@ -91,11 +94,13 @@ def predict(model: FittedModel, pairs: DataFrame, column: str = PREDICTION) -> D
     return scored.withColumn(column, rule.column()).drop("factor_term", "baseline", "has_factors")
 
 
-def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):
-    """One side's ids, biases and factors as numpy arrays, sorted by id."""
+def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str,
+          extra: tuple[str, ...] = ()):
+    """One side's ids, biases and factors as numpy arrays, sorted by id (and the bias table's
+    ``extra`` columns as a float64 (ids, len(extra)) array, NaN where missing)."""
     table = factors.select(F.col("id").alias(key), "features")
     if bias is not None:
-        table = table.join(bias.select(key, bias_col), key, "full_outer")
+        table = table.join(bias.select(key, bias_col, *extra), key, "full_outer")
     else:
         table = table.withColumn(bias_col, F.lit(0.0))
     frame = table.orderBy(key).toPandas()
@@ -105,16 +110,34 @@ def _side(factors: DataFrame, bias: DataFrame | None, key: str, bias_col: str):
     matrix = np.zeros((len(frame), rank), dtype=np.float32)
     if has.any():
         matrix[has] = np.stack(frame["features"][has].to_numpy()).astype(np.float32)
-    return ids, frame[bias_col].fillna(0.0).to_numpy(dtype=np.float64), matrix, has
+    side = (ids, frame[bias_col].fillna(0.0).to_numpy(dtype=np.float64), matrix, has)
+    if extra:
+        side += (frame[list(extra)].to_numpy(dtype=np.float64, na_value=np.nan),)
+    return side
+
+
+def _time_effects(biases, movie_ids: np.ndarray) -> TimeEffects | None:
+    if not isinstance(biases, TimeBiases):
+        return None
+    return TimeEffects(biases.first_day, biases.last_day, biases.movie_bin_array(movie_ids))
 
 
 def export_factors(model: FittedModel):
     """The fitted model as a Spark-free :class:`prizeflow.factors.FactorModel` (its arrays
-    come to the driver: O(users x rank + movies x rank))."""
+    come to the driver: O(users x rank + movies x rank), and with time effects O(users +
+    movies x bins))."""
     biases = model.biases
-    user = _side(model.als.userFactors, biases.users if biases else None, USER_ID, "b_user")
+    timed = isinstance(biases, TimeBiases)
+    user = _side(model.als.userFactors, biases.users if biases else None, USER_ID, "b_user",
+                 USER_TIME if timed else ())
     movie = _side(model.als.itemFactors, biases.movies if biases else None, MOVIE_ID, "b_movie")
-    return FactorModel(model.point.kind, model.mean, model.low, model.high, *user, *movie)
+    user_time = None
+    if timed:
+        # A user ALS knows has a bias row too (both were fitted on the same ratings); the
+        # guard keeps an unknown drift out of the arithmetic all the same.
+        user_time = np.nan_to_num(user[4], nan=0.0)
+    return FactorModel(model.point.kind, model.mean, model.low, model.high, *user[:4], *movie,
+                       time=_time_effects(biases, movie[0]), user_time=user_time)
 
 
 def export_movie_side(model: FittedModel):
@@ -123,9 +146,11 @@ def export_movie_side(model: FittedModel):
     biases = model.biases
     movie = _side(model.als.itemFactors, biases.movies if biases else None, MOVIE_ID, "b_movie")
     rank = movie[2].shape[1] if movie[2].shape[1] else model.point.rank
+    time = _time_effects(biases, movie[0])
     return FactorModel(model.point.kind, model.mean, model.low, model.high,
                        np.zeros(0, dtype=np.int64), np.zeros(0),
-                       np.zeros((0, rank), dtype=np.float32), np.zeros(0, dtype=bool), *movie)
+                       np.zeros((0, rank), dtype=np.float32), np.zeros(0, dtype=bool), *movie,
+                       time=time, user_time=None if time is None else np.zeros((0, 2)))
 
 
 def user_side(model: FittedModel, users: DataFrame | None = None) -> DataFrame:

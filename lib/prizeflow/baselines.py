@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from prizeflow.columns import MOVIE_ID, RATING, USER_ID
+from prizeflow.columns import DAY, MOVIE_ID, RATING, USER_ID
 
 
 @dataclass
@@ -24,6 +24,10 @@ class Biases:
     users: DataFrame  # user_id, b_user
     movies: DataFrame  # movie_id, b_movie
     reg: float
+
+    def with_baseline(self, pairs: DataFrame, column: str = "baseline") -> DataFrame:
+        """What every baseline offers (the time-aware one too): ``pairs`` with its value."""
+        return with_baseline(pairs, self, column)
 
 
 def global_mean(ratings: DataFrame) -> float:
@@ -83,8 +87,9 @@ def clip(value: Column, low: float, high: float) -> Column:
     return F.least(F.greatest(value, F.lit(low)), F.lit(high))
 
 
-def residuals(ratings: DataFrame, biases: Biases) -> DataFrame:
-    """(user_id, movie_id, rating, residual) with residual = rating - (mu + b_u + b_i)."""
-    return (with_baseline(ratings.select(USER_ID, MOVIE_ID, RATING), biases)
-            .select(USER_ID, MOVIE_ID, RATING,
-                    (F.col(RATING) - F.col("baseline")).alias("residual")))
+def residuals(ratings: DataFrame, biases) -> DataFrame:
+    """(user_id, movie_id, rating[, day], residual) with residual = rating - the baseline
+    (:class:`Biases` or :class:`prizeflow.time_effects.TimeBiases`, which reads the day)."""
+    kept = [name for name in (USER_ID, MOVIE_ID, RATING, DAY) if name in ratings.columns]
+    return (biases.with_baseline(ratings.select(*kept))
+            .select(*kept, (F.col(RATING) - F.col("baseline")).alias("residual")))

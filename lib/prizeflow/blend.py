@@ -1,7 +1,7 @@
 """A linear blend of the model's parts, its weights learned by least squares on validation.
 
 prediction = clip(w0 + w1 * baseline + w2 * factor_term + w3 * neighbour_term
-                 [+ w4 * implicit_term]) (a
+                 [+ w * implicit_term] [+ w * day_term]) (a
 :class:`prizeflow.rule.Rule` built by ``Rule.linear(weights, low, high)``): the baseline
 mu + b_u + b_i, the ALS term p_u . q_i and the item-item neighbourhood term, all fitted on the
 training part; the weights come from the validation ratings (never the test set), then the parts
@@ -19,15 +19,16 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from prizeflow.columns import RATING
-from prizeflow.rule import PARTS
+from prizeflow.rule import HISTORY_FREE, blend_parts
 
-FEATURES = PARTS
-HISTORY_FREE = 2  # the leading features a request without a rating history has
+__all__ = ["HISTORY_FREE", "features", "fit_nested_weights"]
 
 
-def features(with_implicit: bool) -> tuple[str, ...]:
-    """The blend's features: with or without the implicit-feedback term (the last part)."""
-    return FEATURES if with_implicit else FEATURES[:-1]
+def features(with_implicit: bool, with_day: bool = False) -> tuple[str, ...]:
+    """The blend's features: the three parts, then the implicit-feedback term and the day term
+    when the model has them."""
+    return blend_parts(with_implicit, with_day)
+
 RIDGE = 1e-6
 
 

@@ -158,6 +158,19 @@ class ImplicitSettings(Section):
     ridge: float = Field(25.0, gt=0)  # of each movie's weights; > 0 keeps every movie solvable
 
 
+class TimeSettings(Section):
+    """The time-aware baseline (prizeflow.time_effects): a bias per movie and time bin and a
+    drift per user around the user's mean rating day, in place of mu + b_u + b_i for the
+    residual ALS, the neighbourhood and the implicit term. Each list is tried on validation
+    (by the baseline's own RMSE, at the first bias_reg); the best pair is used."""
+    enabled: StrictBool = True
+    bins: StrictInt = Field(30, ge=1)  # equal spans of the training ratings' days
+    reg_bin: _axis(NonNegative) = [25.0]  # of each (movie, bin) bias
+    reg_alpha: _axis(NonNegative) = [50.0]  # of each user's drift
+    # Of the per-(user, day) bias worked out from the history when scoring (null: none).
+    day_reg: Optional[NonNegative] = 5.0
+
+
 class HalvingSettings(Section):
     """Successive halving: every point first runs `first_iter` iterations; only the best
     `keep_fraction` of them go on to their full max_iter."""
@@ -182,6 +195,7 @@ class TrainSettings(Section):
     grid: GridSettings = GridSettings()
     neighbours: NeighbourSettings = NeighbourSettings()
     implicit: ImplicitSettings = ImplicitSettings()
+    time: TimeSettings = TimeSettings()
     halving: HalvingSettings = HalvingSettings()
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prizeflow.rule import BASELINE, FACTOR, IMPLICIT, NEIGHBOUR, Rule
-from prizeflow.time_baseline import TimeEffects, deviation
+from prizeflow.rule import BASELINE, DAY_TERM, FACTOR, IMPLICIT, NEIGHBOUR, Rule, blend_parts
+from prizeflow.time_baseline import TimeEffects, day_bias, deviation
 
 # Bounds on the working set of one step of the neighbour term: owners (users, or request rows
 # with their own history) per dense lookup table, and wanted rows x stored neighbours.
@@ -75,7 +75,8 @@ class Neighbourhood:
     similar first, ties by lower movie id; ``similarities[m]`` their positive similarities."""
     k: int
     damping: float
-    weights: np.ndarray  # intercept, baseline, factor_term, neighbour_term[, implicit_term]
+    # intercept, baseline, factor_term, neighbour_term[, implicit_term][, day_term]
+    weights: np.ndarray
     weights_without_history: np.ndarray  # intercept, baseline, factor_term
     neighbours: np.ndarray  # int32 (movies, keep)
     similarities: np.ndarray  # float32 (movies, keep)
@@ -330,6 +331,8 @@ class FactorModel:
             extra["tm_days"] = np.array([self.time.first_day, self.time.last_day], np.int64)
             extra["tm_movie_bins"] = self.time.movie_bins
             extra["tm_user_time"] = self.user_time
+            if self.time.day_reg is not None:
+                extra["tm_day_reg"] = np.array([self.time.day_reg])
         np.savez_compressed(
             path, kind=np.array(self.kind), scalars=np.array([self.mean, self.low, self.high]),
             user_ids=self.user_ids, user_bias=self.user_bias, user_factors=self.user_factors,
@@ -354,7 +357,8 @@ class FactorModel:
             time, user_time = None, None
             if "tm_days" in data:
                 first_day, last_day = (int(d) for d in data["tm_days"])
-                time = TimeEffects(first_day, last_day, data["tm_movie_bins"])
+                day_reg = float(data["tm_day_reg"][0]) if "tm_day_reg" in data else None
+                time = TimeEffects(first_day, last_day, data["tm_movie_bins"], day_reg)
                 user_time = data["tm_user_time"]
             return cls(str(data["kind"]), mean, low, high,
                        **{k: data[k] for k in ("user_ids", "user_bias", "user_factors",
@@ -386,8 +390,10 @@ class FactorModel:
 
     def parts(self, requests: Requests,
               implicit_vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """``baseline``, ``factor_term`` and (with a neighbourhood and a history)
-        ``neighbour_term`` and, with an implicit term, ``implicit_term`` for every request row.
+        """``baseline`` (with time effects at each row's day), ``factor_term`` and (with a
+        neighbourhood and a history) ``neighbour_term``, with an implicit term
+        ``implicit_term``, and with a day term (:attr:`has_day_term`) ``day_term`` for every
+        request row.
         ``implicit_vectors``: the owners' z (:meth:`ImplicitTerm.user_vectors`) when the caller
         has them already (``top_n``), else they are computed from the history."""
         users = requests.owner_users[requests.owner]
@@ -410,6 +416,14 @@ class FactorModel:
             out["neighbour_term"] = self.neighbourhood.term(
                 requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
                 np.where(h_found, h_pos, -1), h_residual, len(requests.owner_users))
+            if self.has_day_term:
+                days = (np.full(len(users), np.nan) if requests.days is None
+                        else np.asarray(requests.days, dtype=np.float64))
+                history_days = (np.full(len(h_residual), np.nan)
+                                if requests.history_days is None
+                                else np.asarray(requests.history_days, dtype=np.float64))
+                out[DAY_TERM] = day_bias(requests.owner, days, requests.history_owner,
+                                         history_days, h_residual, self.time.day_reg)
             if self.implicit is not None:
                 if implicit_vectors is None:
                     implicit_vectors = self.implicit.user_vectors(
@@ -427,7 +441,14 @@ class FactorModel:
         if nb is None:
             return Rule(self.low, self.high)
         return Rule.linear(nb.weights if with_history else nb.weights_without_history,
-                           self.low, self.high)
+                           self.low, self.high,
+                           blend_parts(self.implicit is not None, self.has_day_term))
+
+    @property
+    def has_day_term(self) -> bool:
+        """Whether the blend has the per-(user, day) term (time effects with a ``day_reg``)."""
+        return (self.neighbourhood is not None and self.time is not None
+                and self.time.day_reg is not None)
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The unclipped prediction from :meth:`parts` (what rankings order by)."""

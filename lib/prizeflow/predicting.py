@@ -32,12 +32,14 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from prizeflow import lake, recommending, scoring
-from prizeflow.columns import LINE_NO, MOVIE_ID, PREDICTION, RATING, SOURCE_FILE, TAG, USER_ID
+from prizeflow.columns import (DAY, LINE_NO, MOVIE_ID, PREDICTION, RATED_ON, RATING, SOURCE_FILE,
+                               TAG, USER_ID)
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel
 from prizeflow.secrets import redact_text
 from prizeflow.sessions import is_connect
+from prizeflow.time_effects import day_number
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +63,25 @@ def check_request(qualifying: bool, pairs: str | None, out: str | None,
 
 def with_predictions(model: FactorModel, users: DataFrame, pairs: DataFrame, history: DataFrame,
                      buckets: int) -> DataFrame:
-    """``pairs`` (user_id, movie_id, ...) with the model's ``prediction``: each distinct pair
-    is scored once, with its user's ``history`` (user_id, movie_id, rating)."""
-    wanted = (pairs.select(USER_ID, MOVIE_ID).distinct()
-              .select(USER_ID, MOVIE_ID, F.lit(None).cast("double").alias(RATING),
-                      F.lit(1).alias(TAG)))
+    """``pairs`` (user_id, movie_id[, rated_on], ...) with the model's ``prediction``: each
+    distinct pair is scored once, with its user's ``history`` (user_id, movie_id, rating[,
+    rated_on]). For a model with time effects the pair's ``rated_on`` is part of it (a pair
+    without one is scored at the model's latest day)."""
+    timed = model.time is not None and RATED_ON in pairs.columns
+    keys = [USER_ID, MOVIE_ID] + ([RATED_ON] if timed else [])
+    wanted = (pairs.select(*keys).distinct()
+              .select(*keys, F.lit(None).cast("double").alias(RATING), F.lit(1).alias(TAG)))
     parts = scoring.score(model, users, wanted, history, buckets)
-    scored = parts.select(USER_ID, MOVIE_ID,
+    scored = parts.select(USER_ID, MOVIE_ID, DAY,
                           scoring.predictions(model)[PREDICTION].alias(PREDICTION))
-    return pairs.join(scored, [USER_ID, MOVIE_ID], "left")
+    if not timed:
+        return pairs.join(scored.drop(DAY), [USER_ID, MOVIE_ID], "left")
+    # The day of a pair without a date is null on both sides: matched null-safely.
+    asked = pairs.withColumn("_pf_day", day_number(F.col(RATED_ON)).cast("float"))
+    matched = asked.join(scored, [asked[USER_ID] == scored[USER_ID],
+                                  asked[MOVIE_ID] == scored[MOVIE_ID],
+                                  asked["_pf_day"].eqNullSafe(scored[DAY])], "left")
+    return matched.select(asked["*"], scored[PREDICTION]).drop("_pf_day")
 
 
 def prize_lines(predicted: DataFrame) -> DataFrame:

@@ -26,13 +26,28 @@ HISTORY_DATES = "history_rated_on"
 EPOCH = np.datetime64("1970-01-01", "D")
 
 
+# MLflow's schema enforcement turns every date in a declared list of datetimes into an int:
+# nanoseconds since 1970-01-01. Smaller numbers (before 1970-01-12) would be day or second
+# counts read wrongly, and are refused.
+SMALLEST_NANOSECONDS = 10**15
+
+
 def _days(values) -> np.ndarray:
-    """Days since 1970-01-01 of dates (date objects, datetimes, ISO 8601 strings), in UTC for a
-    zoned time; NaN for none. Numbers are refused: they would be read as nanoseconds."""
+    """Days since 1970-01-01 of dates (date objects, datetimes, ISO 8601 strings, or ints of
+    nanoseconds since 1970 as MLflow passes a list of datetimes on), in UTC for a zoned time;
+    NaN for none. Other numbers are refused: day numbers would be read as nanoseconds."""
     series = pd.Series(values, dtype=object)
     present = series[series.notna()]
-    if any(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in present):
-        raise ValueError("dates must be dates, datetimes or ISO 8601 strings, not numbers")
+    numbers = [v for v in present if isinstance(v, (int, float, np.number))
+               and not isinstance(v, bool)]
+    if numbers and (len(numbers) < len(present) or
+                    not all(float(v).is_integer() and v >= SMALLEST_NANOSECONDS
+                            for v in numbers)):
+        raise ValueError("dates must be dates, datetimes or ISO 8601 strings, not numbers "
+                         "(other than nanoseconds since 1970, as MLflow passes them on)")
+    if numbers:
+        series = pd.Series([None if pd.isna(v) else pd.Timestamp(int(v), unit="ns")
+                            for v in series], dtype=object)
     stamps = pd.to_datetime(series, errors="raise", utc=True, format="ISO8601")
     days = (stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[D]") - EPOCH).astype(np.float64)
     days[stamps.isna().to_numpy()] = np.nan

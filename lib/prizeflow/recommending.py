@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
-from prizeflow.columns import MOVIE_ID, RATING, USER_ID
+from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 
@@ -54,7 +54,7 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
 def registered_model_and_history(spark: SparkSession, config: Config, alias: str):
     """What batch scoring from the registry starts from: ``models:/<registered_model>@<alias>``
     and its version, the snapshot of the last complete ingest, its ratings (user_id, movie_id,
-    rating: each user's history) and the number of user buckets to score them in."""
+    rating, rated_on: each user's history) and the number of user buckets to score them in."""
     tracking.configure(config)
     name = config.mlflow.registered_model
     started = time.monotonic()
@@ -64,7 +64,8 @@ def registered_model_and_history(spark: SparkSession, config: Config, alias: str
     root = config.lake.root
     # The ratings as the last complete ingest left them, never half of a running one.
     snapshot = snapshots.for_reading(spark, root)
-    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING)
+    # rated_on: a model with time effects takes each history rating at its day.
+    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING, RATED_ON)
     buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
     return model, version, snapshot, history, buckets
 

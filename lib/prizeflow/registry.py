@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from prizeflow import gate, model_integrity, train_runs
-from prizeflow.columns import MOVIE_ID, RATING, USER_ID
+from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError, first_line
 from prizeflow.secrets import redact_text
@@ -219,8 +219,9 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
     history_parts = [splits.TRAIN]
     if candidate.train_run.refit:
         history_parts.append(splits.VALIDATION)
-    history = splits.part(split, *history_parts).select(USER_ID, MOVIE_ID, RATING)
-    test = splits.part(split, splits.TEST).select(USER_ID, MOVIE_ID, RATING)
+    # rated_on: a champion with time effects scores each rating at its day.
+    history = splits.part(split, *history_parts).select(USER_ID, MOVIE_ID, RATING, RATED_ON)
+    test = splits.part(split, splits.TEST).select(USER_ID, MOVIE_ID, RATING, RATED_ON)
     champion, _ = load_model(name, CHAMPION)
     return scoring.test_rmse(champion, test, history, partitions.parallelism(spark))
 

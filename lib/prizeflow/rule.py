@@ -5,7 +5,8 @@ Every form of the rule is generated from one :class:`Rule`, never written by han
 Spark columns (:meth:`Rule.column`, used to score validation and test parts and the grid) and
 Spark SQL text (:meth:`Rule.sql`, the ``mlflow.spark`` PipelineModel). The parts are computed
 elsewhere (``baseline`` = mu + b_u + b_i, ``factor_term`` = p_u . q_i, ``neighbour_term``,
-``implicit_term``; see :mod:`prizeflow.factors`); a rule only says how they combine:
+``implicit_term``, ``day_term``; see :mod:`prizeflow.factors`); a rule only says how they
+combine:
 
     residual kind:  clip(intercept + sum(weight x part))
     plain kind:     clip(factor_term where ALS knows user and movie, else the global mean)
@@ -27,9 +28,18 @@ if TYPE_CHECKING:  # the served pyfunc needs no Spark
 
 BASELINE, FACTOR, NEIGHBOUR = "baseline", "factor_term", "neighbour_term"
 IMPLICIT = "implicit_term"
+DAY_TERM = "day_term"  # the user's bias of the request's day, from the history (time effects)
 HAS_FACTORS = "has_factors"  # plain kind: whether ALS knows both the user and the movie
 # In this order: a blend's weights name the leading parts (the history-free ones first).
-PARTS = (BASELINE, FACTOR, NEIGHBOUR, IMPLICIT)
+PARTS = (BASELINE, FACTOR, NEIGHBOUR, IMPLICIT, DAY_TERM)
+HISTORY_FREE = 2  # the leading parts a request without a rating history has
+
+
+def blend_parts(with_implicit: bool, with_day: bool) -> tuple[str, ...]:
+    """The parts a blend's weights follow, in :data:`PARTS` order: the optional terms only
+    when the model has them."""
+    return tuple(name for name in PARTS
+                 if (name != IMPLICIT or with_implicit) and (name != DAY_TERM or with_day))
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 The prediction rule lives once, in :mod:`prizeflow.factors`; this module only moves data to it.
 Users are hashed into buckets, one Spark task per bucket; a task receives, for its users,
 
-- the pairs to score, each carrying the user's side of the model (bias and factors), and
-- the user's rating history (user, movie, rating), read from the lake by the caller and packed
-  where it lies into a few rows of bytes per partition and bucket before it is shuffled,
+- the pairs to score, each carrying the user's side of the model (bias and factors; with time
+  effects also the user's mean rating day and drift, and the pair's day), and
+- the user's rating history (user, movie, rating; with time effects its days), read from the
+  lake by the caller and packed where it lies into a few rows of bytes per partition and bucket
+  before it is shuffled,
 
 and calls :meth:`FactorModel.parts` (or :meth:`FactorModel.top_n`). The movie side of the model
 (biases, factors and stored neighbours: O(movies x neighbours)) travels with the task's code.
@@ -24,8 +26,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
 
 from prizeflow import metrics, partitions
-from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
+from prizeflow.columns import DAY, MOVIE_ID, PREDICTION, RATED_ON, RATING, TAG, USER_ID
 from prizeflow.factors import FactorModel, Requests
+from prizeflow.time_effects import USER_TIME, day_number
 
 ROWS_PER_BUCKET = 4_000_000
 PACK_ROWS = 2_000_000  # history ratings a packing task holds at once (about 40 MB in Python)
@@ -35,8 +38,14 @@ BUCKET = "_pf_bucket"
 PACKED_HISTORY = ((USER_ID, "history_users", "<i4"), (MOVIE_ID, "history_movies", "<i4"),
                   (RATING, "history_ratings", "<f4"))
 PACKED = tuple(name for _, name, _ in PACKED_HISTORY)
+# A model with time effects also needs each history rating's day (float32 holds every day
+# number exactly).
+PACKED_DAYS = (DAY, "history_days", "<f4")
+# The user side every task receives: the bias, the time effects' mean day and drift (null
+# without them) and the factors.
+USER_SIDE = ("b_user", *USER_TIME, "factors")
 VALIDATION_TAG, TEST_TAG = 1, 2  # the tags train scores its held-out parts under
-PARTS = ("baseline", "factor_term", "neighbour_term", "implicit_term", "has_factors")
+PARTS = ("baseline", "factor_term", "neighbour_term", "implicit_term", "day_term", "has_factors")
 TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
 
 
@@ -45,12 +54,16 @@ def bucket_count(rows: int, parallelism: int) -> int:
     return max(2 * parallelism, math.ceil(rows / ROWS_PER_BUCKET))
 
 
-def _refuse_time_effects(model: FactorModel) -> None:
-    # The tasks do not yet receive each user's drift or the ratings' days (issue 31, item 1):
-    # scoring such a model here would put every rating at the latest day without saying so.
-    if model.time is not None:
-        raise ValueError("scoring in Spark does not yet carry the days a model with time "
-                         "effects needs")
+def with_days(frame: DataFrame) -> DataFrame:
+    """``frame`` with ``day`` as a float (days since 1970-01-01): its own ``day``, else from
+    ``rated_on``, else null (the model's latest day)."""
+    if DAY in frame.columns:
+        day = F.col(DAY)
+    elif RATED_ON in frame.columns:
+        day = day_number(F.col(RATED_ON))
+    else:
+        day = F.lit(None)
+    return frame.withColumn(DAY, day.cast("float"))
 
 
 def _packed_factors(factors: DataFrame) -> DataFrame:
@@ -77,54 +90,70 @@ def _packed_factors(factors: DataFrame) -> DataFrame:
 
 
 def user_side(factors: DataFrame | None, biases: DataFrame | None) -> DataFrame:
-    """(user_id, b_user, factors) from ALS's ``userFactors`` (id, features) and the bias table
-    (user_id, b_user); either may be missing for a user. ``factors``: float32 bytes."""
+    """(user_id, :data:`USER_SIDE`) from ALS's ``userFactors`` (id, features) and the bias
+    table (user_id, b_user[, mean_day, alpha]); either may be missing for a user. ``factors``:
+    float32 bytes."""
     frames = []
     if factors is not None:
         frames.append(_packed_factors(factors))
     if biases is not None:
-        frames.append(biases.select(F.col(USER_ID).cast("int"), F.col("b_user").cast("double")))
+        frames.append(biases.select(F.col(USER_ID).cast("int"),
+                                    *(F.col(c).cast("double") for c in ("b_user", *USER_TIME)
+                                      if c in biases.columns)))
     side = frames[0]
     for other in frames[1:]:
         side = side.join(other, USER_ID, "full_outer")
-    for name, kind in (("b_user", DoubleType()), ("factors", BinaryType())):
+    for name in USER_SIDE:
         if name not in side.columns:
+            kind = BinaryType() if name == "factors" else DoubleType()
             side = side.withColumn(name, F.lit(None).cast(kind))
-    return side.select(USER_ID, "b_user", "factors")
+    return side.select(USER_ID, *USER_SIDE)
 
 
 def user_frame(spark, model: FactorModel) -> DataFrame:
-    """The user side of a loaded model as a Spark frame (user_id, b_user, factors): what
+    """The user side of a loaded model as a Spark frame (user_id, :data:`USER_SIDE`): what
     :func:`score` and :func:`top_n` take when the model comes from the registry."""
     import pandas as pd
 
     has = model.user_has_factors
+    user_time = (model.user_time if model.user_time is not None
+                 else np.full((len(model.user_ids), 2), np.nan))
     frame = pd.DataFrame({
         USER_ID: model.user_ids.astype("int32"),
         "b_user": model.user_bias.astype("float64"),
+        **{name: user_time[:, k] for k, name in enumerate(USER_TIME)},
         "factors": [row.tobytes() if keep else None for row, keep in
                     zip(model.user_factors.astype("<f4"), has)]})
-    return spark.createDataFrame(frame, f"{USER_ID} int, b_user double, factors binary")
+    return spark.createDataFrame(frame, f"{USER_ID} int, b_user double, mean_day double, "
+                                        "alpha double, factors binary")
 
 
-def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int) -> DataFrame:
-    """The rows to score and the packed history (:data:`PACKED_HISTORY`) of the same users,
-    each in its user bucket's task. The history is packed where it lies, before the shuffle: a
-    few large rows per partition instead of one per rating (97M at full scale)."""
+def _packed_history(timed: bool):
+    return PACKED_HISTORY + ((PACKED_DAYS,) if timed else ())
+
+
+def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int, timed: bool) -> DataFrame:
+    """The rows to score and the packed history (:data:`PACKED_HISTORY`, and the days for a
+    model with time effects) of the same users, each in its user bucket's task. The history is
+    packed where it lies, before the shuffle: a few large rows per partition instead of one per
+    rating (97M at full scale)."""
     bucket = F.pmod(F.xxhash64(F.lit(3), F.col(USER_ID)), F.lit(buckets)).cast("int")
-    rows = wanted.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), TAG, "b_user",
-                         "factors", bucket.alias(BUCKET))
+    rows = with_days(wanted).select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), TAG, DAY,
+                                    "b_user", "factors", *(USER_TIME if timed else ()),
+                                    bucket.alias(BUCKET))
+    history_days = [DAY] if timed else []
     packed = partitions.pack(
-        history.select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), bucket.alias(BUCKET)),
-        BUCKET, PACKED_HISTORY, PACK_ROWS)
+        with_days(history).select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"),
+                                  *history_days, bucket.alias(BUCKET)),
+        BUCKET, _packed_history(timed), PACK_ROWS)
     both = rows.unionByName(packed, allowMissingColumns=True)
     return partitions.by_task(both, F.col(BUCKET), buckets).drop(BUCKET)
 
 
 def _local_model(movie_model: FactorModel, users: np.ndarray, b_user: np.ndarray,
-                 factors) -> FactorModel:
+                 factors, user_time: np.ndarray | None = None) -> FactorModel:
     """The movie side plus these users' side, from one task's rows (the first row of a user
-    carries it)."""
+    carries it; ``user_time``: each row's mean day and drift, for a model with time effects)."""
     ids, first = np.unique(users, return_index=True)
     bias = np.nan_to_num(np.asarray(b_user, dtype=np.float64)[first], nan=0.0)
     chosen = factors.take(first).to_pylist()
@@ -134,23 +163,32 @@ def _local_model(movie_model: FactorModel, users: np.ndarray, b_user: np.ndarray
     if has.any():
         matrix[has] = np.frombuffer(b"".join(b for b in chosen if b is not None),
                                     dtype="<f4").reshape(-1, rank)
-    return movie_model.with_users(ids, bias, matrix, has)
+    if user_time is not None:
+        # A user the time effects never saw drifts by nothing.
+        user_time = np.nan_to_num(user_time[first], nan=0.0)
+    return movie_model.with_users(ids, bias, matrix, has, user_time)
 
 
 def _requests(table, movie_model: FactorModel):
     """(the rows to score, the task's model, its Requests) from one task's rows."""
     import pyarrow as pa
 
+    timed = movie_model.time is not None
     is_packed = table.column(PACKED[0]).is_valid().to_numpy(zero_copy_only=False)
     asked = table.filter(pa.array(~is_packed))
     past = table.filter(pa.array(is_packed))
     asked_users = asked.column(USER_ID).to_numpy().astype(np.int64)
-    local = _local_model(movie_model, asked_users,
-                         asked.column("b_user").to_numpy(zero_copy_only=False),
-                         asked.column("factors").combine_chunks())
+
+    def floats(name: str) -> np.ndarray:  # nulls as NaN
+        return asked.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    user_time = np.column_stack([floats(c) for c in USER_TIME]) if timed else None
+    local = _local_model(movie_model, asked_users, floats("b_user"),
+                         asked.column("factors").combine_chunks(), user_time)
     history = tuple(partitions.binary_values(past.column(name), dtype)[0]
-                    for _, name, dtype in PACKED_HISTORY)
-    requests = Requests.by_user(asked_users, asked.column(MOVIE_ID).to_numpy(), history)
+                    for _, name, dtype in _packed_history(timed))
+    requests = Requests.by_user(asked_users, asked.column(MOVIE_ID).to_numpy(), history,
+                                floats(DAY) if timed else None)
     return asked, local, requests
 
 
@@ -159,19 +197,23 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
     """Score every row of ``wanted`` (user_id, movie_id, rating, tag > 0) in Spark tasks.
 
     ``users``: the user side (see :func:`user_side`); ``history``: (user_id, movie_id, rating),
-    the ratings each user's neighbour and implicit terms draw on. Returns the rows with the
+    the ratings each user's neighbour and implicit terms draw on. For a model with time
+    effects both ``wanted`` and ``history`` give each row's day as ``day`` or ``rated_on`` (a
+    row without one is taken at the model's latest day). Returns the rows with the
     parts of :meth:`FactorModel.parts` (``has_factors`` as 1.0 / 0.0; ``neighbour_term`` and
     ``implicit_term`` 0 when the model has no such term), which :meth:`FactorModel.combine` or
-    its Spark form turn into predictions."""
+    its Spark form turn into predictions; ``day`` is each row's day as scored (null: the
+    model's latest)."""
     import pyarrow as pa
 
-    _refuse_time_effects(model)
     names = PARTS
     movie_model = model.movie_side()
+    timed = model.time is not None
     if model.neighbourhood is None:
         # Only the history terms read a history: without them, no rating leaves the lake.
         history = history.where(F.lit(False))
-    wanted = wanted.select(USER_ID, MOVIE_ID, RATING, TAG).join(users, USER_ID, "left")
+    wanted = (with_days(wanted).select(USER_ID, MOVIE_ID, RATING, TAG, DAY)
+              .join(users, USER_ID, "left"))
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = partitions.arrow_table(batches)
@@ -179,31 +221,33 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
             return
         asked, local, requests = _requests(table, movie_model)
         parts = local.parts(requests)
-        for name in ("neighbour_term", "implicit_term"):
+        for name in ("neighbour_term", "implicit_term", "day_term"):
             parts.setdefault(name, np.zeros(len(requests.owner)))
         yield pa.RecordBatch.from_arrays(
             [asked.column(USER_ID).combine_chunks(), asked.column(MOVIE_ID).combine_chunks(),
              pa.array(asked.column(RATING).to_numpy().astype(np.float64)),
-             asked.column(TAG).combine_chunks()]
+             asked.column(TAG).combine_chunks(), asked.column(DAY).combine_chunks()]
             + [pa.array(np.asarray(parts[name], dtype=np.float64)) for name in names],
-            names=[USER_ID, MOVIE_ID, RATING, TAG, *names])
+            names=[USER_ID, MOVIE_ID, RATING, TAG, DAY, *names])
 
-    schema = f"{USER_ID} int, {MOVIE_ID} int, {RATING} double, {TAG} int, " + ", ".join(
-        f"{name} double" for name in names)
-    return _bucketed(wanted, history, buckets).mapInArrow(task, schema)
+    schema = f"{USER_ID} int, {MOVIE_ID} int, {RATING} double, {TAG} int, {DAY} float, " + (
+        ", ".join(f"{name} double" for name in names))
+    return _bucketed(wanted, history, buckets, timed).mapInArrow(task, schema)
 
 
 def top_n(model: FactorModel, users: DataFrame, history: DataFrame, n: int,
           buckets: int) -> DataFrame:
     """The ``n`` best unrated movies for every row of ``users`` (the user side: user_id,
-    b_user, factors), rated meaning in ``history`` (user_id, movie_id, rating)."""
+    b_user, ...), rated meaning in ``history`` (user_id, movie_id, rating[, day or rated_on]).
+    With time effects the lists are for the model's latest day (the history's own days give
+    its residuals)."""
     import pyarrow as pa
 
-    _refuse_time_effects(model)
     movie_model = model.movie_side()
+    timed = model.time is not None
     wanted = users.select(USER_ID, F.lit(0).alias(MOVIE_ID),
                           F.lit(None).cast("float").alias(RATING), F.lit(1).alias(TAG),
-                          "b_user", "factors")
+                          *USER_SIDE)
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = partitions.arrow_table(batches)
@@ -214,20 +258,22 @@ def top_n(model: FactorModel, users: DataFrame, history: DataFrame, n: int,
         order = np.argsort(requests.history_owner, kind="stable")
         h_owner = requests.history_owner[order]
         h_movies, h_ratings = requests.history_movies[order], requests.history_ratings[order]
+        h_days = None if requests.history_days is None else requests.history_days[order]
         # Bounded memory: a step of users x every movie at a time.
         step = max(1, 2_000_000 // max(1, len(local.movie_ids)))
         for start in range(0, len(owners), step):
             stop = min(start + step, len(owners))
             lo, hi = np.searchsorted(h_owner, [start, stop])
-            owner, rank, movie, value = local.top_n(owners[start:stop], h_owner[lo:hi] - start,
-                                                    h_movies[lo:hi], h_ratings[lo:hi], n)
+            owner, rank, movie, value = local.top_n(
+                owners[start:stop], h_owner[lo:hi] - start, h_movies[lo:hi], h_ratings[lo:hi],
+                n, None if h_days is None else h_days[lo:hi])
             yield pa.RecordBatch.from_arrays(
                 [pa.array(owners[start:stop][owner].astype(np.int32)),
                  pa.array(rank.astype(np.int32)), pa.array(movie.astype(np.int32)),
                  pa.array(value.astype(np.float64))],
                 names=[USER_ID, "rank", MOVIE_ID, "predicted_rating"])
 
-    return _bucketed(wanted, history, buckets).mapInArrow(task, TOP_SCHEMA)
+    return _bucketed(wanted, history, buckets, timed).mapInArrow(task, TOP_SCHEMA)
 
 
 def predictions(model: FactorModel) -> dict[str, Column]:

@@ -53,6 +53,9 @@ def _nan_as(column: str, default: str) -> str:
 
 
 def build(spark: SparkSession, model: FactorModel) -> PipelineModel:
+    if model.time is not None:
+        # Its stages see no rating day: every pair would be scored at one day, unlike the pyfunc.
+        raise ValueError("a model with time effects has no Spark ML form (use the pyfunc)")
     zero = np.zeros(1, dtype=np.int64)
     one = np.ones((1, 1), dtype=np.float32)
     stages = [SQLTransformer(statement=f"SELECT *, 0 AS {ZERO} FROM __THIS__")]

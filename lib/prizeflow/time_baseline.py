@@ -7,6 +7,11 @@
 
 to mu + b_u + b_i. A request without a day (NaN) is taken at ``last_day``, the latest day of the
 training data: its last bin, and the user's drift as of that day.
+
+With ``day_reg`` set, a request with a date that comes with the user's rating history also gets
+the user's bias of that very day (Koren's b_u,t): the shrunk mean residual of the history ratings the user
+gave on the request's day, sum(r - baseline) / (day_reg + n). It is worked out when scoring, from
+the history the request brings, so nothing per (user, day) is stored in the model.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class TimeEffects:
     first_day: int
     last_day: int
     movie_bins: np.ndarray  # float64 (movies, bins)
+    day_reg: float | None = None  # of the per-(user, day) bias; None: no such bias
 
     @property
     def bins(self) -> int:
@@ -50,3 +56,27 @@ class TimeEffects:
     def latest_movie_bins(self) -> np.ndarray:
         """Each movie's bin bias at ``last_day`` (what a request without a day gets)."""
         return self.movie_bins[:, int(self.bin_of(np.array([float(self.last_day)]))[0])]
+
+
+def day_bias(owner: np.ndarray, days: np.ndarray, history_owner: np.ndarray,
+             history_days: np.ndarray, history_residual: np.ndarray, reg: float) -> np.ndarray:
+    """Each request's per-(user, day) bias: the history residuals its owner gave on its day,
+    summed and divided by (reg + their count); 0 where there are none, and for a request
+    without a day (NaN: its day is not known). History ratings without a day count on no day."""
+    def keys(who, when):
+        # The owner in the high 32 bits, the day (offset to be non-negative) in the low ones.
+        return (np.asarray(who, dtype=np.int64) << 32) + (when.astype(np.int64) + (1 << 31))
+
+    dated = ~np.isnan(history_days)
+    if not dated.any():
+        return np.zeros(len(owner))
+    known, index = np.unique(keys(history_owner[dated], history_days[dated]),
+                             return_inverse=True)
+    sums = np.bincount(index, history_residual[dated], len(known))
+    counts = np.bincount(index, minlength=len(known))
+    days = np.asarray(days, dtype=np.float64)
+    asked = ~np.isnan(days)
+    wanted = keys(owner, np.where(asked, days, 0.0))
+    pos = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+    found = asked & (known[pos] == wanted)
+    return np.where(found, sums[pos] / (reg + counts[pos]), 0.0)

@@ -29,8 +29,10 @@ from prizeflow.columns import DAY, MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.time_baseline import BETA
 
 BIN = "time_bin"
+# Per user beside b_user: the mean rating day and the drift (the model's ``user_time`` columns).
+USER_TIME = ("mean_day", "alpha")
 # The columns scoring joins in beside the pairs' own (and drops again).
-_JOINED = (BIN, "b_user", "mean_day", "alpha", "b_movie", "b_bin")
+_JOINED = (BIN, "b_user", *USER_TIME, "b_movie", "b_bin")
 
 
 def day_number(column: Column) -> Column:
@@ -52,6 +54,23 @@ class TimeBiases:
 
     def bin_of(self, day: Column) -> Column:
         return time_bin(day, self.first_day, self.last_day, self.bins)
+
+    def with_baseline(self, pairs: DataFrame, column: str = "baseline") -> DataFrame:
+        return with_time_baseline(pairs, self, column)
+
+    def movie_bin_array(self, movie_ids):
+        """The (movie, bin) biases as a float64 (movies, bins) array whose rows follow
+        ``movie_ids`` (zeros where a movie has no bias for a bin): O(movies x bins)."""
+        import numpy as np
+
+        from prizeflow.factors import lookup
+
+        table = self.movie_bins.toPandas()
+        out = np.zeros((len(movie_ids), self.bins))
+        rows, known = lookup(np.asarray(movie_ids, dtype=np.int64),
+                             table[MOVIE_ID].to_numpy(dtype=np.int64))
+        out[rows[known], table[BIN].to_numpy()[known]] = table["b_bin"].to_numpy()[known]
+        return out
 
 
 def time_bin(day: Column, first_day: int, last_day: int, bins: int) -> Column:

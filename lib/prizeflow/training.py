@@ -7,7 +7,9 @@ test scores -> one MLflow run holding the model.
 Stages (each timed in ``result.stages``, with its start time for the scale benchmark):
 
 1. ``split``: ``ratings`` at the pinned Delta version, split deterministically (prizeflow.data);
-2. ``baselines``: the global mean and mu + b_u + b_i per grid ``bias_reg``; residuals cached;
+2. ``baselines``: the global mean and mu + b_u + b_i per grid ``bias_reg`` (with ``train.time``
+   the time-aware baseline of prizeflow.time_effects, its regularisation chosen on validation);
+   residuals cached;
 3. ``grid <point>``: each ALS point (residual or plain) on driver threads and FAIR pools, a child
    run each, scored on validation;
 4. ``neighbourhood``: movie similarities of the training residuals (prizeflow.neighbours);
@@ -41,8 +43,8 @@ from pyspark.sql import functions as F
 
 from prizeflow import (als, baselines, blend, data, gate, grid, implicit, lake, metrics,
                        model_integrity, neighbours, partitions, progress, ranking, scoring,
-                       sparkmodel, splits, tracking, train_runs)
-from prizeflow.columns import MOVIE_ID, PREDICTION, RATING, TAG, USER_ID
+                       sparkmodel, splits, time_effects, tracking, train_runs)
+from prizeflow.columns import DAY, MOVIE_ID, PREDICTION, RATED_ON, RATING, TAG, USER_ID
 from prizeflow.config import Config, describe
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel, Neighbourhood
@@ -103,13 +105,28 @@ class Cache:
         self.frames.clear()
 
 
+Baseline = baselines.Biases | time_effects.TimeBiases
+
+
+@dataclass(frozen=True)
+class TimeRegs:
+    """The time-aware baseline's settings for one fit: bins and the two regularisations."""
+    bins: int
+    reg_bin: float
+    reg_alpha: float
+
+    def params(self) -> dict[str, Any]:
+        return {"time_bins": self.bins, "time_reg_bin": self.reg_bin,
+                "time_reg_alpha": self.reg_alpha}
+
+
 @dataclass
 class FitData:
     """One training set with its mean and, per bias regularisation, biases and residuals."""
-    ratings: DataFrame
+    ratings: DataFrame  # user_id, movie_id, rating (and day with time effects)
     rows: int
     mean: float
-    biases: dict[float, baselines.Biases]
+    biases: dict[float, Baseline]
     residuals: dict[float, DataFrame]
 
     def release(self) -> None:
@@ -117,24 +134,35 @@ class FitData:
             frame.unpersist()
 
 
-def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cache) -> FitData:
+def fit_baseline(ratings: DataFrame, reg: float, passes: int, mean: float,
+                 time_regs: TimeRegs | None) -> Baseline:
+    """mu + b_u + b_i, or with ``time_regs`` the time-aware baseline (ratings with ``day``)."""
+    if time_regs is None:
+        return baselines.fit_biases(ratings, reg, passes, mean)
+    return time_effects.fit_time_biases(ratings, time_regs.bins, reg, time_regs.reg_bin,
+                                        time_regs.reg_alpha, passes)
+
+
+def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cache,
+            time_regs: TimeRegs | None = None) -> FitData:
     """Biases per regularisation and the residuals, cached. The residual frames keep the
     rating, so once they are cached the ratings' own cache is dropped: at most one copy of the
     training data (plus one per extra ``bias_reg``) stays in memory."""
-    ratings = cache(ratings.select(USER_ID, MOVIE_ID, RATING))
+    columns = [USER_ID, MOVIE_ID, RATING] + ([DAY] if time_regs is not None else [])
+    ratings = cache(ratings.select(*columns))
     stats = ratings.agg(F.avg(RATING), F.count(F.lit(1))).first()
     if not stats[1]:
         raise ValueError("cannot fit a baseline on an empty training set")
     mean, rows = float(stats[0]), int(stats[1])
-    biases: dict[float, baselines.Biases] = {}
+    biases: dict[float, Baseline] = {}
     residuals: dict[float, DataFrame] = {}
     for reg in bias_regs:
-        fitted = baselines.fit_biases(ratings, reg, passes, mean)
+        fitted = fit_baseline(ratings, reg, passes, mean, time_regs)
         biases[reg] = fitted
         residuals[reg] = cache(baselines.residuals(ratings, fitted))
         residuals[reg].count()
     ratings.unpersist()
-    kept = residuals[bias_regs[0]].select(USER_ID, MOVIE_ID, RATING)
+    kept = residuals[bias_regs[0]].select(*columns)
     return FitData(kept, rows, mean, biases, residuals)
 
 
@@ -146,11 +174,11 @@ def fit_point(point: grid.GridPoint, fit_data: FitData, settings: als.AlsSetting
     return als.fit(point, fit_data.ratings, settings, fit_data.mean, None, low, high)
 
 
-def baseline_errors(scored_pairs: DataFrame, mean: float, biases: baselines.Biases,
+def baseline_errors(scored_pairs: DataFrame, mean: float, biases: Baseline,
                     low: float, high: float) -> tuple[metrics.Errors, metrics.Errors]:
     """(global mean, bias model) errors on a held-out set."""
     with_mean = scored_pairs.withColumn(PREDICTION, F.lit(mean))
-    with_bias = (baselines.with_baseline(scored_pairs, biases, "raw")
+    with_bias = (biases.with_baseline(scored_pairs, "raw")
                  .withColumn(PREDICTION, baselines.clip(F.col("raw"), low, high)))
     return metrics.errors(with_mean), metrics.errors(with_bias)
 
@@ -205,6 +233,8 @@ class Pipeline:
         self.parallelism = partitions.parallelism(spark)
         self.settings = als.AlsSettings(self.conf.seed, self.conf.num_blocks or 1,
                                         self.conf.checkpoint_interval)
+        # Each rating's day travels with it only when the time-aware baseline reads it.
+        self.columns = (USER_ID, MOVIE_ID, RATING) + ((DAY,) if self.conf.time.enabled else ())
 
     def size_blocks(self, rows: int) -> None:
         """ALS blocks from config, else from the cores and the training ratings."""
@@ -218,8 +248,10 @@ class Pipeline:
         with self.stages("split"):
             source = data.load_training_data(self.spark, self.config)
             method = data.choose_split_method(self.config, source)
-            split = self.cache(data.split_ratings(source, self.config, method)
-                               .select(USER_ID, MOVIE_ID, RATING, splits.SPLIT))
+            split = data.split_ratings(source, self.config, method)
+            if self.conf.time.enabled:
+                split = split.withColumn(DAY, time_effects.day_number(F.col(RATED_ON)))
+            split = self.cache(split.select(*self.columns, splits.SPLIT))
             counts = {r[0]: r[1] for r in split.groupBy(splits.SPLIT).count().collect()}
         logger.info("ratings version %d, split %s: %s", source.version, method, counts)
         for name in (splits.TRAIN, splits.VALIDATION, splits.TEST):
@@ -229,7 +261,7 @@ class Pipeline:
         return source, method, split, counts
 
     def part(self, split: DataFrame, *names: str) -> DataFrame:
-        return splits.part(split, *names).select(USER_ID, MOVIE_ID, RATING)
+        return splits.part(split, *names).select(*self.columns)
 
     def run_grid(self, points, fit_data: FitData, validation: DataFrame, low: float,
                  high: float, on_result):
@@ -284,6 +316,13 @@ class Pipeline:
             conf.k, float(conf.damping), np.asarray(weights, dtype=np.float64),
             np.asarray(without, dtype=np.float64), *arrays))
 
+    def with_day_bias(self, model: FactorModel) -> FactorModel:
+        """A model with time effects scores each dated request with the user's bias of that day
+        (``train.time.day_reg``)."""
+        if model.time is None:
+            return model
+        return replace(model, time=replace(model.time, day_reg=self.conf.time.day_reg))
+
     def implicit_term(self, data: FitData, bias_reg: float, movie_ids):
         """The implicit-feedback part (None when ``train.implicit.enabled`` is false)."""
         conf = self.conf.implicit
@@ -313,6 +352,7 @@ class HeldOut:
     baseline_reg: float  # the bias baseline's regularisation, tuned on validation
     low: float
     high: float
+    time_regs: TimeRegs | None = None  # the time-aware baseline's, tuned on validation
 
 
 @dataclass
@@ -427,7 +467,10 @@ def _baselines(p: Pipeline, split: DataFrame, source: data.TrainingData) -> Held
         validation = p.cache(p.part(split, splits.VALIDATION))
         test = p.cache(p.part(split, splits.TEST))
         bias_regs = sorted({float(r) for r in p.conf.grid.bias_reg})
-        fit_data = prepare(p.part(split, splits.TRAIN), bias_regs, p.conf.bias_passes, p.cache)
+        time_regs = _time_regs(p, p.part(split, splits.TRAIN), validation, bias_regs[0], low,
+                               high)
+        fit_data = prepare(p.part(split, splits.TRAIN), bias_regs, p.conf.bias_passes, p.cache,
+                           time_regs)
         validation.count(), test.count()
         p.size_blocks(fit_data.rows)
         # Every later step reads the three cached parts: the split itself can go.
@@ -437,7 +480,32 @@ def _baselines(p: Pipeline, split: DataFrame, source: data.TrainingData) -> Held
         bias_validation = {reg: baseline_errors(validation, fit_data.mean, b, low, high)[1].rmse
                            for reg, b in fit_data.biases.items()}
         baseline_reg = min(bias_validation, key=lambda r: (bias_validation[r], r))
-    return HeldOut(validation, test, fit_data, baseline_reg, low, high)
+    return HeldOut(validation, test, fit_data, baseline_reg, low, high, time_regs)
+
+
+def _time_regs(p: Pipeline, train: DataFrame, validation: DataFrame, bias_reg: float,
+               low: float, high: float) -> TimeRegs | None:
+    """The time-aware baseline's (reg_bin, reg_alpha) with the lowest validation RMSE of the
+    baseline alone (at ``bias_reg``); None without ``train.time``."""
+    conf = p.conf.time
+    if not conf.enabled:
+        return None
+    choices = [TimeRegs(conf.bins, float(b), float(a))
+               for b in sorted(set(conf.reg_bin)) for a in sorted(set(conf.reg_alpha))]
+    if len(choices) == 1:
+        return choices[0]
+    ratings = train.select(*p.columns).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        mean = float(ratings.agg(F.avg(RATING)).first()[0])
+        rmse = {}
+        for regs in choices:
+            fitted = fit_baseline(ratings, bias_reg, p.conf.bias_passes, mean, regs)
+            rmse[regs] = baseline_errors(validation, mean, fitted, low, high)[1].rmse
+            logger.info("time-aware baseline, reg_bin %s, reg_alpha %s: validation RMSE %.5f",
+                        regs.reg_bin, regs.reg_alpha, rmse[regs])
+    finally:
+        ratings.unpersist()
+    return min(choices, key=lambda regs: (rmse[regs], regs.reg_bin, regs.reg_alpha))
 
 
 def _search(p: Pipeline, points: list, held_out: HeldOut, experiment_id: str,
@@ -491,10 +559,10 @@ def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
             regs = {held_out.baseline_reg} | ({point.bias_reg} if point.bias_reg is not None
                                               else set())
             final_data = prepare(final_data.ratings.unionByName(held_out.validation),
-                                 sorted(regs), conf.bias_passes, p.cache)
+                                 sorted(regs), conf.bias_passes, p.cache, held_out.time_regs)
             final_fit = fit_point(point, final_data, p.settings, low, high)
             held_out.fit_data.release()  # the final data is cached: the training part can go
-    model = als.export_factors(final_fit)
+    model = p.with_day_bias(als.export_factors(final_fit))
     if use_blend:
         if refit:
             with p.stages("refit neighbourhood"):
@@ -518,7 +586,7 @@ def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
     tagged_validation = held_out.validation.withColumn(TAG, F.lit(VALIDATION_TAG))
     tagged_test = held_out.test.withColumn(TAG, F.lit(TEST_TAG))
     with p.stages("neighbourhood"):
-        movie_side = als.export_movie_side(search.on_train)
+        movie_side = p.with_day_bias(als.export_movie_side(search.on_train))
         arrays = p.neighbour_arrays(fit_data.residuals[point.bias_reg], fit_data.rows,
                                     movie_side.movie_ids)
     term = None
@@ -531,11 +599,12 @@ def _blend_weights(p: Pipeline, search: Search, held_out: HeldOut):
         parts = p.parts(p.with_neighbourhood(movie_side, arrays, term), search.on_train, wanted,
                         fit_data)
         on_validation = parts.where(F.col(TAG) == VALIDATION_TAG)
-        features = blend.features(term is not None)
+        features = blend.features(term is not None, movie_side.time is not None
+                                  and movie_side.time.day_reg is not None)
         nested = blend.fit_nested_weights(on_validation, features)
         without, weights = nested[blend.HISTORY_FREE], nested[-1]
         validation_rmse = metrics.errors(on_validation.withColumn(
-            PREDICTION, Rule.linear(weights, held_out.low, held_out.high).column())).rmse
+            PREDICTION, Rule.linear(weights, held_out.low, held_out.high, features).column())).rmse
     logger.info("blend weights (intercept, %s) %s, without a history %s: validation RMSE "
                 "%.5f", ", ".join(features), ", ".join(f"{w:.4f}" for w in weights),
                 ", ".join(f"{w:.4f}" for w in without), validation_rmse)
@@ -553,18 +622,22 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
     chosen, model_errors = search.chosen, test_errors[PREDICTION]
     blend_params = {}
     if final.use_blend:
+        features = final.model.rule().parts
         blend_params = {**{f"neighbours_{k}": v
                            for k, v in p.conf.neighbours.model_dump().items()},
                         **{f"implicit_{k}": v
                            for k, v in p.conf.implicit.model_dump().items()},
                         **{f"blend_weight_{name}": w for name, w in
-                           zip(("intercept",) + blend.FEATURES, final.weights)},
+                           zip(("intercept",) + features, final.weights)},
                         **{f"blend_weight_without_history_{name}": w for name, w in
-                           zip(("intercept",) + blend.FEATURES[:blend.HISTORY_FREE], final.without)}}
+                           zip(("intercept",) + features[:blend.HISTORY_FREE], final.without)}}
     model_name = "blend\n(ALS + neighbours)" if final.use_blend else f"{chosen.point.kind} ALS"
     train_runs.log_outcome(
         chosen, {"baseline_bias_reg": held_out.baseline_reg, "refit": p.conf.refit_on_validation,
-                 "als_blocks": p.settings.num_blocks, "blend": final.use_blend, **blend_params},
+                 "als_blocks": p.settings.num_blocks, "blend": final.use_blend,
+                 "time_effects": held_out.time_regs is not None,
+                 **(held_out.time_regs.params() | {"time_day_reg": p.conf.time.day_reg}
+                    if held_out.time_regs else {}), **blend_params},
         test_errors, baseline_rmse, lift,
         train_runs.outcome_figures(search.results, model_errors.rmse, baseline_rmse, model_name),
         validation_blend_rmse=final.validation_blend_rmse if final.use_blend else None,
@@ -579,6 +652,10 @@ def _log_model(p: Pipeline, search: Search, held_out: HeldOut, final: FinalModel
     if p.conf.log_spark_model and is_connect(p.spark):
         logger.warning("Spark Connect: the Spark ML form of the model is not logged (it is built "
                        "through the JVM); the pyfunc model is logged as always")
+    elif p.conf.log_spark_model and final.model.time is not None:
+        logger.warning("the Spark ML form of the model is not logged: it would score every "
+                       "rating at one day, and the model has time effects (train.time); the "
+                       "pyfunc model is logged as always")
     elif p.conf.log_spark_model:
         # A PipelineModel cannot join each user's ratings for the neighbourhood term:
         # the Spark form holds the ALS part (baseline + p.q), scored as test_rmse_als.

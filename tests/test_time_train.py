@@ -1,0 +1,146 @@
+"""`prizeflow train` with the time-aware baseline (``train.time``): the choice of its
+regularisation on validation, and every scoring path taking each rating's day the way the run
+scored its test set (the pyfunc, the gate's re-scoring, batch predictions, top-N lists)."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import functions as F
+
+from prizeflow import data, predicting, scoring, splits, training
+from prizeflow.config import load_config
+from prizeflow.pyfunc import HISTORY_DATES, HISTORY_MOVIES, HISTORY_RATINGS
+
+from conftest import copy_lake, rmse
+
+pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
+
+SETTINGS = {"train.grid.kind": "[residual]", "train.grid.rank": "[8]",
+            "train.grid.reg_param": "[0.1]", "train.grid.max_iter": "[6]",
+            "train.grid.bias_reg": "[5]", "train.num_blocks": "2",
+            "train.time.enabled": "true", "train.time.bins": "6",
+            "train.time.reg_bin": "[5, 500]", "train.time.reg_alpha": "[10]",
+            "train.ranking_users": "100"}
+COLUMNS = ["user_id", "movie_id", "rating", "rated_on"]
+
+
+@pytest.fixture(scope="module")
+def timed(spark, small_lake, tmp_path_factory, uses_mlflow):
+    tmp = tmp_path_factory.mktemp("time-train")
+    config = copy_lake(small_lake, tmp)
+    merged = load_config(None, [f"{k}={v}" for k, v in SETTINGS.items()])
+    config = config.model_copy(update={"train": merged.train})
+    summary = training.train(spark, config).summary()
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(summary["model_uri"])
+    source = data.load_training_data(spark, config)
+    split = data.split_ratings(source, config, data.choose_split_method(config, source))
+    # What train scored the test set with after its refit: train + validation.
+    history = splits.part(split, splits.TRAIN, splits.VALIDATION).select(*COLUMNS)
+    test = splits.part(split, splits.TEST).select(*COLUMNS)
+    return {"config": config, "summary": summary, "pyfunc": pyfunc,
+            "model": pyfunc.unwrap_python_model().model, "history": history, "test": test}
+
+
+def _with_lists(test: pd.DataFrame, history: pd.DataFrame, dates: bool = True) -> pd.DataFrame:
+    lists = {u: g for u, g in history.groupby("user_id")}
+    empty = history.iloc[:0]
+    frame = test[["user_id", "movie_id"]].copy()
+    mine = [lists.get(u, empty) for u in frame["user_id"]]
+    frame[HISTORY_MOVIES] = [g["movie_id"].tolist() for g in mine]
+    frame[HISTORY_RATINGS] = [g["rating"].astype(float).tolist() for g in mine]
+    if dates:
+        frame["rated_on"] = pd.to_datetime(test["rated_on"])
+        frame[HISTORY_DATES] = [pd.to_datetime(g["rated_on"]).tolist() for g in mine]
+    return frame
+
+
+def test_the_run_chooses_its_time_regularisation_and_keeps_the_time_effects(timed):
+    summary, model = timed["summary"], timed["model"]
+    run = MlflowClient().get_run(summary["run_id"])
+    assert run.data.params["time_effects"] == "True"
+    assert float(run.data.params["time_reg_bin"]) in (5.0, 500.0)
+    assert run.data.params["time_bins"] == "6"
+    assert model.time is not None and model.time.movie_bins.shape == (len(model.movie_ids), 6)
+    assert np.abs(model.time.movie_bins).max() > 1e-3
+    assert model.user_time.shape == (len(model.user_ids), 2)
+    assert np.abs(model.user_time[:, 1]).max() > 1e-4  # the users' drift
+    # The Spark ML form would score every rating at one day: not logged.
+    assert summary["spark_model_uri"] is None
+    assert summary["ranking"]["model"]["users"] > 0
+    assert summary["test_rmse"] < summary["baselines"]["bias"] < summary["baselines"]["global_mean"]
+
+
+def test_the_pyfunc_with_the_dates_reproduces_the_runs_test_rmse(timed):
+    test, history = timed["test"].toPandas(), timed["history"].toPandas()
+    pyfunc = timed["pyfunc"]
+    with_dates = pyfunc.predict(_with_lists(test, history))
+    assert rmse(test["rating"], with_dates) == pytest.approx(timed["summary"]["test_rmse"],
+                                                             abs=1e-6)
+    # Without the dates every rating sits at the latest day: other numbers.
+    undated = pyfunc.predict(_with_lists(test, history, dates=False))
+    assert np.abs(np.asarray(undated) - np.asarray(with_dates)).max() > 1e-3
+
+
+def test_the_gates_rescoring_reads_the_days_of_test_and_history(spark, timed):
+    model, test, history = timed["model"], timed["test"], timed["history"]
+    assert scoring.test_rmse(model, test, history, 2) == pytest.approx(
+        timed["summary"]["test_rmse"], abs=1e-6)
+    undated = scoring.test_rmse(model, test.drop("rated_on"), history, 2)
+    assert abs(undated - timed["summary"]["test_rmse"]) > 1e-5
+
+
+def test_predictions_score_each_pair_at_its_own_date(spark, timed):
+    model, history = timed["model"], timed["history"]
+    rows = timed["test"].limit(40).toPandas()
+    user, movie = int(rows["user_id"][0]), int(rows["movie_id"][0])
+    pairs = pd.concat([rows[["user_id", "movie_id", "rated_on"]], pd.DataFrame({
+        "user_id": [user, user, user], "movie_id": [movie] * 3,
+        "rated_on": [pd.Timestamp("1999-01-02").date(), pd.Timestamp("2005-12-20").date(),
+                     None]})], ignore_index=True)
+    frame = spark.createDataFrame(pairs, "user_id int, movie_id int, rated_on date")
+    got = (predicting.with_predictions(model, scoring.user_frame(spark, model), frame, history,
+                                       buckets=4)
+           .toPandas())
+    assert len(got) == len(pairs) and got["prediction"].notna().all()
+    known = history.toPandas()
+    days = (pd.to_datetime(known["rated_on"]) - pd.Timestamp("1970-01-01")).dt.days
+    asked = (pd.to_datetime(got["rated_on"]) - pd.Timestamp("1970-01-01")).dt.days
+    expected = model.predict(got["user_id"], got["movie_id"],
+                             (known["user_id"], known["movie_id"], known["rating"], days),
+                             days=asked.to_numpy(dtype=float))
+    assert got["prediction"].to_numpy() == pytest.approx(expected, abs=1e-6)
+    same_pair = got[(got["user_id"] == user) & (got["movie_id"] == movie)]
+    assert same_pair["prediction"].round(6).nunique() >= 2  # the date moves the prediction
+
+
+def test_top_n_in_spark_equals_the_numpy_lists_with_the_history_days(spark, timed):
+    model, history = timed["model"], timed["history"]
+    users = scoring.user_frame(spark, model).where(F.col("user_id") % 7 == 0)
+    lists = scoring.top_n(model, users, history, 5, buckets=4).toPandas()
+    wanted = np.sort(users.toPandas()["user_id"].to_numpy())
+    known = history.toPandas()
+    known = known[known["user_id"].isin(wanted)]
+    owner = np.searchsorted(wanted, known["user_id"].to_numpy())
+    days = (pd.to_datetime(known["rated_on"]) - pd.Timestamp("1970-01-01")).dt.days
+    order = np.argsort(owner, kind="stable")
+    who, rank, movie, value = model.top_n(
+        wanted, owner[order], known["movie_id"].to_numpy()[order],
+        known["rating"].to_numpy()[order], 5, days.to_numpy(dtype=float)[order])
+    expected = pd.DataFrame({"user_id": wanted[who], "rank": rank, "movie_id": movie,
+                             "predicted_rating": value})
+    keys = ["user_id", "rank"]
+    got = lists.sort_values(keys).reset_index(drop=True)
+    expected = expected.sort_values(keys).reset_index(drop=True)
+    assert len(got) == len(expected) > 0
+    assert (got["movie_id"].to_numpy() == expected["movie_id"].to_numpy()).all()
+    assert got["predicted_rating"].to_numpy() == pytest.approx(
+        expected["predicted_rating"].to_numpy(), abs=1e-5)
+    # The history's days matter: at the latest day the residuals, and so the lists, differ.
+    _, _, _, undated = model.top_n(wanted, owner[order], known["movie_id"].to_numpy()[order],
+                                   known["rating"].to_numpy()[order], 5)
+    assert np.abs(np.sort(undated) - np.sort(value)).max() > 1e-4
