@@ -165,8 +165,8 @@ class TimeSettings(Section):
     (by the baseline's own RMSE, at the first bias_reg); the best pair is used."""
     enabled: StrictBool = True
     bins: StrictInt = Field(30, ge=1)  # equal spans of the training ratings' days
-    reg_bin: _axis(NonNegative) = [25.0]  # of each (movie, bin) bias
-    reg_alpha: _axis(NonNegative) = [50.0]  # of each user's drift
+    reg_bin: _axis(NonNegative) = [10.0, 50.0]  # of each (movie, bin) bias
+    reg_alpha: _axis(NonNegative) = [10.0, 100.0]  # of each user's drift
     # Of the per-(user, day) bias worked out from the history when scoring (null: none).
     day_reg: Optional[NonNegative] = 5.0
 
