@@ -144,3 +144,33 @@ def test_top_n_in_spark_equals_the_numpy_lists_with_the_history_days(spark, time
     _, _, _, undated = model.top_n(wanted, owner[order], known["movie_id"].to_numpy()[order],
                                    known["rating"].to_numpy()[order], 5)
     assert np.abs(np.sort(undated) - np.sort(value)).max() > 1e-4
+
+
+def test_two_times_of_one_day_are_one_pair_and_no_row_is_doubled(spark, timed):
+    model, history = timed["model"], timed["history"]
+    row = timed["test"].first()
+    frame = spark.createDataFrame(
+        [(row["user_id"], row["movie_id"], "2005-12-20 10:00:00"),
+         (row["user_id"], row["movie_id"], "2005-12-20 23:00:00"),
+         (row["user_id"], row["movie_id"], "2004-03-01 08:00:00")],
+        "user_id int, movie_id int, rated_on string").withColumn(
+        "rated_on", F.to_timestamp("rated_on"))
+    got = predicting.with_predictions(model, scoring.user_frame(spark, model), frame, history,
+                                      buckets=4).toPandas().sort_values("rated_on")
+    assert len(got) == 3
+    assert got["prediction"].iloc[0] != pytest.approx(got["prediction"].iloc[1], abs=1e-9)
+    assert got["prediction"].iloc[1] == pytest.approx(got["prediction"].iloc[2], abs=1e-12)
+
+
+def test_the_day_terms_weight_is_kept_without_the_implicit_term(spark, timed):
+    from dataclasses import replace
+
+    model = timed["model"]
+    pipeline = training.Pipeline(spark, timed["config"])
+    arrays = (model.neighbourhood.neighbours, model.neighbourhood.similarities)
+    bare = replace(model, neighbourhood=None, implicit=None)
+    weights = [0.1, 0.9, 0.8, 0.7, 0.6]  # intercept, baseline, factor, neighbour, day
+    rebuilt = pipeline.with_neighbourhood(bare, arrays, None, weights, [0.0, 1.0, 1.0])
+    assert rebuilt.rule().terms[-1] == ("day_term", 0.6)
+    with pytest.raises(ValueError, match="4 blend weights"):
+        pipeline.with_neighbourhood(bare, arrays, None, weights[:4], [0.0, 1.0, 1.0])

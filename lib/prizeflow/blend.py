@@ -29,6 +29,7 @@ def features(with_implicit: bool, with_day: bool = False) -> tuple[str, ...]:
     when the model has them."""
     return blend_parts(with_implicit, with_day)
 
+
 RIDGE = 1e-6
 
 

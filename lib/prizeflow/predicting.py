@@ -68,16 +68,18 @@ def with_predictions(model: FactorModel, users: DataFrame, pairs: DataFrame, his
     rated_on]). For a model with time effects the pair's ``rated_on`` is part of it (a pair
     without one is scored at the model's latest day)."""
     timed = model.time is not None and RATED_ON in pairs.columns
-    keys = [USER_ID, MOVIE_ID] + ([RATED_ON] if timed else [])
-    wanted = (pairs.select(*keys).distinct()
-              .select(*keys, F.lit(None).cast("double").alias(RATING), F.lit(1).alias(TAG)))
+    # Keyed by the day, not the raw rated_on: two times of one day are one pair to score.
+    asked = (pairs.withColumn("_pf_day", day_number(F.col(RATED_ON)).cast("float")) if timed
+             else pairs)
+    keys = [USER_ID, MOVIE_ID] + ([F.col("_pf_day").alias(DAY)] if timed else [])
+    wanted = (asked.select(*keys).distinct()
+              .select("*", F.lit(None).cast("double").alias(RATING), F.lit(1).alias(TAG)))
     parts = scoring.score(model, users, wanted, history, buckets)
     scored = parts.select(USER_ID, MOVIE_ID, DAY,
                           scoring.predictions(model)[PREDICTION].alias(PREDICTION))
     if not timed:
         return pairs.join(scored.drop(DAY), [USER_ID, MOVIE_ID], "left")
     # The day of a pair without a date is null on both sides: matched null-safely.
-    asked = pairs.withColumn("_pf_day", day_number(F.col(RATED_ON)).cast("float"))
     matched = asked.join(scored, [asked[USER_ID] == scored[USER_ID],
                                   asked[MOVIE_ID] == scored[MOVIE_ID],
                                   asked["_pf_day"].eqNullSafe(scored[DAY])], "left")

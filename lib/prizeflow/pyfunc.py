@@ -27,9 +27,9 @@ EPOCH = np.datetime64("1970-01-01", "D")
 
 
 # MLflow's schema enforcement turns every date in a declared list of datetimes into an int:
-# nanoseconds since 1970-01-01. Smaller numbers (before 1970-01-12) would be day or second
-# counts read wrongly, and are refused.
-SMALLEST_NANOSECONDS = 10**15
+# nanoseconds since 1970-01-01. Smaller numbers (before 1973-03-04) would be day, second or
+# microsecond counts read wrongly, and are refused.
+SMALLEST_NANOSECONDS = 10**17
 
 
 def _days(values) -> np.ndarray:

@@ -92,16 +92,18 @@ def with_day(ratings: DataFrame) -> DataFrame:
 
 
 def fit_time_biases(ratings: DataFrame, bins: int, reg: float, reg_bin: float,
-                    reg_alpha: float, passes: int) -> TimeBiases:
+                    reg_alpha: float, passes: int, mean: float | None = None) -> TimeBiases:
     """Fit the biases on (user_id, movie_id, rating, day) rows (cache them first: each pass
-    scans them three times)."""
+    scans them three times); ``mean``: the ratings' mean when the caller has it (the model's
+    mu, to the last bit), else computed here."""
     # The mean and the day range in one scan.
     stats = ratings.agg(F.avg(RATING), F.min(DAY), F.max(DAY)).first()
     if stats[0] is None:
         raise ValueError("cannot fit a baseline on an empty training set")
     if stats[1] is None:
         raise ValueError("cannot fit time effects: no training rating has a date")
-    mu, first_day, last_day = float(stats[0]), int(stats[1]), int(stats[2])
+    mu = float(stats[0]) if mean is None else float(mean)
+    first_day, last_day = int(stats[1]), int(stats[2])
     # A rating without a day counts at the latest day, here as when it is scored.
     day = F.coalesce(F.col(DAY), F.lit(last_day))
     mean_days = materialised(ratings.groupBy(USER_ID).agg(F.avg(day).alias("mean_day")))

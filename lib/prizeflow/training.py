@@ -140,7 +140,7 @@ def fit_baseline(ratings: DataFrame, reg: float, passes: int, mean: float,
     if time_regs is None:
         return baselines.fit_biases(ratings, reg, passes, mean)
     return time_effects.fit_time_biases(ratings, time_regs.bins, reg, time_regs.reg_bin,
-                                        time_regs.reg_alpha, passes)
+                                        time_regs.reg_alpha, passes, mean)
 
 
 def prepare(ratings: DataFrame, bias_regs: list[float], passes: int, cache: Cache,
@@ -305,13 +305,19 @@ class Pipeline:
         return neighbours.collect_arrays(lists, movie_ids, conf.keep)
 
     def with_neighbourhood(self, model: FactorModel, arrays, implicit_term=None,
-                           weights=(0.0, 1.0, 1.0, 1.0, 1.0),
-                           without=(0.0, 1.0, 1.0)) -> FactorModel:
+                           weights=None, without=(0.0, 1.0, 1.0)) -> FactorModel:
+        """``model`` with the neighbourhood (and implicit term); ``weights`` follow
+        :func:`prizeflow.blend.features` of the model's parts (None: every part at 1, as
+        validation scoring computes them)."""
         import numpy as np
 
         conf = self.conf.neighbours
-        if implicit_term is None:
-            weights = weights[:4]
+        parts = blend.features(implicit_term is not None,
+                               model.time is not None and model.time.day_reg is not None)
+        if weights is None:
+            weights = (0.0,) + (1.0,) * len(parts)
+        if len(weights) != len(parts) + 1:
+            raise ValueError(f"{len(weights)} blend weights for the parts {parts}")
         return replace(model, implicit=implicit_term, neighbourhood=Neighbourhood(
             conf.k, float(conf.damping), np.asarray(weights, dtype=np.float64),
             np.asarray(without, dtype=np.float64), *arrays))
