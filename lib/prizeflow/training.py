@@ -492,7 +492,10 @@ def _baselines(p: Pipeline, split: DataFrame, source: data.TrainingData) -> Held
 def _time_regs(p: Pipeline, train: DataFrame, validation: DataFrame, bias_reg: float,
                low: float, high: float) -> TimeRegs | None:
     """The time-aware baseline's (reg_bin, reg_alpha) with the lowest validation RMSE of the
-    baseline alone (at ``bias_reg``); None without ``train.time``."""
+    baseline alone (at ``bias_reg``); None without ``train.time``, or when the static
+    mu + b_u + b_i scores better still (it is a candidate whenever there is a choice to make:
+    data without drifts in time, such as generated corpora, is better off without the extra
+    parameters)."""
     conf = p.conf.time
     if not conf.enabled:
         return None
@@ -504,14 +507,19 @@ def _time_regs(p: Pipeline, train: DataFrame, validation: DataFrame, bias_reg: f
     try:
         mean = float(ratings.agg(F.avg(RATING)).first()[0])
         rmse = {}
-        for regs in choices:
+        for regs in [None, *choices]:
             fitted = fit_baseline(ratings, bias_reg, p.conf.bias_passes, mean, regs)
             rmse[regs] = baseline_errors(validation, mean, fitted, low, high)[1].rmse
-            logger.info("time-aware baseline, reg_bin %s, reg_alpha %s: validation RMSE %.5f",
-                        regs.reg_bin, regs.reg_alpha, rmse[regs])
+            logger.info("baseline %s: validation RMSE %.5f", "mu + b_u + b_i" if regs is None
+                        else f"time-aware, reg_bin {regs.reg_bin}, reg_alpha {regs.reg_alpha}",
+                        rmse[regs])
     finally:
         ratings.unpersist()
-    return min(choices, key=lambda regs: (rmse[regs], regs.reg_bin, regs.reg_alpha))
+    best = min(choices, key=lambda regs: (rmse[regs], regs.reg_bin, regs.reg_alpha))
+    if rmse[None] <= rmse[best]:
+        logger.info("no time effects: the static baseline scores better on validation")
+        return None
+    return best
 
 
 def _search(p: Pipeline, points: list, held_out: HeldOut, experiment_id: str,
@@ -564,7 +572,8 @@ def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
         with p.stages("refit"):
             regs = {held_out.baseline_reg} | ({point.bias_reg} if point.bias_reg is not None
                                               else set())
-            final_data = prepare(final_data.ratings.unionByName(held_out.validation),
+            final_data = prepare(final_data.ratings.unionByName(
+                held_out.validation.select(*final_data.ratings.columns)),
                                  sorted(regs), conf.bias_passes, p.cache, held_out.time_regs)
             final_fit = fit_point(point, final_data, p.settings, low, high)
             held_out.fit_data.release()  # the final data is cached: the training part can go
