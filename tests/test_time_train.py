@@ -23,7 +23,9 @@ SETTINGS = {"train.grid.kind": "[residual]", "train.grid.rank": "[8]",
             "train.grid.reg_param": "[0.1]", "train.grid.max_iter": "[6]",
             "train.grid.bias_reg": "[5]", "train.num_blocks": "2",
             "train.time.enabled": "true", "train.time.bins": "6",
-            "train.time.reg_bin": "[5, 500]", "train.time.reg_alpha": "[10]",
+            # One pair: no choice, so time effects even on this corpus (which plants no drift,
+            # and where the static baseline would win on validation).
+            "train.time.reg_bin": "[5]", "train.time.reg_alpha": "[10]",
             "train.ranking_users": "100"}
 COLUMNS = ["user_id", "movie_id", "rating", "rated_on"]
 
@@ -59,11 +61,11 @@ def _with_lists(test: pd.DataFrame, history: pd.DataFrame, dates: bool = True) -
     return frame
 
 
-def test_the_run_chooses_its_time_regularisation_and_keeps_the_time_effects(timed):
+def test_the_run_logs_its_time_regularisation_and_keeps_the_time_effects(timed):
     summary, model = timed["summary"], timed["model"]
     run = MlflowClient().get_run(summary["run_id"])
     assert run.data.params["time_effects"] == "True"
-    assert float(run.data.params["time_reg_bin"]) in (5.0, 500.0)
+    assert float(run.data.params["time_reg_bin"]) == 5.0
     assert run.data.params["time_bins"] == "6"
     assert model.time is not None and model.time.movie_bins.shape == (len(model.movie_ids), 6)
     assert np.abs(model.time.movie_bins).max() > 1e-3
@@ -174,3 +176,35 @@ def test_the_day_terms_weight_is_kept_without_the_implicit_term(spark, timed):
     assert rebuilt.rule().terms[-1] == ("day_term", 0.6)
     with pytest.raises(ValueError, match="4 blend weights"):
         pipeline.with_neighbourhood(bare, arrays, None, weights[:4], [0.0, 1.0, 1.0])
+
+
+def _dated_ratings(spark, drift: float, seed: int):
+    """(train, validation) of 300 users x 40 movies over 800 days; ``drift``: how much the
+    even movies' ratings rise from their first half of the days to their second."""
+    rng = np.random.default_rng(seed)
+    users, movies = rng.normal(0, 0.4, 301), rng.normal(0, 0.5, 41)
+    rows = []
+    for user in range(1, 301):
+        for movie in rng.choice(np.arange(1, 41), 25, replace=False):
+            day = 12000 + int(rng.integers(0, 800))
+            shift = drift * (1 if day >= 12400 else -1) / 2 if movie % 2 == 0 else 0.0
+            rating = float(np.clip(np.round(3.5 + users[user] + movies[movie] + shift
+                                            + rng.normal(0, 0.8)), 1, 5))
+            rows.append((user, int(movie), rating, day, int(rng.integers(0, 10))))
+    frame = spark.createDataFrame(rows, "user_id int, movie_id int, rating double, day int, "
+                                        "fold int")
+    return (frame.where("fold > 0").drop("fold").cache(),
+            frame.where("fold = 0").drop("fold").cache())
+
+
+@pytest.mark.parametrize("drift, uses_time", [(2.0, True), (0.0, False)])
+def test_validation_chooses_between_the_time_effects_and_the_static_baseline(
+        spark, tmp_path, drift, uses_time):
+    config = load_config(None, ["train.time.bins=4", "train.time.reg_bin=[2, 20]",
+                                "train.time.reg_alpha=[10]", "train.bias_passes=2"])
+    pipeline = training.Pipeline(spark, config)
+    train, validation = _dated_ratings(spark, drift, seed=31)
+    chosen = training._time_regs(pipeline, train, validation, 5.0, 1.0, 5.0)
+    assert (chosen is not None) == uses_time
+    if uses_time:
+        assert chosen.bins == 4 and chosen.reg_bin in (2.0, 20.0)
