@@ -28,6 +28,8 @@ from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
 from prizeflow import metrics, partitions
 from prizeflow.columns import DAY, MOVIE_ID, PREDICTION, RATED_ON, RATING, TAG, USER_ID
 from prizeflow.factors import FactorModel, Requests
+from prizeflow.rule import HAS_FACTORS
+from prizeflow.rule import PARTS as RULE_PARTS
 from prizeflow.time_effects import USER_TIME, day_number
 
 ROWS_PER_BUCKET = 4_000_000
@@ -45,7 +47,8 @@ PACKED_DAYS = (DAY, "history_days", "<f4")
 # without them) and the factors.
 USER_SIDE = ("b_user", *USER_TIME, "factors")
 VALIDATION_TAG, TEST_TAG = 1, 2  # the tags train scores its held-out parts under
-PARTS = ("baseline", "factor_term", "neighbour_term", "implicit_term", "day_term", "has_factors")
+# Every part a rule may read, in the rule's order; a model without a term scores it as 0.
+PARTS = (*RULE_PARTS, HAS_FACTORS)
 TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
 
 
@@ -221,7 +224,7 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
             return
         asked, local, requests = _requests(table, movie_model)
         parts = local.parts(requests)
-        for name in ("neighbour_term", "implicit_term", "day_term"):
+        for name in RULE_PARTS:
             parts.setdefault(name, np.zeros(len(requests.owner)))
         yield pa.RecordBatch.from_arrays(
             [asked.column(USER_ID).combine_chunks(), asked.column(MOVIE_ID).combine_chunks(),
