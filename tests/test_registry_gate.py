@@ -118,7 +118,8 @@ def test_only_finished_train_runs_of_the_experiment_and_each_once(store):
     other = mlflow.create_experiment(f"elsewhere-{store['name']}")
     with pytest.raises(registry.RegistryError, match="belongs to experiment .* not 'prizeflow'"):
         registry.register(None, config, train_run(store, 0.8, experiment_id=other))
-    with pytest.raises(train_runs.TrainRunError, match="is not a `prizeflow train` run"):
+    with pytest.raises(train_runs.TrainRunError,
+                       match="is not a `prizeflow train` or `prizeflow blend` run"):
         registry.register(None, config, train_run(store, 0.8, command="ingest"))
     run_id = train_run(store, 0.8)
     first = registry.register(None, config, run_id)

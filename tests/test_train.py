@@ -292,5 +292,6 @@ def test_the_train_run_reads_back_through_its_contract(trained):
     assert all(p.iterations == 6 and p.seconds > 0 and not p.pruned for p in points)
     child = client.search_runs([run.experiment_id],
                                f"tags.`mlflow.parentRunId` = '{run.run_id}'")[0]
-    with pytest.raises(train_runs.TrainRunError, match="is not a `prizeflow train` run"):
+    with pytest.raises(train_runs.TrainRunError,
+                       match="is not a `prizeflow train` or `prizeflow blend` run"):
         train_runs.get(client, child.info.run_id)  # a grid point's run is not a train run

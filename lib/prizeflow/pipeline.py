@@ -17,8 +17,9 @@ import logging
 import time
 from typing import Any, Callable
 
+from prizeflow import blending, ingestion, lake, predicting, progress, recommending, registry
 from prizeflow import generate as corpus
-from prizeflow import ingestion, lake, predicting, progress, recommending, registry, training
+from prizeflow import training
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.steps import RUN, STEPS
@@ -71,6 +72,15 @@ def register(spark, config: Config, run_id: str | None = None,
     """A train run's model into the registry, gated (:func:`prizeflow.registry.register`).
     ``spark`` may be None: a session starts only if the champion must be re-scored."""
     return registry.register(spark, config, run_id, pipeline_run=pipeline_run)
+
+
+def check_blend(config: Config, versions: str) -> None:
+    blending.check_blend(config, versions)
+
+
+def blend(spark, config: Config, versions: str) -> dict[str, Any]:
+    """Registered versions blended into one model, gated (:func:`prizeflow.blending.blend`)."""
+    return blending.blend(spark, config, versions)
 
 
 def check_recommend(config: Config, top: int = 10, alias: str = "champion") -> None:

@@ -12,8 +12,9 @@
 With ``--out-table PATH`` the pairs and their predictions (the model's rule, clipped to the
 lake's rating scale) and the model version replace that Delta table in one commit. Each user's
 history (for the neighbour term) is their ratings as the last complete ingest left them, as
-``recommend`` reads it. The request's ``rated_on`` date is
-not used: the model has no time terms yet.
+``recommend`` reads it; a model with time effects scores each pair at its ``rated_on`` date.
+A registered blend of models (:mod:`prizeflow.blending`) scores each pair with every member and
+combines their predictions with its weights.
 
 The Prize file is written by one Spark task (the file is one sequence) into a folder beside
 ``FILE`` and then renamed to ``FILE`` through the Hadoop filesystem that holds it, so ``FILE``
@@ -37,6 +38,8 @@ from prizeflow.columns import (DAY, LINE_NO, MOVIE_ID, PREDICTION, RATED_ON, RAT
 from prizeflow.config import Config
 from prizeflow.errors import JobError
 from prizeflow.factors import FactorModel
+from prizeflow.blend_scoring import blended_column
+from prizeflow.model_blend import BlendedModel, member_column
 from prizeflow.secrets import redact_text
 from prizeflow.sessions import is_connect
 from prizeflow.time_effects import day_number
@@ -84,6 +87,21 @@ def with_predictions(model: FactorModel, users: DataFrame, pairs: DataFrame, his
                                   asked[MOVIE_ID] == scored[MOVIE_ID],
                                   asked["_pf_day"].eqNullSafe(scored[DAY])], "left")
     return matched.select(asked["*"], scored[PREDICTION]).drop("_pf_day")
+
+
+def with_blended_predictions(model: BlendedModel, pairs: DataFrame, history: DataFrame,
+                             buckets: int) -> DataFrame:
+    """:func:`with_predictions` for a blend of models: each member predicts every pair (its
+    prediction rides along as a column while the next member scores), then the blend's weights
+    combine them."""
+    spark = pairs.sparkSession
+    scored = pairs
+    for index, member in enumerate(model.members):
+        scored = (with_predictions(member, scoring.user_frame(spark, member), scored, history,
+                                   buckets)
+                  .withColumnRenamed(PREDICTION, member_column(index)))
+    members = [member_column(i) for i in range(len(model.members))]
+    return scored.withColumn(PREDICTION, blended_column(model)).drop(*members)
 
 
 def prize_lines(predicted: DataFrame) -> DataFrame:
@@ -164,8 +182,11 @@ def predict(spark: SparkSession, config: Config, qualifying: bool = False,
         source = redact_text(pairs)
     # The model's rule clips to the lake's own scale (half stars on some MovieLens data); the
     # Prize file alone is clipped to 1..5 (prize_lines).
-    predicted = with_predictions(model, scoring.user_frame(spark, model), requested, history,
-                                 buckets)
+    if isinstance(model, BlendedModel):
+        predicted = with_blended_predictions(model, requested, history, buckets)
+    else:
+        predicted = with_predictions(model, scoring.user_frame(spark, model), requested, history,
+                                     buckets)
     summary: dict[str, Any] = {"model_name": name, "alias": alias, "model_version": version,
                                "pairs_from": source, "ingest_id": snapshot.ingest_id}
     if qualifying:

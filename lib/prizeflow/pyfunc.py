@@ -7,7 +7,9 @@ without it the model uses the weights learned for that case (``test_rmse_without
 For a model with time effects, an optional ``rated_on`` column (dates) gives each row's day and
 an optional list column ``history_rated_on`` each history rating's; a row or rating without a
 date is taken at the model's latest day. Other models ignore both.
-Output: one predicted rating per row, in input order. Imports nothing from Spark, so
+A blend of registered models (:mod:`prizeflow.model_blend`) takes the same input: each member
+predicts it, and the blend's weights (with or without a history, as the input brings one or
+not) combine them. Output: one predicted rating per row, in input order. Imports nothing from Spark, so
 ``mlflow.pyfunc.load_model("models:/prizeflow-als@champion")`` works in a process without a JVM.
 """
 
@@ -19,8 +21,10 @@ import pandas as pd
 
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATED_ON, USER_ID
 from prizeflow.factors import FactorModel, Requests
+from prizeflow.model_blend import BlendedModel
 
 ARTIFACT_KEY = "factors"
+BLEND_ARTIFACT_KEY = "blend"
 HISTORY_MOVIES, HISTORY_RATINGS = "history_movie_ids", "history_ratings"
 HISTORY_DATES = "history_rated_on"
 EPOCH = np.datetime64("1970-01-01", "D")
@@ -115,4 +119,20 @@ class FactorPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
         return pd.Series(predict_frame(self.model, model_input), index=model_input.index,
+                         name=PREDICTION)
+
+
+def predict_blend_frame(model: BlendedModel, frame: pd.DataFrame) -> np.ndarray:
+    """Each member's prediction of ``frame`` (:func:`predict_frame`), blended."""
+    with_history = HISTORY_MOVIES in frame.columns and HISTORY_RATINGS in frame.columns
+    return model.combine([predict_frame(member, frame) for member in model.members],
+                         with_history)
+
+
+class BlendPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.model = BlendedModel.load(context.artifacts[BLEND_ARTIFACT_KEY])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+        return pd.Series(predict_blend_frame(self.model, model_input), index=model_input.index,
                          name=PREDICTION)

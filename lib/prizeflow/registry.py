@@ -30,6 +30,8 @@ from prizeflow import gate, model_integrity, train_runs
 from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError, first_line
+from prizeflow.factors import FactorModel
+from prizeflow.model_blend import BlendedModel
 from prizeflow.secrets import redact_text
 from prizeflow.train_runs import TrainRun, TrainRunError
 
@@ -84,10 +86,16 @@ class Candidate:
         out.update({f"lift_pct_{k}": f"{v:.3f}" for k, v in run.lift_pct.items()})
         out.update({f"lift_left_out_{k}": why for k, why in run.baselines_left_out.items()})
         out.update({f"best_{k}": v for k, v in run.best_params.items()})
+        if run.blend_of:
+            out["blend_of"] = ",".join(str(v) for v in run.blend_of)
         return out
 
     def description(self) -> str:
         run = self.train_run
+        if run.blend_of:
+            return (f"Blend of versions {', '.join(f'v{v}' for v in run.blend_of)} on ratings "
+                    f"Delta version {run.params.get('data_version')}: test RMSE "
+                    f"{self.test_rmse:.4f}. Blend run {run.run_id}.")
         best = ", ".join(f"{k}={v}" for k, v in run.best_params.items())
         lift = ", ".join(f"{v:+.2f}% vs {k}" for k, v in run.lift_pct.items())
         left_out = "".join(f" No lift vs {k}: {why}." for k, why in run.baselines_left_out.items())
@@ -158,15 +166,20 @@ def registered_version(client: MlflowClient, name: str, run_id: str):
 
 
 def load_model(name: str, alias: str):
-    """(FactorModel, version) of ``models:/<name>@<alias>``, its files verified against the
-    digest register recorded (:mod:`prizeflow.model_integrity`); MLflow must be configured."""
+    """(model, version) of ``models:/<name>@<alias>``, its files verified against the digest
+    register recorded (:mod:`prizeflow.model_integrity`); MLflow must be configured. The model
+    is a FactorModel, or a BlendedModel for a registered blend."""
     try:
         version = MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         raise RegistryError(f"no model version of {name!r} has alias {alias!r}: "
                             "run `prizeflow register` first") from exc
-    model = model_integrity.load_verified(name, version)
-    return model.unwrap_python_model().model, int(version.version)
+    return load_version(name, version), int(version.version)
+
+
+def load_version(name: str, version) -> FactorModel | BlendedModel:
+    """The model of registered ``version`` (an MLflow ModelVersion of ``name``), verified."""
+    return model_integrity.load_verified(name, version).unwrap_python_model().model
 
 
 def candidate_lake_root(config: Config, candidate: Candidate) -> str:
@@ -185,15 +198,13 @@ def candidate_lake_root(config: Config, candidate: Candidate) -> str:
                         "lake: set lake.root to the run's lake to re-score the champion")
 
 
-def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
-                     name: str) -> float:
-    """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
-    own rule with each user's history taken from the candidate's training ratings (what the
-    candidate's own test RMSE was scored with), read from the lake the candidate was trained
-    on. A RegistryError when that data cannot be read or is not what the candidate read."""
+def candidate_split(spark: SparkSession, config: Config, candidate: Candidate):
+    """The split ratings (:func:`prizeflow.data.split_ratings`) the candidate run was trained
+    and tested on, read from the lake it was trained on; a RegistryError when that data cannot
+    be read or is not what the candidate read."""
     from pyspark.errors import PySparkException
 
-    from prizeflow import data, lake, partitions, scoring, splits
+    from prizeflow import data, lake
     from prizeflow.config import DataSettings, LakeSettings, SplitSettings
 
     run = candidate.train_run
@@ -207,15 +218,26 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
         table = lake.table_id(spark, source.ratings_path)
     except (JobError, PySparkException) as exc:
         raise RegistryError(f"cannot read the data train run {run.run_id} was trained on "
-                            f"(lake {redact_text(root)}): {first_line(str(exc))}; the champion "
-                            "cannot be re-scored, nothing was registered") from exc
+                            f"(lake {redact_text(root)}): {first_line(str(exc))}; nothing was "
+                            "registered") from exc
     if table != candidate.record.ratings_table:
         raise RegistryError(f"the ratings table in lake {redact_text(root)} is not the one train "
                             f"run {run.run_id} read (table id {table}, the run's "
                             f"{candidate.record.ratings_table}): the lake was re-created; "
                             "nothing was registered")
     method = data.choose_split_method(scoring_config, source)
-    split = data.split_ratings(source, scoring_config, method)
+    return data.split_ratings(source, scoring_config, method)
+
+
+def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
+                     name: str) -> float:
+    """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
+    own rule with each user's history taken from the candidate's training ratings (what the
+    candidate's own test RMSE was scored with), read from the lake the candidate was trained
+    on (:func:`candidate_split`)."""
+    from prizeflow import blend_scoring, partitions, scoring, splits
+
+    split = candidate_split(spark, config, candidate)
     history_parts = [splits.TRAIN]
     if candidate.train_run.refit:
         history_parts.append(splits.VALIDATION)
@@ -223,6 +245,8 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
     history = splits.part(split, *history_parts).select(USER_ID, MOVIE_ID, RATING, RATED_ON)
     test = splits.part(split, splits.TEST).select(USER_ID, MOVIE_ID, RATING, RATED_ON)
     champion, _ = load_model(name, CHAMPION)
+    if isinstance(champion, BlendedModel):
+        return blend_scoring.test_rmse(champion, test, history, partitions.parallelism(spark))
     return scoring.test_rmse(champion, test, history, partitions.parallelism(spark))
 
 

@@ -74,6 +74,10 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("register", "Register the latest trained model; gate champion vs challenger.", (
         Option("--run-id", "run_id", "train run to register (default: the latest)"),
         PIPELINE_RUN), spark="lazy", mlflow=True),
+    Step("blend", "Blend registered model versions into one model and gate it.", (
+        Option("--versions", "versions", "registered versions to blend, e.g. 3,5 (one data "
+               "version and split, trained without a refit on validation)", required=True,
+               metavar="N,N[,...]"),), mlflow=True),
     Step("recommend", "Write top-N recommendations per user from the champion into Delta.", (
         Option("--top", "top", "movies per user", type=int, default=10),
         ALIAS),

@@ -157,39 +157,67 @@ def package_source():
         yield target
 
 
-def log_factor_model(factor_model, name: str = "model"):
-    """Log the Spark-free pyfunc into the active run; returns MLflow's ModelInfo."""
-    import mlflow.pyfunc
-    import pandas as pd
+def _pyfunc_signature():
+    """Declared, not inferred: ids are longs (int32 input is a safe widening), output a double;
+    the user's history is optional (the neighbourhood term needs it), and so are the dates (a
+    model with time effects reads them; MLflow drops columns a signature does not name)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import Array
 
-    from prizeflow.pyfunc import ARTIFACT_KEY, HISTORY_DATES, HISTORY_MOVIES, HISTORY_RATINGS
+    from prizeflow.pyfunc import HISTORY_DATES, HISTORY_MOVIES, HISTORY_RATINGS
 
-    # Declared, not inferred: ids are longs (int32 input is a safe widening), output a double;
-    # the user's history is optional (the neighbourhood term needs it), and so are the dates
-    # (a model with time effects reads them; MLflow drops columns a signature does not name).
-    signature = ModelSignature(
+    return ModelSignature(
         inputs=Schema([ColSpec("long", USER_ID), ColSpec("long", MOVIE_ID),
                        ColSpec(Array(DataType.long), HISTORY_MOVIES, required=False),
                        ColSpec(Array(DataType.double), HISTORY_RATINGS, required=False),
                        ColSpec(DataType.datetime, RATED_ON, required=False),
                        ColSpec(Array(DataType.datetime), HISTORY_DATES, required=False)]),
         outputs=Schema([ColSpec("double", PREDICTION)]))
-    example = pd.DataFrame({USER_ID: factor_model.user_ids[:2].astype("int64"),
-                            MOVIE_ID: factor_model.movie_ids[:2].astype("int64")})
+
+
+def _log_pyfunc(served_file: str, artifact_key: str, write_artifact, model, name: str):
+    """Log a pyfunc from code (``served_file`` of the package) with one artifact, written by
+    ``write_artifact(tmp_dir) -> path``; returns MLflow's ModelInfo."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    example = pd.DataFrame({USER_ID: model.user_ids[:2].astype("int64"),
+                            MOVIE_ID: model.movie_ids[:2].astype("int64")})
     with tempfile.TemporaryDirectory(prefix="prizeflow-model-") as tmp, \
             package_source() as code, warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values: ids never are missing.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        path = Path(tmp) / "factors.npz"
-        factor_model.save(path)
+        path = write_artifact(Path(tmp))
         # From code, not a pickled instance: loading runs only the package's own code.
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(code / "served_model.py"),
-            artifacts={ARTIFACT_KEY: str(path)}, code_paths=[str(code)], signature=signature,
-            input_example=example, pip_requirements=pip_requirements())
+            name=name, python_model=str(code / served_file),
+            artifacts={artifact_key: str(path)}, code_paths=[str(code)],
+            signature=_pyfunc_signature(), input_example=example,
+            pip_requirements=pip_requirements())
+
+
+def log_factor_model(factor_model, name: str = "model"):
+    """Log the Spark-free pyfunc into the active run; returns MLflow's ModelInfo."""
+    from prizeflow.pyfunc import ARTIFACT_KEY
+
+    def write(folder: Path) -> Path:
+        factor_model.save(folder / "factors.npz")
+        return folder / "factors.npz"
+
+    return _log_pyfunc("served_model.py", ARTIFACT_KEY, write, factor_model, name)
+
+
+def log_blended_model(blended_model, name: str = "model"):
+    """Log a blend of models (:mod:`prizeflow.model_blend`) as one Spark-free pyfunc carrying
+    its members' arrays; returns MLflow's ModelInfo."""
+    from prizeflow.pyfunc import BLEND_ARTIFACT_KEY
+
+    def write(folder: Path) -> Path:
+        blended_model.save(folder / "blend")
+        return folder / "blend"
+
+    return _log_pyfunc("served_blend.py", BLEND_ARTIFACT_KEY, write, blended_model, name)
 
 
 def log_spark_model(pipeline, dfs_tmpdir: str, name: str = "spark-model"):

@@ -20,6 +20,10 @@ spelt once. A train run holds:
 - artifacts: ``config.yaml`` (the resolved config), ``stages.json``, ``plots/``, the model;
 - one child run per grid point: the point's params and ``iterations_run``; ``validation_rmse``
   and ``fit_seconds``; whether halving pruned it.
+
+A ``prizeflow blend`` run (:func:`log_blend`, ``prizeflow.command`` = ``blend``) is read the
+same way: it copies its first member's gate record, data params, data tags and config, and adds
+``prizeflow.blend_of`` (the versions), ``member_run_v<N>``, its weights and its own errors.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ from prizeflow.metrics import Errors
 from prizeflow.secrets import redact_text
 
 COMMAND_TAG, TRAIN = "prizeflow.command", "train"
+# A blend of registered versions (:mod:`prizeflow.blending`) is recorded as a train run of its
+# own kind: the same gate record, data params and metrics, and the versions it blends.
+BLEND = "blend"
+BLEND_OF_TAG = "prizeflow.blend_of"
 PIPELINE_RUN_TAG = "prizeflow.pipeline_run"
 GIT_COMMIT_TAG = "prizeflow.git_commit"
 DATA_PATH_TAG = "prizeflow.data_path"
@@ -166,6 +174,31 @@ def log_stages(stages: list[dict[str, Any]]) -> None:
     mlflow.log_dict({"stages": stages}, STAGES_ARTIFACT)
 
 
+def log_blend(member: "TrainRun", versions: tuple[int, ...], weights: dict[str, float],
+              metrics: dict[str, float], baselines: dict[str, float],
+              left_out: dict[str, str], member_runs: dict[int, str]) -> None:
+    """A blend run's record (inside the active run): the tags, the gate record and data params
+    of the member it shares its test set with (so the gate and the re-scoring read it as they
+    read a train run), its own weights and errors, and ``member``'s resolved config."""
+    import mlflow.artifacts
+
+    tags = member.run.data.tags
+    mlflow.set_tags({COMMAND_TAG: BLEND, GIT_COMMIT_TAG: tags.get(GIT_COMMIT_TAG, "unknown"),
+                     DATA_PATH_TAG: tags.get(DATA_PATH_TAG, ""), SPLIT_TAG: tags.get(SPLIT_TAG, ""),
+                     BLEND_OF_TAG: ",".join(str(v) for v in versions),
+                     **{f"{LEFT_OUT_PREFIX}{k}": why for k, why in left_out.items()}})
+    shared = {k: v for k, v in member.params.items()
+              if (k.startswith("gate.") and k != "gate.test_rmse")
+              or k in ("data_version", "split_method", "probe_version", "ingest_id")
+              or k.startswith("split_")}
+    mlflow.log_params({**shared, "refit": False, "blend_versions": ",".join(map(str, versions)),
+                       **{f"member_run_v{v}": run_id for v, run_id in member_runs.items()},
+                       **weights})
+    mlflow.log_metrics({**metrics, **{f"{BASELINE_PREFIX}{k}": v for k, v in baselines.items()}})
+    mlflow.log_text(mlflow.artifacts.load_text(f"runs:/{member.run_id}/{CONFIG_ARTIFACT}"),
+                    CONFIG_ARTIFACT)
+
+
 # --- reading ------------------------------------------------------------------------------------
 
 def _int_or_none(text: str | None) -> int | None:
@@ -240,6 +273,12 @@ class TrainRun:
         return self.run.data.tags.get(PIPELINE_RUN_TAG)
 
     @property
+    def blend_of(self) -> tuple[int, ...]:
+        """The registered versions a blend run blends; () for a train run."""
+        text = self.run.data.tags.get(BLEND_OF_TAG, "")
+        return tuple(int(v) for v in text.split(",") if v)
+
+    @property
     def model_uri(self) -> str | None:
         return self.run.data.tags.get(MODEL_URI_TAG) or None
 
@@ -269,8 +308,8 @@ def get(client: MlflowClient, run_id: str) -> TrainRun:
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise TrainRunError(f"run {run_id} not found: {exc.message}") from exc
-    if run.data.tags.get(COMMAND_TAG) != TRAIN:
-        raise TrainRunError(f"run {run_id} is not a `prizeflow train` run")
+    if run.data.tags.get(COMMAND_TAG) not in (TRAIN, BLEND):
+        raise TrainRunError(f"run {run_id} is not a `prizeflow train` or `prizeflow blend` run")
     if run.info.status != "FINISHED":
         raise TrainRunError(f"run {run_id} did not finish (status {run.info.status})")
     return TrainRun(run)
