@@ -267,3 +267,23 @@ def rmse(truth, predicted) -> float:
 
     diff = np.asarray(truth, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
     return float(np.sqrt(np.mean(diff * diff)))
+
+
+def with_history_lists(test, history, dates: bool = True):
+    """The pyfunc's input for ``test``'s pairs (pandas): each row's user history from
+    ``history`` (pandas: user_id, movie_id, rating, rated_on) as list columns, with the dates
+    (the row's ``rated_on`` and ``history_rated_on``) unless ``dates`` is False."""
+    import pandas as pd
+
+    from prizeflow.pyfunc import HISTORY_DATES, HISTORY_MOVIES, HISTORY_RATINGS
+
+    lists = {u: g for u, g in history.groupby("user_id")}
+    empty = history.iloc[:0]
+    frame = test[["user_id", "movie_id"]].copy()
+    mine = [lists.get(u, empty) for u in frame["user_id"]]
+    frame[HISTORY_MOVIES] = [g["movie_id"].tolist() for g in mine]
+    frame[HISTORY_RATINGS] = [g["rating"].astype(float).tolist() for g in mine]
+    if dates:
+        frame["rated_on"] = pd.to_datetime(test["rated_on"])
+        frame[HISTORY_DATES] = [pd.to_datetime(g["rated_on"]).tolist() for g in mine]
+    return frame

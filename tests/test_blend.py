@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -15,9 +14,8 @@ from prizeflow import training
 from prizeflow.config import load_config
 from prizeflow.errors import JobError
 from prizeflow.model_blend import BlendedModel
-from prizeflow.pyfunc import HISTORY_MOVIES, HISTORY_RATINGS
 
-from conftest import copy_lake, rmse
+from conftest import copy_lake, rmse, with_history_lists
 
 pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
 
@@ -91,22 +89,12 @@ def test_the_blend_goes_through_the_gate_as_one_registered_model(blended):
     assert again["already_registered"] and again["version"] == 3
 
 
-def _with_lists(test: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    lists = {u: g for u, g in history.groupby("user_id")}
-    empty = history.iloc[:0]
-    frame = test[["user_id", "movie_id"]].copy()
-    mine = [lists.get(u, empty) for u in frame["user_id"]]
-    frame[HISTORY_MOVIES] = [g["movie_id"].tolist() for g in mine]
-    frame[HISTORY_RATINGS] = [g["rating"].astype(float).tolist() for g in mine]
-    return frame
-
-
 def test_the_served_blend_reproduces_the_runs_test_rmse(blended):
     summary = blended["summary"]
     test, history = blended["test"].toPandas(), blended["history"].toPandas()
     pyfunc = mlflow.pyfunc.load_model("models:/prizeflow-als/3")
     assert isinstance(pyfunc.unwrap_python_model().model, BlendedModel)
-    assert rmse(test["rating"], pyfunc.predict(_with_lists(test, history))) == pytest.approx(
+    assert rmse(test["rating"], pyfunc.predict(with_history_lists(test, history, dates=False))) == pytest.approx(
         summary["test_rmse"], abs=1e-6)
     run = MlflowClient().get_run(summary["blend_run_id"])
     without = pyfunc.predict(test[["user_id", "movie_id"]])
@@ -126,7 +114,7 @@ def test_the_gate_rescoring_and_predict_score_a_blended_champion(spark, blended)
     assert list(got.columns) == ["user_id", "movie_id", "prediction"] and len(got) == 300
     known = history.toPandas()
     served = mlflow.pyfunc.load_model("models:/prizeflow-als/3").predict(
-        _with_lists(got, known))
+        with_history_lists(got, known, dates=False))
     assert got["prediction"].to_numpy() == pytest.approx(np.asarray(served), abs=1e-6)
 
 

@@ -13,9 +13,8 @@ from pyspark.sql import functions as F
 
 from prizeflow import data, predicting, scoring, splits, training
 from prizeflow.config import load_config
-from prizeflow.pyfunc import HISTORY_DATES, HISTORY_MOVIES, HISTORY_RATINGS
 
-from conftest import copy_lake, rmse
+from conftest import copy_lake, rmse, with_history_lists
 
 pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
 
@@ -48,19 +47,6 @@ def timed(spark, small_lake, tmp_path_factory, uses_mlflow):
             "model": pyfunc.unwrap_python_model().model, "history": history, "test": test}
 
 
-def _with_lists(test: pd.DataFrame, history: pd.DataFrame, dates: bool = True) -> pd.DataFrame:
-    lists = {u: g for u, g in history.groupby("user_id")}
-    empty = history.iloc[:0]
-    frame = test[["user_id", "movie_id"]].copy()
-    mine = [lists.get(u, empty) for u in frame["user_id"]]
-    frame[HISTORY_MOVIES] = [g["movie_id"].tolist() for g in mine]
-    frame[HISTORY_RATINGS] = [g["rating"].astype(float).tolist() for g in mine]
-    if dates:
-        frame["rated_on"] = pd.to_datetime(test["rated_on"])
-        frame[HISTORY_DATES] = [pd.to_datetime(g["rated_on"]).tolist() for g in mine]
-    return frame
-
-
 def test_the_run_logs_its_time_regularisation_and_keeps_the_time_effects(timed):
     summary, model = timed["summary"], timed["model"]
     run = MlflowClient().get_run(summary["run_id"])
@@ -80,11 +66,11 @@ def test_the_run_logs_its_time_regularisation_and_keeps_the_time_effects(timed):
 def test_the_pyfunc_with_the_dates_reproduces_the_runs_test_rmse(timed):
     test, history = timed["test"].toPandas(), timed["history"].toPandas()
     pyfunc = timed["pyfunc"]
-    with_dates = pyfunc.predict(_with_lists(test, history))
+    with_dates = pyfunc.predict(with_history_lists(test, history))
     assert rmse(test["rating"], with_dates) == pytest.approx(timed["summary"]["test_rmse"],
                                                              abs=1e-6)
     # Without the dates every rating sits at the latest day: other numbers.
-    undated = pyfunc.predict(_with_lists(test, history, dates=False))
+    undated = pyfunc.predict(with_history_lists(test, history, dates=False))
     assert np.abs(np.asarray(undated) - np.asarray(with_dates)).max() > 1e-3
 
 
