@@ -287,3 +287,35 @@ def with_history_lists(test, history, dates: bool = True):
         frame["rated_on"] = pd.to_datetime(test["rated_on"])
         frame[HISTORY_DATES] = [pd.to_datetime(g["rated_on"]).tolist() for g in mine]
     return frame
+
+
+def spark_and_numpy_top_n(spark, model, history, n: int, days: bool = False, model_of=None):
+    """(Spark's top-``n`` lists of every seventh user of ``model`` with ``history`` (a Spark
+    frame: user_id, movie_id, rating, rated_on), numpy's ``(model_of or model).top_n`` of the
+    same users and history (with the ratings' days when ``days``)), both as pandas frames
+    (user_id, rank, movie_id, predicted_rating) sorted by user and rank."""
+    import numpy as np
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from prizeflow import scoring
+
+    users = scoring.user_frame(spark, model).where(F.col("user_id") % 7 == 0)
+    lists = scoring.top_n(model, users, history, n, buckets=4).toPandas()
+    wanted = np.sort(users.toPandas()["user_id"].to_numpy())
+    known = history.toPandas()
+    known = known[known["user_id"].isin(wanted)]
+    owner = np.searchsorted(wanted, known["user_id"].to_numpy())
+    order = np.argsort(owner, kind="stable")
+    day_numbers = None
+    if days:
+        day_numbers = ((pd.to_datetime(known["rated_on"]) - pd.Timestamp("1970-01-01")).dt.days
+                       .to_numpy(dtype=float)[order])
+    who, rank, movie, value = (model_of or model).top_n(
+        wanted, owner[order], known["movie_id"].to_numpy()[order],
+        known["rating"].to_numpy()[order], n, day_numbers)
+    keys = ["user_id", "rank"]
+    expected = pd.DataFrame({"user_id": wanted[who], "rank": rank, "movie_id": movie,
+                             "predicted_rating": value})
+    return (lists.sort_values(keys).reset_index(drop=True),
+            expected.sort_values(keys).reset_index(drop=True))

@@ -1,6 +1,6 @@
 """`prizeflow blend --versions`: two different registered models blended into one, which beats
-both on test, is gated like any candidate, and is served, re-scored and batch-scored exactly as
-its run measured it; and the versions a blend refuses."""
+both on test, is gated like any candidate, and is served, re-scored, batch-scored and ranked
+(top-N lists) exactly as its run measured it; and the versions a blend refuses."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prizeflow import blend_scoring, blending, data, partitions, predicting, recommending, registry, splits
-from prizeflow import training
+from prizeflow import blend_scoring, blending, data, partitions, predicting, recommending, registry
+from prizeflow import splits, training
 from prizeflow.config import load_config
-from prizeflow.errors import JobError
 from prizeflow.model_blend import BlendedModel
 
-from conftest import copy_lake, rmse, with_history_lists
+from conftest import copy_lake, rmse, spark_and_numpy_top_n, with_history_lists
 
 pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
 
@@ -118,9 +117,31 @@ def test_the_gate_rescoring_and_predict_score_a_blended_champion(spark, blended)
     assert got["prediction"].to_numpy() == pytest.approx(np.asarray(served), abs=1e-6)
 
 
-def test_recommend_refuses_a_blended_champion_in_one_line(spark, blended):
-    with pytest.raises(JobError, match=r"'prizeflow-als'@champion \(v3\) is a blend of v1, v2"):
-        recommending.recommend(spark, blended["config"], top=5)
+def test_top_n_of_a_blend_in_spark_is_the_numpy_lists_and_rates_as_the_blend(spark, blended):
+    model, _ = registry.load_model("prizeflow-als", "champion")
+    history = blended["history"]
+    got, expected = spark_and_numpy_top_n(spark, model, history, 5)
+    assert len(got) == 5 * got["user_id"].nunique() > 0
+    assert (got[["user_id", "rank", "movie_id"]].to_numpy()
+            == expected[["user_id", "rank", "movie_id"]].to_numpy()).all()
+    assert got["predicted_rating"].to_numpy() == pytest.approx(
+        expected["predicted_rating"].to_numpy(), abs=1e-9)
+    # Each listed rating is the blend's own prediction of that pair; no rated movie is listed.
+    everyone = history.toPandas()
+    served = mlflow.pyfunc.load_model("models:/prizeflow-als/3").predict(
+        with_history_lists(got, everyone, dates=False))
+    assert np.asarray(served) == pytest.approx(got["predicted_rating"].to_numpy(), abs=1e-6)
+    rated = set(zip(everyone["user_id"], everyone["movie_id"]))
+    assert not any((u, m) in rated for u, m in zip(got["user_id"], got["movie_id"]))
+    # Not a member's lists under another name: the blend ranks by itself.
+    _, first = spark_and_numpy_top_n(spark, model, history, 5, model_of=model.members[0])
+    assert not np.array_equal(first["movie_id"].to_numpy(), got["movie_id"].to_numpy())
+
+
+def test_recommend_writes_the_blended_champions_lists(spark, blended):
+    summary = recommending.recommend(spark, blended["config"], top=5)
+    assert summary["model_version"] == 3
+    assert summary["rows"] == 5 * summary["users"] and summary["users"] == 600
 
 
 def test_a_blend_refuses_a_blend_a_missing_version_and_a_repeated_one(spark, blended):

@@ -180,7 +180,7 @@ def test_the_shortlist_orders_movies_as_the_rule_at_the_latest_day():
     _, arrays = _neighbour_table(rng)
     model = _with_time(_model(rng, arrays), rng)
     users = USERS[:8]
-    scores = model._shortlist_scores(users, None)
+    scores = model.shortlist_scores(users, None)
     for row, user in zip(scores, users):
         parts = model.parts(Requests.by_user(np.full(len(MOVIES), user), MOVIES))
         raw = model.rule(with_history=True).without("neighbour_term").raw(

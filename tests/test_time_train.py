@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from prizeflow import data, predicting, scoring, splits, training
 from prizeflow.config import load_config
 
-from conftest import copy_lake, rmse, with_history_lists
+from conftest import copy_lake, rmse, spark_and_numpy_top_n, with_history_lists
 
 pytestmark = [pytest.mark.spark, pytest.mark.mlflow]
 
@@ -108,30 +108,16 @@ def test_predictions_score_each_pair_at_its_own_date(spark, timed):
 
 def test_top_n_in_spark_equals_the_numpy_lists_with_the_history_days(spark, timed):
     model, history = timed["model"], timed["history"]
-    users = scoring.user_frame(spark, model).where(F.col("user_id") % 7 == 0)
-    lists = scoring.top_n(model, users, history, 5, buckets=4).toPandas()
-    wanted = np.sort(users.toPandas()["user_id"].to_numpy())
-    known = history.toPandas()
-    known = known[known["user_id"].isin(wanted)]
-    owner = np.searchsorted(wanted, known["user_id"].to_numpy())
-    days = (pd.to_datetime(known["rated_on"]) - pd.Timestamp("1970-01-01")).dt.days
-    order = np.argsort(owner, kind="stable")
-    who, rank, movie, value = model.top_n(
-        wanted, owner[order], known["movie_id"].to_numpy()[order],
-        known["rating"].to_numpy()[order], 5, days.to_numpy(dtype=float)[order])
-    expected = pd.DataFrame({"user_id": wanted[who], "rank": rank, "movie_id": movie,
-                             "predicted_rating": value})
-    keys = ["user_id", "rank"]
-    got = lists.sort_values(keys).reset_index(drop=True)
-    expected = expected.sort_values(keys).reset_index(drop=True)
+    got, expected = spark_and_numpy_top_n(spark, model, history, 5, days=True)
     assert len(got) == len(expected) > 0
     assert (got["movie_id"].to_numpy() == expected["movie_id"].to_numpy()).all()
     assert got["predicted_rating"].to_numpy() == pytest.approx(
         expected["predicted_rating"].to_numpy(), abs=1e-5)
     # The history's days matter: at the latest day the residuals, and so the lists, differ.
-    _, _, _, undated = model.top_n(wanted, owner[order], known["movie_id"].to_numpy()[order],
-                                   known["rating"].to_numpy()[order], 5)
-    assert np.abs(np.sort(undated) - np.sort(value)).max() > 1e-4
+    _, undated = spark_and_numpy_top_n(spark, model, history, 5, days=False)
+    assert np.abs(np.sort(undated["predicted_rating"].to_numpy())
+                  - np.sort(expected["predicted_rating"].to_numpy())).max() > 1e-4
+
 
 
 def test_two_times_of_one_day_are_one_pair_and_no_row_is_doubled(spark, timed):

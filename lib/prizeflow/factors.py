@@ -480,38 +480,24 @@ class FactorModel:
         every other path computes it (:meth:`parts`). With time effects the lists are for the
         model's latest day; ``history_days`` are the history ratings' days (their residuals).
         Returns (owner, rank, movie_id, predicted rating) as flat arrays."""
-        owners = len(requests_users)
-        movies = len(self.movie_ids)
         requests_users = np.asarray(requests_users, dtype=np.int64)
-        h_pos, h_found = lookup(self.movie_ids, history_movies)
-        vectors = None
-        if self.implicit is not None:
-            vectors = self.implicit.user_vectors(history_owner, np.where(h_found, h_pos, -1),
-                                                 owners)
-        scores = self._shortlist_scores(requests_users, vectors)
-        scores[history_owner[h_found], h_pos[h_found]] = -np.inf
-        size = min(max(4 * n, n + 50), movies)
-        if size < movies:
-            best = np.argpartition(scores, movies - size, axis=1)[:, movies - size:]
-        else:
-            best = np.tile(np.arange(movies), (owners, 1))
-        rated = ~np.isfinite(np.take_along_axis(scores, best, axis=1))
-        requests = Requests(requests_users, np.repeat(np.arange(owners), size),
-                            self.movie_ids[best].ravel(), history_owner, history_movies,
-                            history_ratings, history_days=history_days)
-        best_scores = self.combine(self.parts(requests, vectors)).reshape(best.shape)
-        best_scores[rated] = -np.inf
-        order = np.lexsort((self.movie_ids[best], -best_scores), axis=1)[:, :n]
-        best = np.take_along_axis(best, order, axis=1)
-        best_scores = np.take_along_axis(best_scores, order, axis=1)
-        keep = np.isfinite(best_scores)  # an owner who rated nearly everything gets fewer
-        ranks = np.tile(np.arange(1, best.shape[1] + 1), (owners, 1))
-        owner = np.repeat(np.arange(owners), best.shape[1])
-        return (owner[keep.ravel()], ranks[keep], self.movie_ids[best][keep],
-                self.clip(best_scores[keep]))
+        vectors = self.implicit_vectors(len(requests_users), history_owner, history_movies)
+        scores = self.shortlist_scores(requests_users, vectors)
+        return rank_catalogue(
+            self.movie_ids, scores, requests_users, history_owner, history_movies,
+            history_ratings, history_days, n,
+            lambda requests: self.combine(self.parts(requests, vectors)), self.clip)
 
-    def _shortlist_scores(self, users: np.ndarray,
-                          implicit_vectors: np.ndarray | None) -> np.ndarray:
+    def implicit_vectors(self, owners: int, history_owner: np.ndarray,
+                         history_movies: np.ndarray) -> np.ndarray | None:
+        """The owners' z (:meth:`ImplicitTerm.user_vectors`), or None without the term."""
+        if self.implicit is None:
+            return None
+        h_pos, h_found = lookup(self.movie_ids, history_movies)
+        return self.implicit.user_vectors(history_owner, np.where(h_found, h_pos, -1), owners)
+
+    def shortlist_scores(self, users: np.ndarray,
+                         implicit_vectors: np.ndarray | None) -> np.ndarray:
         """(users, movies) float32 scores that order each user's movies as the rule without
         the neighbour term does. The user's own terms (intercept, mu, b_u) are the same for
         every movie and are left out, so one matrix product gives the rest:
@@ -540,3 +526,34 @@ class FactorModel:
         movie_side = np.hstack(movie_blocks + [(weights.get(BASELINE, 0.0) * movie_bias)
                                                .astype(np.float32)[:, None]])
         return user_side @ movie_side.T
+
+
+def rank_catalogue(movie_ids: np.ndarray, scores: np.ndarray, requests_users: np.ndarray,
+                   history_owner: np.ndarray, history_movies: np.ndarray,
+                   history_ratings: np.ndarray, history_days: np.ndarray | None, n: int,
+                   score_pairs, clip):
+    """The ``n`` best unrated movies per owner: ``scores`` (owners, movies in ``movie_ids``
+    order) pick a shortlist of max(4n, n + 50) movies the owner's history does not hold, which
+    ``score_pairs(requests) -> unclipped predictions`` ranks (ties by lower movie id); ``clip``
+    turns the ranked scores into ratings. (owner, rank, movie_id, predicted rating), flat."""
+    owners, movies = scores.shape
+    h_pos, h_found = lookup(movie_ids, history_movies)
+    scores[history_owner[h_found], h_pos[h_found]] = -np.inf
+    size = min(max(4 * n, n + 50), movies)
+    if size < movies:
+        best = np.argpartition(scores, movies - size, axis=1)[:, movies - size:]
+    else:
+        best = np.tile(np.arange(movies), (owners, 1))
+    rated = ~np.isfinite(np.take_along_axis(scores, best, axis=1))
+    requests = Requests(requests_users, np.repeat(np.arange(owners), size),
+                        movie_ids[best].ravel(), history_owner, history_movies,
+                        history_ratings, history_days=history_days)
+    best_scores = score_pairs(requests).reshape(best.shape)
+    best_scores[rated] = -np.inf
+    order = np.lexsort((movie_ids[best], -best_scores), axis=1)[:, :n]
+    best = np.take_along_axis(best, order, axis=1)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+    keep = np.isfinite(best_scores)  # an owner who rated nearly everything gets fewer
+    ranks = np.tile(np.arange(1, best.shape[1] + 1), (owners, 1))
+    owner = np.repeat(np.arange(owners), best.shape[1])
+    return (owner[keep.ravel()], ranks[keep], movie_ids[best][keep], clip(best_scores[keep]))

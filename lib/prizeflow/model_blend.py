@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prizeflow.factors import FactorModel
+from prizeflow.factors import FactorModel, lookup, rank_catalogue
 
 MANIFEST = "blend.json"
 
@@ -65,6 +65,44 @@ class BlendedModel:
         for weight, values in zip(weights[1:], predictions):
             raw += weight * np.asarray(values, dtype=np.float64)
         return np.clip(raw, self.low, self.high)
+
+    def movie_side(self) -> "BlendedModel":
+        """Each member without its users (:meth:`FactorModel.movie_side`)."""
+        return self.with_members(member.movie_side() for member in self.members)
+
+    def with_members(self, members) -> "BlendedModel":
+        """The same blend over other members (a Spark task's: each member's movie side plus the
+        task's users)."""
+        return BlendedModel(tuple(members), self.versions, self.weights, self.weights_without,
+                            self.low, self.high)
+
+    def top_n(self, requests_users: np.ndarray, history_owner: np.ndarray,
+              history_movies: np.ndarray, history_ratings: np.ndarray, n: int,
+              history_days: np.ndarray | None = None):
+        """:meth:`FactorModel.top_n` for the blend: the shortlist by the weighted sum of the
+        members' shortlist scores (each member's rule without its neighbour term), ranked by
+        the blend of the members' own clipped predictions; the same flat arrays."""
+        users = np.asarray(requests_users, dtype=np.int64)
+        movie_ids = self.movie_ids
+        scores = np.zeros((len(users), len(movie_ids)), dtype=np.float32)
+        vectors = []
+        for weight, member in zip(self.weights[1:], self.members):
+            member_vectors = member.implicit_vectors(len(users), history_owner, history_movies)
+            positions, _ = lookup(movie_ids, member.movie_ids)
+            scores[:, positions] += np.float32(weight) * member.shortlist_scores(users,
+                                                                                 member_vectors)
+            vectors.append(member_vectors)
+
+        def score_pairs(requests) -> np.ndarray:
+            raw = np.full(len(requests.movies), self.weights[0], dtype=np.float64)
+            for weight, member, member_vectors in zip(self.weights[1:], self.members, vectors):
+                raw += weight * member.clip(member.combine(member.parts(requests,
+                                                                        member_vectors)))
+            return raw
+
+        return rank_catalogue(movie_ids, scores, users, history_owner, history_movies,
+                              history_ratings, history_days, n, score_pairs,
+                              lambda raw: np.clip(raw, self.low, self.high))
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

@@ -5,7 +5,8 @@
 model's own rule (:func:`prizeflow.scoring.top_n`): each task holds a bucket of users with their
 ratings as the last complete ingest left them (the history the neighbourhood term reads, and the
 movies not to recommend again). It replaces the rows of the Delta table ``recommendations``
-(:data:`prizeflow.lake.RECOMMENDATIONS`) in one commit.
+(:data:`prizeflow.lake.RECOMMENDATIONS`) in one commit. A registered blend of models ranks
+by the blend (:meth:`prizeflow.model_blend.BlendedModel.top_n`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
 from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
-from prizeflow.model_blend import BlendedModel
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
     check_top(top)
     model, version, snapshot, history, buckets = registered_model_and_history(
         spark, config, alias)
-    if isinstance(model, BlendedModel):
-        raise JobError(f"{config.mlflow.registered_model!r}@{alias} (v{version}) is a "
-                       f"{model.label()}: recommend ranks with one model's rule and cannot rank "
-                       "with a blend yet; give --alias of a single model")
     root = config.lake.root
     created = datetime.now(timezone.utc).replace(tzinfo=None)
     logger.info("scoring every user's unrated movies in %d buckets", buckets)

@@ -28,6 +28,7 @@ from pyspark.sql.types import ArrayType, BinaryType, DoubleType, FloatType
 from prizeflow import metrics, partitions
 from prizeflow.columns import DAY, MOVIE_ID, PREDICTION, RATED_ON, RATING, TAG, USER_ID
 from prizeflow.factors import FactorModel, Requests
+from prizeflow.model_blend import BlendedModel
 from prizeflow.rule import HAS_FACTORS
 from prizeflow.rule import PARTS as RULE_PARTS
 from prizeflow.time_effects import USER_TIME, day_number
@@ -113,10 +114,39 @@ def user_side(factors: DataFrame | None, biases: DataFrame | None) -> DataFrame:
     return side.select(USER_ID, *USER_SIDE)
 
 
-def user_frame(spark, model: FactorModel) -> DataFrame:
+def _members(model: FactorModel | BlendedModel) -> list[tuple[FactorModel, str]]:
+    """(model, the suffix of its user-side columns): the model itself, or each member of a
+    blend (``_0``, ``_1``, ...), whose user sides travel side by side in one row per user."""
+    if isinstance(model, BlendedModel):
+        return [(member, f"_{index}") for index, member in enumerate(model.members)]
+    return [(model, "")]
+
+
+def _timed(model: FactorModel | BlendedModel) -> bool:
+    return any(member.time is not None for member, _ in _members(model))
+
+
+def _side_columns(model: FactorModel | BlendedModel) -> list[str]:
+    """The user-side columns a task reads for ``model`` (:data:`USER_SIDE`, the time effects'
+    only for a model that has them)."""
+    return [f"{name}{suffix}" for member, suffix in _members(model)
+            for name in ("b_user", "factors", *(USER_TIME if member.time is not None else ()))]
+
+
+def user_frame(spark, model: FactorModel | BlendedModel) -> DataFrame:
     """The user side of a loaded model as a Spark frame (user_id, :data:`USER_SIDE`): what
-    :func:`score` and :func:`top_n` take when the model comes from the registry."""
+    :func:`score` and :func:`top_n` take when the model comes from the registry. For a blend
+    of models each member's columns carry its suffix (:func:`_members`), a user a member does
+    not know having nulls there."""
     import pandas as pd
+
+    if isinstance(model, BlendedModel):
+        joined = None
+        for member, suffix in _members(model):
+            side = user_frame(spark, member).select(
+                USER_ID, *(F.col(name).alias(f"{name}{suffix}") for name in USER_SIDE))
+            joined = side if joined is None else joined.join(side, USER_ID, "full_outer")
+        return joined
 
     has = model.user_has_factors
     user_time = (model.user_time if model.user_time is not None
@@ -135,15 +165,18 @@ def _packed_history(timed: bool):
     return PACKED_HISTORY + ((PACKED_DAYS,) if timed else ())
 
 
-def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int, timed: bool) -> DataFrame:
+def _bucketed(wanted: DataFrame, history: DataFrame, buckets: int, timed: bool,
+              side: list[str] | None = None) -> DataFrame:
     """The rows to score and the packed history (:data:`PACKED_HISTORY`, and the days for a
-    model with time effects) of the same users, each in its user bucket's task. The history is
-    packed where it lies, before the shuffle: a few large rows per partition instead of one per
-    rating (97M at full scale)."""
+    model with time effects) of the same users, each in its user bucket's task; ``side``: the
+    user-side columns the rows carry (default: one model's). The history is packed where it
+    lies, before the shuffle: a few large rows per partition instead of one per rating (97M at
+    full scale)."""
     bucket = F.pmod(F.xxhash64(F.lit(3), F.col(USER_ID)), F.lit(buckets)).cast("int")
+    if side is None:
+        side = ["b_user", "factors", *(USER_TIME if timed else ())]
     rows = with_days(wanted).select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"), TAG, DAY,
-                                    "b_user", "factors", *(USER_TIME if timed else ()),
-                                    bucket.alias(BUCKET))
+                                    *side, bucket.alias(BUCKET))
     history_days = [DAY] if timed else []
     packed = partitions.pack(
         with_days(history).select(USER_ID, MOVIE_ID, F.col(RATING).cast("float"),
@@ -172,11 +205,12 @@ def _local_model(movie_model: FactorModel, users: np.ndarray, b_user: np.ndarray
     return movie_model.with_users(ids, bias, matrix, has, user_time)
 
 
-def _requests(table, movie_model: FactorModel):
-    """(the rows to score, the task's model, its Requests) from one task's rows."""
+def _requests(table, movie_model: FactorModel | BlendedModel):
+    """(the rows to score, the task's model, its Requests) from one task's rows; for a blend,
+    the task's model is the blend of its members' task models."""
     import pyarrow as pa
 
-    timed = movie_model.time is not None
+    timed = _timed(movie_model)
     is_packed = table.column(PACKED[0]).is_valid().to_numpy(zero_copy_only=False)
     asked = table.filter(pa.array(~is_packed))
     past = table.filter(pa.array(is_packed))
@@ -185,9 +219,14 @@ def _requests(table, movie_model: FactorModel):
     def floats(name: str) -> np.ndarray:  # nulls as NaN
         return asked.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
 
-    user_time = np.column_stack([floats(c) for c in USER_TIME]) if timed else None
-    local = _local_model(movie_model, asked_users, floats("b_user"),
-                         asked.column("factors").combine_chunks(), user_time)
+    local = []
+    for member, suffix in _members(movie_model):
+        user_time = (np.column_stack([floats(c + suffix) for c in USER_TIME])
+                     if member.time is not None else None)
+        local.append(_local_model(member, asked_users, floats("b_user" + suffix),
+                                  asked.column("factors" + suffix).combine_chunks(), user_time))
+    local = (movie_model.with_members(local) if isinstance(movie_model, BlendedModel)
+             else local[0])
     history = tuple(partitions.binary_values(past.column(name), dtype)[0]
                     for _, name, dtype in _packed_history(timed))
     requests = Requests.by_user(asked_users, asked.column(MOVIE_ID).to_numpy(), history,
@@ -238,19 +277,20 @@ def score(model: FactorModel, users: DataFrame, wanted: DataFrame, history: Data
     return _bucketed(wanted, history, buckets, timed).mapInArrow(task, schema)
 
 
-def top_n(model: FactorModel, users: DataFrame, history: DataFrame, n: int,
+def top_n(model: FactorModel | BlendedModel, users: DataFrame, history: DataFrame, n: int,
           buckets: int) -> DataFrame:
     """The ``n`` best unrated movies for every row of ``users`` (the user side: user_id,
-    b_user, ...), rated meaning in ``history`` (user_id, movie_id, rating[, day or rated_on]).
-    With time effects the lists are for the model's latest day (the history's own days give
-    its residuals)."""
+    b_user, ...; :func:`user_frame`), rated meaning in ``history`` (user_id, movie_id,
+    rating[, day or rated_on]). With time effects the lists are for the model's latest day
+    (the history's own days give its residuals). A blend of models ranks by
+    :meth:`BlendedModel.top_n`."""
     import pyarrow as pa
 
     movie_model = model.movie_side()
-    timed = model.time is not None
+    timed = _timed(model)
+    side = _side_columns(model)
     wanted = users.select(USER_ID, F.lit(0).alias(MOVIE_ID),
-                          F.lit(None).cast("float").alias(RATING), F.lit(1).alias(TAG),
-                          *USER_SIDE)
+                          F.lit(None).cast("float").alias(RATING), F.lit(1).alias(TAG), *side)
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = partitions.arrow_table(batches)
@@ -276,7 +316,7 @@ def top_n(model: FactorModel, users: DataFrame, history: DataFrame, n: int,
                  pa.array(value.astype(np.float64))],
                 names=[USER_ID, "rank", MOVIE_ID, "predicted_rating"])
 
-    return _bucketed(wanted, history, buckets, timed).mapInArrow(task, TOP_SCHEMA)
+    return _bucketed(wanted, history, buckets, timed, side).mapInArrow(task, TOP_SCHEMA)
 
 
 def predictions(model: FactorModel) -> dict[str, Column]:
