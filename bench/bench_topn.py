@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     h_movies, h_ratings = requests.history_movies[order], requests.history_ratings[order]
     owners = requests.owner_users
     this = model.movie_side().with_users(model.user_ids, model.user_bias, model.user_factors,
-                                         model.user_has_factors)
+                                         model.user_has_factors, model.user_time)
     sides = {"A": _with_random_implicit(this, args.implicit_rank) if args.implicit_rank else this,
              "B": _as(_reference_factors(args.reference), this)}
     step = max(1, 2_000_000 // len(model.movie_ids))  # recommend's task: 2M cells at a time
