@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from pyspark.sql import functions as F
 
 from prizeflow import blend_scoring, blending, data, partitions, predicting, recommending, registry
 from prizeflow import splits, training
@@ -107,10 +108,15 @@ def test_the_gate_rescoring_and_predict_score_a_blended_champion(spark, blended)
     test, history = blended["test"], blended["history"]
     assert blend_scoring.test_rmse(model, test, history, partitions.parallelism(spark)) == \
         pytest.approx(blended["summary"]["test_rmse"], abs=1e-9)
-    pairs = test.select("user_id", "movie_id").limit(300)
+    # With their dates (one of them missing) and five requests asked twice: one row each.
+    some = test.select("user_id", "movie_id", "rated_on").orderBy("user_id", "movie_id").limit(300)
+    pairs = (some.withColumn("rated_on", F.when(F.col("movie_id") % 11 == 0, None)
+                             .otherwise(F.col("rated_on")))
+             .unionByName(some.limit(5)))
     got = (predicting.with_blended_predictions(model, pairs, history, buckets=4)
            .toPandas().sort_values(["user_id", "movie_id"]).reset_index(drop=True))
-    assert list(got.columns) == ["user_id", "movie_id", "prediction"] and len(got) == 300
+    assert list(got.columns) == ["user_id", "movie_id", "rated_on", "prediction"]
+    assert len(got) == 305 and got["prediction"].notna().all()
     known = history.toPandas()
     served = mlflow.pyfunc.load_model("models:/prizeflow-als/3").predict(
         with_history_lists(got, known, dates=False))
@@ -152,6 +158,8 @@ def test_a_blend_refuses_a_blend_a_missing_version_and_a_repeated_one(spark, ble
         blending.blend(spark, config, "1,9")
     with pytest.raises(blending.BlendError, match="at least two distinct versions"):
         blending.blend(spark, config, "2,2")
+    with pytest.raises(blending.BlendError, match="numbered from 1"):
+        blending.blend(spark, config, "0,1")
     with pytest.raises(blending.BlendError, match="registered version numbers"):
         blending.blend(spark, config, "1;2")
 

@@ -50,7 +50,9 @@ def parse_versions(text: str) -> tuple[int, ...]:
     except ValueError:
         raise BlendError(f"--versions {text!r}: give registered version numbers separated by "
                          "commas, e.g. 3,5") from None
-    if len(versions) < 2 or len(set(versions)) != len(versions) or min(versions) < 1:
+    if min(versions) < 1:
+        raise BlendError(f"--versions {text!r}: registered versions are numbered from 1")
+    if len(versions) < 2 or len(set(versions)) != len(versions):
         raise BlendError(f"--versions {text!r}: a blend needs at least two distinct versions")
     return versions
 
@@ -111,6 +113,9 @@ def blend(spark: SparkSession, config: Config, versions: str) -> dict[str, Any]:
     logger.info("%s: validation RMSE %.5f, test RMSE %.5f (members %s)", blended.label(),
                 figures["validation_rmse_blend"], figures["test_rmse"],
                 ", ".join(f"v{n} {figures[f'member_test_rmse_v{n}']:.5f}" for n in numbers))
+    # Logged before the gate: should register fail, `register --run-id` gates this run later.
+    logger.info("blend run %s logged; registering it (again later: `prizeflow register "
+                "--run-id %s`)", run.info.run_id, run.info.run_id)
     registered = registry.register(spark, config, run.info.run_id)
     return {**registered, "blend_run_id": run.info.run_id, "blend_of": list(numbers),
             "weights": dict(zip(("intercept", *(f"v{n}" for n in numbers)), blended.weights)),
@@ -137,6 +142,10 @@ def _member(client: MlflowClient, name: str, number: int) -> registry.Candidate:
         raise BlendError(f"{name!r} v{number} is itself a blend (of "
                          f"{', '.join(f'v{v}' for v in candidate.train_run.blend_of)}): blend "
                          "its members instead")
+    if "refit" not in candidate.train_run.params:
+        raise BlendError(f"{name!r} v{number}: its train run {run_id} records no refit flag "
+                         "(an earlier prizeflow trained it): train it again with "
+                         "train.refit_on_validation: false")
     if candidate.train_run.refit:
         raise BlendError(f"{name!r} v{number} was refit on train + validation (train run "
                          f"{run_id}): its validation predictions are in-sample; blend models "
@@ -147,7 +156,8 @@ def _member(client: MlflowClient, name: str, number: int) -> registry.Candidate:
 def _load_member(client: MlflowClient, name: str, number: int) -> FactorModel:
     model = registry.load_version(name, client.get_model_version(name, str(number)))
     if not isinstance(model, FactorModel):
-        raise BlendError(f"{name!r} v{number} is not a single prizeflow model")
+        raise BlendError(f"{name!r} v{number} holds a {type(model).__name__}, not a single "
+                         "prizeflow model (FactorModel)")
     return model
 
 
@@ -167,8 +177,9 @@ def _check_every_rating_scored(wanted: DataFrame, scored: DataFrame) -> None:
     expected = {r[TAG]: r["count"] for r in wanted.groupBy(TAG).count().collect()}
     got = {r[TAG]: r["count"] for r in scored.groupBy(TAG).count().collect()}
     if expected != got:
-        raise BlendError(f"the members scored {got} rows per part for {expected} ratings "
-                         "(tag 1 validation, 2 test): a rating key is not unique in the split")
+        raise BlendError(f"the members' predictions have {got} rows per part for {expected} "
+                         "ratings (tag 1 validation, 2 test): row counts differ (a rating key "
+                         "repeated or a row lost in scoring); nothing was logged")
 
 
 def _fit(models: tuple[FactorModel, ...], numbers: tuple[int, ...],

@@ -121,6 +121,10 @@ class BlendedModel:
     def load(cls, folder: str | Path) -> "BlendedModel":
         folder = Path(folder)
         manifest = json.loads((folder / MANIFEST).read_text())
+        missing = {"versions", "weights", "weights_without", "low", "high",
+                   "members"} - set(manifest)
+        if missing:
+            raise ValueError(f"blend folder {folder}: {MANIFEST} lacks {sorted(missing)}")
         members = []
         for name in manifest["members"]:
             path = (folder / name).resolve()

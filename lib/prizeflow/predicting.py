@@ -91,17 +91,31 @@ def with_predictions(model: FactorModel, users: DataFrame, pairs: DataFrame, his
 
 def with_blended_predictions(model: BlendedModel, pairs: DataFrame, history: DataFrame,
                              buckets: int) -> DataFrame:
-    """:func:`with_predictions` for a blend of models: each member predicts every pair (its
-    prediction rides along as a column while the next member scores), then the blend's weights
-    combine them."""
+    """:func:`with_predictions` for a blend of models: each member predicts every distinct
+    request (user_id, movie_id[, rated_on]) once, the members' predictions are joined by request
+    and combined by the blend's weights, and the result joined back to ``pairs`` (a request
+    without a date matched null-safely)."""
     spark = pairs.sparkSession
-    scored = pairs
+    keys = [USER_ID, MOVIE_ID] + ([RATED_ON] if RATED_ON in pairs.columns else [])
+    requests = pairs.select(*keys).distinct()
+    scored = None
     for index, member in enumerate(model.members):
-        scored = (with_predictions(member, scoring.user_frame(spark, member), scored, history,
-                                   buckets)
-                  .withColumnRenamed(PREDICTION, member_column(index)))
-    members = [member_column(i) for i in range(len(model.members))]
-    return scored.withColumn(PREDICTION, blended_column(model)).drop(*members)
+        one = (with_predictions(member, scoring.user_frame(spark, member), requests, history,
+                                buckets)
+               .withColumnRenamed(PREDICTION, member_column(index)))
+        scored = one if scored is None else _join_by_request(scored, one, keys, "inner")
+    blended = scored.select(*keys, blended_column(model).alias(PREDICTION))
+    return _join_by_request(pairs, blended, keys, "left")
+
+
+def _join_by_request(left: DataFrame, right: DataFrame, keys: list[str], how: str) -> DataFrame:
+    """``left`` with ``right``'s other columns, matched on ``keys`` (``rated_on``
+    null-safely); both sides may come from one frame, hence the aliases."""
+    mine, theirs = left.alias("_pf_left"), right.alias("_pf_right")
+    condition = [F.col(f"_pf_left.{k}").eqNullSafe(F.col(f"_pf_right.{k}")) if k == RATED_ON
+                 else F.col(f"_pf_left.{k}") == F.col(f"_pf_right.{k}") for k in keys]
+    extra = [F.col(f"_pf_right.{c}") for c in right.columns if c not in keys]
+    return mine.join(theirs, condition, how).select("_pf_left.*", *extra)
 
 
 def prize_lines(predicted: DataFrame) -> DataFrame:

@@ -195,7 +195,7 @@ def candidate_lake_root(config: Config, candidate: Candidate) -> str:
         return config.lake.root
     raise RegistryError(f"train run {candidate.run_id} was trained on the lake "
                         f"{record.lake_root}, and lake.root {redact_text(root)} is another "
-                        "lake: set lake.root to the run's lake to re-score the champion")
+                        "lake: set lake.root to the run's lake to read its data")
 
 
 def candidate_split(spark: SparkSession, config: Config, candidate: Candidate):
