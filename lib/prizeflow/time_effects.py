@@ -14,7 +14,9 @@ taken at the latest day of the training data (the last bin), as a request withou
 The fit alternates ridge passes as :func:`prizeflow.baselines.fit_biases` does: b_i as the
 shrunk mean of its residuals (``reg``); b_i,bin likewise per (movie, bin) (``reg_bin``); then
 (b_u, alpha_u) per user from a 2 x 2 ridge system (``reg`` on b_u, ``reg_alpha`` on alpha_u).
-Nothing O(ratings) reaches the driver: it receives mu and the day range.
+The ratings are scanned once for the users' days and twice per pass: the two movie tables both
+come from one aggregation per (movie, bin) cell. Nothing O(ratings) reaches the driver: it
+receives mu and the day range.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ BIN = "time_bin"
 USER_TIME = ("mean_day", "alpha")
 # The columns scoring joins in beside the pairs' own (and drops again).
 _JOINED = (BIN, "b_user", *USER_TIME, "b_movie", "b_bin")
+_CELL = "_pf_cell"  # movie_id * bins + bin, while fitting
 
 
 def day_number(column: Column) -> Column:
@@ -93,24 +96,36 @@ def with_day(ratings: DataFrame) -> DataFrame:
 
 def fit_time_biases(ratings: DataFrame, bins: int, reg: float, reg_bin: float,
                     reg_alpha: float, passes: int, mean: float | None = None) -> TimeBiases:
-    """Fit the biases on (user_id, movie_id, rating, day) rows (cache them first: each pass
-    scans them three times); ``mean``: the ratings' mean when the caller has it (the model's
-    mu, to the last bit), else computed here."""
-    # The mean and the day range in one scan.
-    stats = ratings.agg(F.avg(RATING), F.min(DAY), F.max(DAY)).first()
-    if stats[0] is None:
+    """Fit the biases on (user_id, movie_id, rating, day) rows (cache them first: they are
+    scanned once, then twice per pass); ``mean``: the ratings' mean when the caller has it (the
+    model's mu, to the last bit), else computed here."""
+    # One scan for each user's day statistics, which also give the day range and the mean.
+    per_user = materialised(ratings.groupBy(USER_ID).agg(
+        F.count(F.lit(1)).alias("n"), F.count(DAY).alias("n_day"),
+        F.sum(DAY).alias("sum_day"), F.min(DAY).alias("first_day"),
+        F.max(DAY).alias("last_day"), F.sum(RATING).alias("sum_rating")))
+    stats = per_user.agg(F.sum("n"), F.min("first_day"), F.max("last_day"),
+                         F.sum("sum_rating")).first()
+    if not stats[0]:
         raise ValueError("cannot fit a baseline on an empty training set")
     if stats[1] is None:
         raise ValueError("cannot fit time effects: no training rating has a date")
-    mu = float(stats[0]) if mean is None else float(mean)
+    mu = float(stats[3]) / float(stats[0]) if mean is None else float(mean)
     first_day, last_day = int(stats[1]), int(stats[2])
-    # A rating without a day counts at the latest day, here as when it is scored.
+    # A rating without a day counts at the latest day, here as when it is scored. Day numbers
+    # are integers, so these sums are exact and the mean is Spark's avg to the last bit.
+    mean_days = per_user.select(
+        USER_ID, ((F.coalesce(F.col("sum_day"), F.lit(0)).cast("double")
+                   + (F.col("n") - F.col("n_day")) * F.lit(float(last_day)))
+                  / F.col("n")).alias("mean_day"))
     day = F.coalesce(F.col(DAY), F.lit(last_day))
-    mean_days = materialised(ratings.groupBy(USER_ID).agg(F.avg(day).alias("mean_day")))
+    # Each (movie, bin) cell as one long key: aggregations and broadcast joins on one long
+    # column take Spark's fast paths (the cell joins and groupings were most of the fit's time).
     rows = (ratings.join(F.broadcast(mean_days), USER_ID, "left")
-            .select(USER_ID, MOVIE_ID, (F.col(RATING) - F.lit(mu)).alias("centered"),
+            .select(USER_ID, (F.col(RATING) - F.lit(mu)).alias("centered"),
                     deviation(day, F.col("mean_day")).alias("dev"),
-                    time_bin(F.col(DAY), first_day, last_day, bins).alias(BIN)))
+                    (F.col(MOVIE_ID).cast("long") * F.lit(bins)
+                     + time_bin(F.col(DAY), first_day, last_day, bins)).alias(_CELL)))
     users = movies = movie_bins = None
     for _ in range(passes):
         if users is None:
@@ -119,24 +134,32 @@ def fit_time_biases(ratings: DataFrame, bins: int, reg: float, reg_bin: float,
             with_users = rows.join(F.broadcast(users), USER_ID, "left")
             user_part = (F.coalesce(F.col("b_user"), F.lit(0.0))
                          + F.coalesce(F.col("alpha"), F.lit(0.0)) * F.col("dev"))
-        if movie_bins is None:
-            with_bins, bin_part = with_users, F.lit(0.0)
-        else:
-            with_bins = with_users.join(F.broadcast(movie_bins), [MOVIE_ID, BIN], "left")
-            bin_part = F.coalesce(F.col("b_bin"), F.lit(0.0))
+        # One scan per pass for both movie tables: b_movie and then b_bin each take the sum
+        # of (centered - user part) over a (movie, bin) cell less the other table's value
+        # times the cell's count, so the cells' sums and counts (a row per movie and bin)
+        # give both, as two scans of the ratings would.
+        cells = materialised(
+            with_users.groupBy(_CELL)
+            .agg(F.sum(F.col("centered") - user_part).alias("total"),
+                 F.count(F.lit(1)).alias("n"))
+            .select(F.expr(f"cast({_CELL} div {bins} as int)").alias(MOVIE_ID),
+                    F.expr(f"cast(pmod({_CELL}, {bins}) as int)").alias(BIN), "total", "n"))
+        if movie_bins is not None:
+            cells = cells.join(movie_bins, [MOVIE_ID, BIN], "left")
+        old_bin = F.coalesce(F.col("b_bin"), F.lit(0.0)) if movie_bins is not None else F.lit(0.0)
         movies = materialised(
-            with_bins.groupBy(MOVIE_ID)
-            .agg((F.sum(F.col("centered") - user_part - bin_part)
-                  / (F.lit(reg) + F.count(F.lit(1)))).alias("b_movie")))
+            cells.groupBy(MOVIE_ID)
+            .agg((F.sum(F.col("total") - F.col("n") * old_bin)
+                  / (F.lit(reg) + F.sum("n"))).alias("b_movie")))
         movie_bins = materialised(
-            with_users.join(F.broadcast(movies), MOVIE_ID, "left")
-            .groupBy(MOVIE_ID, BIN)
-            .agg((F.sum(F.col("centered") - user_part - F.coalesce(F.col("b_movie"), F.lit(0.0)))
-                  / (F.lit(reg_bin) + F.count(F.lit(1)))).alias("b_bin")))
-        residual = (F.col("centered") - F.coalesce(F.col("b_movie"), F.lit(0.0))
-                    - F.coalesce(F.col("b_bin"), F.lit(0.0)))
-        sums = (rows.join(F.broadcast(movies), MOVIE_ID, "left")
-                .join(F.broadcast(movie_bins), [MOVIE_ID, BIN], "left")
+            cells.join(F.broadcast(movies), MOVIE_ID)
+            .select(MOVIE_ID, BIN, ((F.col("total") - F.col("n") * F.col("b_movie"))
+                                    / (F.lit(reg_bin) + F.col("n"))).alias("b_bin")))
+        item = (movie_bins.join(F.broadcast(movies), MOVIE_ID)
+                .select((F.col(MOVIE_ID).cast("long") * F.lit(bins) + F.col(BIN)).alias(_CELL),
+                        (F.col("b_movie") + F.col("b_bin")).alias("b_item")))
+        residual = F.col("centered") - F.col("b_item")  # every rating's cell has a value
+        sums = (rows.join(F.broadcast(item), _CELL)
                 .groupBy(USER_ID)
                 .agg(F.count(F.lit(1)).alias("n"), F.sum("dev").alias("s_d"),
                      F.sum(F.col("dev") * F.col("dev")).alias("s_dd"),
