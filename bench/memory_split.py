@@ -4,7 +4,8 @@
 
 Every ``interval`` seconds it reads /proc and writes one JSON line: the time, the resident memory
 (RSS) of the JVMs running Spark (``SparkSubmit``), of the PySpark daemon and workers, and of
-every other Python process running ``prizeflow`` (the driver side). With ``--nmt`` it also asks
+every other Python process running ``prizeflow`` (the driver side); the number of Python workers
+and the largest one's RSS. With ``--nmt`` it also asks
 each JVM ``jcmd PID VM.native_memory summary`` (start the JVM with
 ``-XX:NativeMemoryTracking=summary``) and records the committed MB per category (Java Heap,
 Class, Thread, Code, GC, Internal, Other: direct buffers, Arena, ...). Run it beside
@@ -77,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out, "a") as out:
         while time.monotonic() - idle_since < args.until_idle:
             sample = {"t": time.time(), "jvm": 0, "python_workers": 0, "driver_python": 0,
-                      "workers": 0}
+                      "workers": 0, "largest_worker": 0}
             jvms = []
             for pid, command, rss in _processes():
                 kind = _kind(command)
                 if kind:
                     sample[kind] += rss
-                    sample["workers"] += kind == "python_workers"
+                    if kind == "python_workers":
+                        sample["workers"] += 1
+                        sample["largest_worker"] = max(sample["largest_worker"], rss)
                     if kind == "jvm":
                         jvms.append(pid)
             if jvms:

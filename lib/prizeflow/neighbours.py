@@ -74,15 +74,19 @@ def block_count(rows: int, parallelism: int, rows_per_task: int = ROWS_PER_TASK)
 def pair_statistics(user: np.ndarray, movie: np.ndarray, residual: np.ndarray,
                     in_first: np.ndarray, same: bool, shrink: float, keep: int | None):
     """Similarities of one block pair from its ratings; ``in_first`` marks the ratings of the
-    first block, ``same`` says the pair is a block with itself. Returns (movie, other,
-    similarity) arrays: each movie's best ``keep`` with positive similarity on this pair."""
+    first block, ``same`` says the pair is a block with itself (the four arrays are reordered
+    in place). Returns (movie, other, similarity) arrays: each movie's best ``keep`` with
+    positive similarity on this pair."""
     import scipy.sparse as sp
 
     # Sorted input makes the float32 sums, and so the similarities, the same on every run.
     # Sorted by user, then movie, each side's rows are already a CSR matrix (users x movies):
     # its arrays are built directly, int32, with no COO intermediate (40M ratings a task).
+    # Reordered in place, one array at a time: the caller's arrays are these, so copies would
+    # hold a task's ratings twice over (a task holds up to ROWS_PER_TASK ratings).
     order = np.lexsort((movie, user))
-    user, movie, residual, in_first = user[order], movie[order], residual[order], in_first[order]
+    for values in (user, movie, residual, in_first):
+        values[:] = values[order]
     del order
     starts = np.ones(len(user), dtype=bool)
     np.not_equal(user[1:], user[:-1], out=starts[1:])
