@@ -39,6 +39,7 @@ from prizeflow.model_blend import BlendedModel, member_column
 
 logger = logging.getLogger(__name__)
 
+
 class BlendError(JobError):
     """Versions that cannot be blended; the message names the version and why."""
 
