@@ -119,8 +119,9 @@ def fit_time_biases(ratings: DataFrame, bins: int, reg: float, reg_bin: float,
                    + (F.col("n") - F.col("n_day")) * F.lit(float(last_day)))
                   / F.col("n")).alias("mean_day"))
     day = F.coalesce(F.col(DAY), F.lit(last_day))
-    # Each (movie, bin) cell as one long key: aggregations and broadcast joins on one long
-    # column take Spark's fast paths (the cell joins and groupings were most of the fit's time).
+    # Each (movie, bin) cell as one long key: one group-by key per rating, and one broadcast
+    # join for b_movie + b_bin in the users' scan instead of two. (Measured with the scan
+    # fusion, not apart from it: BENCHMARKS.md, issue 30 item 4.)
     rows = (ratings.join(F.broadcast(mean_days), USER_ID, "left")
             .select(USER_ID, (F.col(RATING) - F.lit(mu)).alias("centered"),
                     deviation(day, F.col("mean_day")).alias("dev"),
@@ -144,9 +145,11 @@ def fit_time_biases(ratings: DataFrame, bins: int, reg: float, reg_bin: float,
                  F.count(F.lit(1)).alias("n"))
             .select(F.expr(f"cast({_CELL} div {bins} as int)").alias(MOVIE_ID),
                     F.expr(f"cast(pmod({_CELL}, {bins}) as int)").alias(BIN), "total", "n"))
-        if movie_bins is not None:
+        if movie_bins is None:
+            old_bin = F.lit(0.0)
+        else:
             cells = cells.join(movie_bins, [MOVIE_ID, BIN], "left")
-        old_bin = F.coalesce(F.col("b_bin"), F.lit(0.0)) if movie_bins is not None else F.lit(0.0)
+            old_bin = F.coalesce(F.col("b_bin"), F.lit(0.0))
         movies = materialised(
             cells.groupBy(MOVIE_ID)
             .agg((F.sum(F.col("total") - F.col("n") * old_bin)
