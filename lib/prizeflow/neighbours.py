@@ -49,7 +49,11 @@ from prizeflow import partitions
 from prizeflow.columns import MOVIE_ID, USER_ID
 from prizeflow.splits import unit_hash
 
-ROWS_PER_TASK = 40_000_000
+# Ratings a block-pair task holds at most. At 100M, 40M gave 5 blocks and pair tasks of about
+# 24M ratings, 1.3 GB each with two at once beside the JVM's 9.3 GB: the run's peak. 24M gives
+# 9 blocks and pairs of about 13M (bench/bench_pair_memory.py: 0.46 against 0.75 GB over the
+# inputs, 12.8 against 27.3 s), at the price of 45 pair tasks instead of 15 (BENCHMARKS.md).
+ROWS_PER_TASK = 24_000_000
 PACK_ROWS = 2_000_000  # ratings a packing task holds at once (about 110 MB in Python)
 
 

@@ -34,8 +34,9 @@ from prizeflow.rule import PARTS as RULE_PARTS
 from prizeflow.time_effects import USER_TIME, day_number
 
 # History ratings per scoring task. At 100M a task's Python worker peaked at 1.8 GB with 4M and
-# at 1.1 GB with 2M, with the same output and no loss of speed (BENCHMARKS.md, issue 30 item 4).
-ROWS_PER_BUCKET = 2_000_000
+# at 1.1 GB with 2M, with the same output and no loss of speed (BENCHMARKS.md, issue 30 item 4);
+# 1M, because validation scoring runs beside the training JVM's full heap (BENCHMARKS.md).
+ROWS_PER_BUCKET = 1_000_000
 PACK_ROWS = 2_000_000  # history ratings a packing task holds at once (about 40 MB in Python)
 BUCKET = "_pf_bucket"
 # The packed history: (source column, packed column, bytes as numpy dtype), one row of each
