@@ -4,8 +4,8 @@ at the size a 100M run gives it, against a reference checkout's, each in a fresh
     .venv/bin/python bench/bench_pair_memory.py --reference DIR [--ratings 24000000] [--runs 3]
 
 The ratings are synthetic (fixed seed): 480,189 users, two blocks of 3,554 movies (the Prize's
-17,770 movies in 5 blocks, as ``neighbours.block_count`` picks for 97M training ratings), keep
-500, shrink 100. Each run is a new Python process that builds the arrays, then calls the
+17,770 movies in 5 blocks, as ``neighbours.block_count`` picks for 97M training ratings),
+keep 500, shrink 100. Each run is a new Python process that builds the arrays, then calls the
 function; its figure is the process's peak RSS (``ru_maxrss``) less the RSS just before the
 call, and the call's wall time. Prints both per run, the medians and their ratios.
 """

@@ -59,11 +59,13 @@ def _pairs(lists):
     return {(int(m), int(o)): float(v) for m, o, v in zip(movie, other, value)}
 
 
-@pytest.mark.parametrize("rows_per_task", [10**9, 30, 7])  # 2 blocks (2 cores), 5, 16
-def test_similarities_equal_a_hand_computation_however_the_blocks_fall(residuals, rows_per_task):
+# 2 blocks (2 cores), 5, 16; merge tasks take every movie at once, 2 or 1 at a time
+@pytest.mark.parametrize("rows_per_task, merge_movies", [(10**9, 500), (30, 2), (7, 1)])
+def test_similarities_equal_a_hand_computation_however_the_blocks_fall(residuals, rows_per_task,
+                                                                        merge_movies):
     expected = _hand_similarities(_residual_rows(), SHRINK)
     lists = neighbours.similarities(residuals, SHRINK, None, None, parallelism=2,
-                                    rows_per_task=rows_per_task)
+                                    rows_per_task=rows_per_task, merge_movies=merge_movies)
     got = _pairs(lists)
     assert len(expected) > 10  # the fixture has positive and non-positive pairs
     assert got == pytest.approx(expected, rel=1e-5)
@@ -74,7 +76,8 @@ def test_similarities_equal_a_hand_computation_however_the_blocks_fall(residuals
 
 def test_keep_stores_each_movies_best_neighbours_ties_by_lower_id(residuals):
     expected = _hand_similarities(_residual_rows(), SHRINK)
-    lists = neighbours.similarities(residuals, SHRINK, None, 2, parallelism=2, rows_per_task=20)
+    lists = neighbours.similarities(residuals, SHRINK, None, 2, parallelism=2, rows_per_task=20,
+                                    merge_movies=3)
     movie_ids = np.array(sorted({m for _, m, _ in _residual_rows()}), dtype=np.int64)
     near, values = neighbours.collect_arrays(lists, movie_ids, 2)
     for index, movie in enumerate(movie_ids):

@@ -28,7 +28,7 @@ multiply-adds (n_u: the user's ratings), about 4e10 for the Netflix Prize. So
    (residuals) and 1 (rated), computes dot = R_a^T R_b and n = 1_a^T 1_b as sparse products
    (numpy/scipy), the similarities, and each movie's best ``keep`` on that pair;
 4. each movie's candidates from its B pairs are merged into its best ``keep`` (2 tasks per
-   core): one row per movie (ids and similarities as bytes), which the driver collects as the
+   core, each taking ``merge_movies`` of its movies at a time): one row per movie (ids and similarities as bytes), which the driver collects as the
    model's arrays.
 
 B follows the cluster: the smallest B with B(B+1)/2 >= 2 x the session's parallelism and at most
@@ -49,12 +49,19 @@ from prizeflow import partitions
 from prizeflow.columns import MOVIE_ID, USER_ID
 from prizeflow.splits import unit_hash
 
-# Ratings a block-pair task holds at most. At 100M, 40M gave 5 blocks and pair tasks of about
-# 24M ratings, 1.3 GB each with two at once beside the JVM's 9.3 GB: the run's peak. 24M gives
-# 9 blocks and pairs of about 13M (bench/bench_pair_memory.py: 0.46 against 0.75 GB over the
-# inputs, 12.8 against 27.3 s), at the price of 45 pair tasks instead of 15 (BENCHMARKS.md).
-ROWS_PER_TASK = 24_000_000
+# Ratings a block-pair task holds at most: 5 blocks at 100M. 24M (9 blocks) made each pair
+# task smaller but shuffled 9 copies of the sample: scratch 22.1 GB against 19.4, and 45 pair
+# tasks took longer than 15; the products are summed over user slices instead
+# (PAIR_CHUNK_ROWS), which bounds a task's memory beyond its inputs (BENCHMARKS.md).
+ROWS_PER_TASK = 40_000_000
 PACK_ROWS = 2_000_000  # ratings a packing task holds at once (about 110 MB in Python)
+# Movies a merge task sorts at once: each brings up to (blocks x keep) candidates, so 500 movies
+# are at most 1.3M at 100M (5 blocks, keep 500). With 9 blocks, a merge task's whole share at
+# once (4,400 movies, 20M candidates) made its Python worker 1.7 GB (BENCHMARKS.md).
+MERGE_MOVIES = 500
+# Ratings of a block pair whose sparse products are formed at once (see pair_statistics): at
+# 24M ratings a pair, 0.38 against 0.75 GB beyond the inputs (bench/bench_pair_memory.py).
+PAIR_CHUNK_ROWS = 4_000_000
 
 
 def sample_per_user(residuals: DataFrame, max_ratings: int | None, seed: int = 7) -> DataFrame:
@@ -76,48 +83,40 @@ def block_count(rows: int, parallelism: int, rows_per_task: int = ROWS_PER_TASK)
 
 
 def pair_statistics(user: np.ndarray, movie: np.ndarray, residual: np.ndarray,
-                    in_first: np.ndarray, same: bool, shrink: float, keep: int | None):
+                    in_first: np.ndarray, same: bool, shrink: float, keep: int | None,
+                    chunk_rows: int = PAIR_CHUNK_ROWS):
     """Similarities of one block pair from its ratings; ``in_first`` marks the ratings of the
     first block, ``same`` says the pair is a block with itself (the four arrays are reordered
     in place). Returns (movie, other, similarity) arrays: each movie's best ``keep`` with
-    positive similarity on this pair."""
-    import scipy.sparse as sp
-
+    positive similarity on this pair. The products are summed over slices of whole users of
+    about ``chunk_rows`` ratings, so a task's memory beyond its inputs is a slice's sparse
+    matrices and the dense (first movies x second movies) sums, not the whole pair's."""
     # Sorted input makes the float32 sums, and so the similarities, the same on every run.
-    # Sorted by user, then movie, each side's rows are already a CSR matrix (users x movies):
-    # its arrays are built directly, int32, with no COO intermediate (40M ratings a task).
     # Reordered in place, one array at a time: the caller's arrays are these, so copies would
-    # hold a task's ratings twice over (a task holds up to ROWS_PER_TASK ratings).
+    # hold a task's ratings twice over.
     order = np.lexsort((movie, user))
     for values in (user, movie, residual, in_first):
         values[:] = values[order]
     del order
-    starts = np.ones(len(user), dtype=bool)
-    np.not_equal(user[1:], user[:-1], out=starts[1:])
-    user_index = np.cumsum(starts, dtype=np.int32) - 1
-    user_count = int(user_index[-1]) + 1 if len(user_index) else 0
-    del starts, user
-
-    def side(mask: np.ndarray):
-        ids, index = np.unique(movie[mask], return_inverse=True)
-        index = index.astype(np.int32)
-        shape = (user_count, len(ids))
-        indptr = np.zeros(user_count + 1, dtype=np.int32)
-        np.cumsum(np.bincount(user_index[mask], minlength=user_count), out=indptr[1:])
-        values = residual[mask].astype(np.float32)
-        rated = sp.csr_matrix((values, index, indptr), shape=shape)
-        ones = sp.csr_matrix((np.ones(len(values), np.float32), index, indptr), shape=shape)
-        norms = np.bincount(index, weights=values.astype(np.float64) ** 2, minlength=len(ids))
-        return ids, rated, ones, norms
-
-    first_ids, first, first_ones, first_norms = side(in_first)
-    if same:
-        second_ids, second, second_ones, second_norms = first_ids, first, first_ones, first_norms
-    else:
-        second_ids, second, second_ones, second_norms = side(~in_first)
-    del movie, residual, user_index
-    similarity = (first.T.tocsr() @ second).toarray()
-    common = (first_ones.T.tocsr() @ second_ones).toarray()
+    first_ids = np.unique(movie[in_first])
+    second_ids = first_ids if same else np.unique(movie[~in_first])
+    similarity = np.zeros((len(first_ids), len(second_ids)), dtype=np.float32)
+    common = np.zeros_like(similarity)
+    first_norms = np.zeros(len(first_ids))
+    second_norms = first_norms if same else np.zeros(len(second_ids))
+    for start, stop in _user_slices(user, chunk_rows):
+        # Both sides' rows are the slice's users, in one numbering.
+        starts = np.ones(stop - start, dtype=bool)
+        np.not_equal(user[start + 1:stop], user[start:stop - 1], out=starts[1:])
+        user_index = np.cumsum(starts, dtype=np.int32) - 1
+        rows = (user_index, int(user_index[-1]) + 1, movie[start:stop], residual[start:stop])
+        del starts
+        first = _side(*rows, in_first[start:stop], first_ids, first_norms)
+        second = first if same else _side(*rows, ~in_first[start:stop], second_ids,
+                                          second_norms)
+        similarity += (first[0].T.tocsr() @ second[0]).toarray()
+        common += (first[1].T.tocsr() @ second[1]).toarray()
+        del first, second, rows, user_index
     # In place, row then column.
     similarity /= np.maximum(np.sqrt(first_norms), 1e-12).astype(np.float32)[:, None]
     similarity /= np.maximum(np.sqrt(second_norms), 1e-12).astype(np.float32)[None, :]
@@ -132,6 +131,36 @@ def pair_statistics(user: np.ndarray, movie: np.ndarray, residual: np.ndarray,
     if not same:
         parts.append(_best(second_ids, first_ids, similarity.T, keep))
     return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def _user_slices(user: np.ndarray, chunk_rows: int):
+    """(start, stop) of consecutive slices of ``user`` (sorted), each about ``chunk_rows``
+    long and cut only where the user changes."""
+    start, total = 0, len(user)
+    while start < total:
+        stop = min(start + max(1, chunk_rows), total)
+        if stop < total:
+            # Move the cut to the first row of the user the slice would split.
+            stop = start + int(np.searchsorted(user[start:], user[stop - 1], side="right"))
+        yield start, stop
+        start = stop
+
+
+def _side(user_index: np.ndarray, users: int, movie: np.ndarray, residual: np.ndarray,
+          mask: np.ndarray, ids: np.ndarray, norms: np.ndarray):
+    """(residuals, ones) as ``users`` x ``ids`` CSR matrices of one slice's rows under ``mask``
+    (sorted by user, then movie: each row is already in CSR order, int32, no COO step); adds
+    the rows' squared residuals to ``norms``."""
+    import scipy.sparse as sp
+
+    indptr = np.zeros(users + 1, dtype=np.int32)
+    np.cumsum(np.bincount(user_index[mask], minlength=users), out=indptr[1:])
+    index = np.searchsorted(ids, movie[mask]).astype(np.int32)
+    values = residual[mask].astype(np.float32)
+    norms += np.bincount(index, weights=values.astype(np.float64) ** 2, minlength=len(ids))
+    shape = (users, len(ids))
+    return (sp.csr_matrix((values, index, indptr), shape=shape),
+            sp.csr_matrix((np.ones(len(values), np.float32), index, indptr), shape=shape))
 
 
 def _best(row_ids: np.ndarray, column_ids: np.ndarray, similarity: np.ndarray,
@@ -254,16 +283,25 @@ def pair_candidates(packed: DataFrame, blocks: int, shrink: float,
     return routed.mapInArrow(pair_task, LISTS_SCHEMA)
 
 
-def merge_candidates(candidates: DataFrame, tasks: int, keep: int | None) -> DataFrame:
+def merge_candidates(candidates: DataFrame, tasks: int, keep: int | None,
+                     merge_movies: int = MERGE_MOVIES) -> DataFrame:
     """Stage 3: every movie's candidates from its pairs -> its best ``keep``, one row; the
-    movies hashed over ``tasks`` tasks."""
+    movies hashed over ``tasks`` tasks, each task's taken ``merge_movies`` at a time."""
     import pyarrow as pa
 
     def merge(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         table = partitions.arrow_table(batches)
         if table is None:
             return
-        yield _lists(*_unpack_lists(table), keep)
+        # The rows (one per movie and pair) of ``merge_movies`` whole movies at a time, taken
+        # from the table as they are needed: no sorted copy of the whole table.
+        movies = table.column(MOVIE_ID).to_numpy()
+        order = np.argsort(movies, kind="stable")
+        in_order = movies[order]
+        firsts = np.flatnonzero(np.diff(in_order, prepend=in_order[0] - 1))
+        bounds = np.append(firsts[::max(1, merge_movies)], len(order))
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            yield _lists(*_unpack_lists(table.take(order[start:stop])), keep)
 
     by_movie = F.pmod(F.xxhash64(F.lit(13), F.col(MOVIE_ID)), F.lit(tasks))
     return partitions.by_task(candidates, by_movie, tasks).mapInArrow(merge, LISTS_SCHEMA)
@@ -271,7 +309,8 @@ def merge_candidates(candidates: DataFrame, tasks: int, keep: int | None) -> Dat
 
 def similarities(residuals: DataFrame, shrink: float, max_user_ratings: int | None,
                  keep: int | None, parallelism: int, rows: int | None = None,
-                 rows_per_task: int = ROWS_PER_TASK) -> DataFrame:
+                 rows_per_task: int = ROWS_PER_TASK,
+                 merge_movies: int = MERGE_MOVIES) -> DataFrame:
     """One row per movie with a positive similarity to another: (movie_id, neighbours,
     similarities), its best ``keep`` other movie ids (int32 bytes) and similarities (float32
     bytes), best first. ``rows``: about how many rows the sample has, if the caller knows.
@@ -288,7 +327,7 @@ def similarities(residuals: DataFrame, shrink: float, max_user_ratings: int | No
     # Merge tasks follow the cores, not the blocks: 3 blocks on 2 cores gave 3 merge tasks,
     # run in two uneven waves (measured at 10M); a cluster's cores outnumber its blocks.
     return merge_candidates(pair_candidates(packed, blocks, shrink, keep),
-                            2 * max(1, parallelism), keep)
+                            2 * max(1, parallelism), keep, merge_movies)
 
 
 def collect_arrays(lists: DataFrame, movie_ids: np.ndarray,
