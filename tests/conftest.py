@@ -241,7 +241,8 @@ def fork_lake(config: Config, tmp: Path) -> Config:
 def pyfunc_on_test(spark, config: Config, model, refit: bool = True):
     """(test rows, predictions with each user's history as request columns, predictions without
     a history) of a loaded pyfunc on the test set of ``config``'s split. The history is what
-    train scored the test set with: the split's train (+ validation after a refit) ratings."""
+    train scored the test set with: the split's train (+ validation after a refit) ratings, and
+    the lake's qualifying pairs with a rating of NaN (in N(u), rating unknown)."""
     import numpy as np
 
     from prizeflow import data, splits
@@ -251,7 +252,8 @@ def pyfunc_on_test(spark, config: Config, model, refit: bool = True):
     split = data.split_ratings(source, config, data.choose_split_method(config, source))
     parts = [splits.TRAIN, splits.VALIDATION] if refit else [splits.TRAIN]
     test = splits.part(split, splits.TEST).select("user_id", "movie_id", "rating").toPandas()
-    known = splits.part(split, *parts).select("user_id", "movie_id", "rating").toPandas()
+    known = data.with_unrated(splits.part(split, *parts).select("user_id", "movie_id", "rating"),
+                              source.unrated).toPandas()
     lists = {u: (g["movie_id"].tolist(), g["rating"].astype(float).tolist())
              for u, g in known.groupby("user_id")}
     frame = test[["user_id", "movie_id"]].copy()

@@ -355,3 +355,66 @@ def test_implicit_user_vectors_equal_a_hand_sum_in_any_row_order(order):
         expected = y[mine].astype(np.float64).sum(axis=0) / math.sqrt(max(len(mine), 1))
         np.testing.assert_allclose(z[o], expected, rtol=1e-12, atol=1e-12)
     assert not z[4].any() and not z[9].any()
+
+
+def test_a_history_entry_without_a_rating_is_in_n_u_only():
+    """A NaN rating (a qualifying pair: rated, the rating hidden) joins N(u) for the implicit
+    term and is left out of top-N lists, and is no neighbour."""
+    rng = np.random.default_rng(14)
+    table, arrays = _neighbour_table(rng)
+    model = _with_implicit(_model(rng, arrays), rng, weight=3.0)
+    history = _history(rng)
+    hidden = []
+    for user in USERS:
+        seen = {m for u, m, _ in history if u == user}
+        free = [m for m in MOVIES if m not in seen]
+        hidden += [(int(user), int(m), math.nan) for m in rng.choice(free, 2, replace=False)]
+    users = np.repeat(USERS, 6)
+    movies = rng.choice(MOVIES, len(users))
+    rated = tuple(np.array(c) for c in zip(*history))
+    both = tuple(np.array(c) for c in zip(*(history + hidden)))
+    with_hidden = model.parts(Requests.by_user(users, movies, both))
+    without = model.parts(Requests.by_user(users, movies, rated))
+    assert with_hidden["neighbour_term"] == pytest.approx(without["neighbour_term"], abs=1e-12)
+    in_n_u = history + [(u, m, 0.0) for u, m, _ in hidden]
+    assert with_hidden["implicit_term"] == pytest.approx(
+        [_hand_implicit(model, in_n_u, int(u), int(m)) for u, m in zip(users, movies)], abs=1e-9)
+    assert np.abs(with_hidden["implicit_term"] - without["implicit_term"]).max() > 0.01
+    assert np.isfinite(model.predict(users, movies, both)).all()
+    # top-N: each user's best movie without the hidden pairs, hidden, is no longer offered.
+    owner_of = {int(u): i for i, u in enumerate(USERS)}
+    h_owner = np.array([owner_of[u] for u, _, _ in history])
+    owner, _, best, _ = model.top_n(USERS, h_owner, rated[1], rated[2], 1)
+    firsts = [(int(USERS[o]), int(m), math.nan) for o, m in zip(owner, best)]
+    more = history + firsts
+    owner2, _, best2, scores2 = model.top_n(
+        USERS, np.array([owner_of[u] for u, _, _ in more]), np.array([m for _, m, _ in more]),
+        np.array([r for _, _, r in more]), 3)
+    assert len(firsts) == len(USERS) and np.isfinite(scores2).all()
+    offered = set(zip(owner2.tolist(), best2.tolist()))
+    assert not offered & {(owner_of[u], m) for u, m, _ in firsts}
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_pair_statistics_do_not_depend_on_the_user_slices(same):
+    """The products summed over slices of whole users (as a 100M pair task sums them) equal the
+    products of the whole pair, for every slice size down to one user at a time."""
+    rng = np.random.default_rng(31)
+    pairs = {(int(u), int(m)) for u, m in zip(rng.integers(1, 80, 3000), rng.integers(1, 41, 3000))}
+    user, movie = (np.array(c, dtype=np.int32) for c in zip(*sorted(pairs)))
+    order = rng.permutation(len(user))
+    user, movie = user[order], movie[order]
+    residual = rng.normal(0, 1, len(user)).astype(np.float32)
+    in_first = np.full(len(user), True) if same else movie <= 20
+
+    def run(chunk_rows):
+        out = neighbours.pair_statistics(user.copy(), movie.copy(), residual.copy(),
+                                         in_first.copy(), same, 5.0, 6, chunk_rows=chunk_rows)
+        return {(int(a), int(b)): float(v) for a, b, v in zip(*out)}
+
+    whole = run(10**9)
+    assert len(whole) > 100
+    for chunk_rows in (500, 37, 1):
+        sliced = run(chunk_rows)
+        assert sliced.keys() == whole.keys()
+        assert [sliced[k] for k in whole] == pytest.approx(list(whole.values()), rel=1e-5)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prizeflow import ingestion, recommending, registry, training
+from prizeflow import ingestion, recommending, registry, scoring, training
 from prizeflow import pipeline
 
 from conftest import copy_lake, fork_lake, head_commit, pyfunc_on_test, rmse, table, write
@@ -162,15 +162,24 @@ def test_pyfunc_loads_in_a_process_without_spark(lake, history):
     assert len(values) == 2 and all(1 <= v <= 5 for v in values)
 
 
-def test_recommendations_skip_rated_movies_and_are_ranked(spark, lake, history):
+def test_recommendations_skip_rated_and_qualifying_movies_and_are_ranked(spark, lake, history):
     config = lake["config"]
     summary = recommending.recommend(spark, config, top=5, alias="champion")
     recs = table(spark, config, "recommendations")
     ratings = table(spark, config, "ratings")
+    qualifying = table(spark, config, "qualifying")
     assert summary["model_version"] == 2 and summary["top"] == 5
     assert summary["rows"] == recs.count() == summary["users"] * 5
     assert summary["users"] == ratings.select("user_id").distinct().count()
     assert recs.join(ratings, ["user_id", "movie_id"], "left_semi").count() == 0
+    # A qualifying pair is a movie the user rated (the rating hidden): not offered either,
+    # though from the ratings alone the same model would offer some of them.
+    assert recs.join(qualifying, ["user_id", "movie_id"], "left_semi").count() == 0
+    model, _, _, _, buckets = recommending.registered_model_and_history(spark, config, "champion")
+    from_ratings = scoring.top_n(model, scoring.user_frame(spark, model),
+                                 ratings.select("user_id", "movie_id", "rating", "rated_on"), 5,
+                                 buckets)
+    assert from_ratings.join(qualifying, ["user_id", "movie_id"], "left_semi").count() > 0
     rows = recs.orderBy("user_id", "rank").collect()
     by_user = {}
     for r in rows:

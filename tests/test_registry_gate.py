@@ -314,3 +314,20 @@ def test_a_run_whose_model_changed_since_train_is_not_registered(store):
     result = registry.register(None, config, train_run(store, 0.80))
     version = store["client"].get_model_version(store["name"], str(result["version"]))
     assert version.tags[model_integrity.DIGEST_TAG] == store["digest"]
+
+
+def test_the_split_signature_names_the_qualifying_pairs_the_test_set_was_scored_with():
+    """Every scoring history holds the lake's qualifying pairs, so their table's version is part
+    of what a recorded RMSE means; a lake without them signs as before."""
+    from dataclasses import replace
+
+    settings = {"seed": 42, "validation_fraction": 0.1}
+    plain = SAME_DATA.split_signature("hash", settings)
+    assert plain == gate.digest("ratings=table-1@/data/lake/ratings@0;method=hash;seed=42;"
+                                "validation_fraction=0.1")
+    with_pairs = replace(SAME_DATA, qualifying_table="table-9",
+                         qualifying_path="/data/lake/qualifying", qualifying_version=3)
+    signed = with_pairs.split_signature("hash", settings)
+    assert signed != plain
+    assert replace(with_pairs, qualifying_version=4).split_signature("hash", settings) != signed
+    assert with_pairs.split_signature("hash", settings) == signed

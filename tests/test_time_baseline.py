@@ -232,6 +232,10 @@ def test_the_day_term_is_the_shrunk_mean_residual_of_that_users_ratings_that_day
                 residual[4] / (2.0 + 1), 0.0]  # no date, or no history that day: none
     assert parts["day_term"] == pytest.approx(expected, abs=1e-12)
     assert abs(expected[0]) > 0.05
+    # A movie user 1 rated that day without a known rating (a qualifying pair) is no rating.
+    hidden = tuple(np.append(a, v) for a, v in zip(history, (1, MOVIES[6], np.nan, FIRST + 5)))
+    assert model.parts(Requests.by_user(users, movies, hidden, days))["day_term"] == (
+        pytest.approx(expected, abs=1e-12))
     assert parts["baseline"] == pytest.approx(model.baseline(users, movies, days), abs=1e-12)
     # The blend weighs it: the prediction moves by its weight times the term.
     without_term = replace(model, neighbourhood=replace(

@@ -40,8 +40,10 @@ def timed(spark, small_lake, tmp_path_factory, uses_mlflow):
     pyfunc = mlflow.pyfunc.load_model(summary["model_uri"])
     source = data.load_training_data(spark, config)
     split = data.split_ratings(source, config, data.choose_split_method(config, source))
-    # What train scored the test set with after its refit: train + validation.
-    history = splits.part(split, splits.TRAIN, splits.VALIDATION).select(*COLUMNS)
+    # What train scored the test set with after its refit: train + validation, and the
+    # qualifying pairs (rating null).
+    history = data.with_unrated(splits.part(split, splits.TRAIN, splits.VALIDATION)
+                                .select(*COLUMNS), source.unrated)
     test = splits.part(split, splits.TEST).select(*COLUMNS)
     return {"config": config, "summary": summary, "pyfunc": pyfunc,
             "model": pyfunc.unwrap_python_model().model, "history": history, "test": test}

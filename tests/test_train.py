@@ -281,6 +281,8 @@ def test_the_train_run_reads_back_through_its_contract(trained):
     assert run.best_params == {k: str(v) for k, v in summary["best_params"].items()}
     assert run.data_version == summary["data_version"]
     assert run.probe_version is not None  # the probe split read the probe table
+    # The generated corpus has qualifying pairs: N(u) held them, at this version.
+    assert int(run.params["qualifying_version"]) >= 0
     assert run.refit is config.train.refit_on_validation
     assert run.git_commit == head_commit()
     assert run.pipeline_run is None

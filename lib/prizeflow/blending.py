@@ -8,8 +8,8 @@ The members are versions of ``mlflow.registered_model``, each loaded verified
 data version, one split) and must not have been refit on train + validation (their validation
 predictions would be in-sample, and weights learned on them would favour the most overfit
 member). Each member scores the validation and test ratings of that split in Spark tasks with
-its own rule (:func:`prizeflow.scoring.score`, each user's history from the training part, as
-the member scored its own test set); the blend's weights are least squares on validation
+its own rule (:func:`prizeflow.scoring.score`, each user's history from the training part and
+the qualifying pairs, as the member scored its own test set); the blend's weights are least squares on validation
 (:func:`prizeflow.blend.fit_nested_weights`, one aggregation); the test set only measures.
 
 The blend is logged as a run of the experiment (``prizeflow.command`` = ``blend``) with the
@@ -28,7 +28,8 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import metrics, partitions, registry, scoring, splits, tracking, train_runs
+from prizeflow import (data, metrics, partitions, registry, scoring, splits, tracking,
+                       train_runs)
 from prizeflow.blend import fit_nested_weights
 from prizeflow.blend_scoring import blended_column, member_predictions
 from prizeflow.columns import MOVIE_ID, PREDICTION, RATED_ON, RATING, TAG, USER_ID
@@ -78,9 +79,9 @@ def blend(spark: SparkSession, config: Config, versions: str) -> dict[str, Any]:
     _check_one_test_set(candidates, numbers)
     models = tuple(_load_member(client, name, number) for number in numbers)
 
-    split = registry.candidate_split(spark, config, candidates[0])
+    split, unrated = registry.candidate_split(spark, config, candidates[0])
     columns = (USER_ID, MOVIE_ID, RATING, RATED_ON)
-    history = splits.part(split, splits.TRAIN).select(*columns)
+    history = data.with_unrated(splits.part(split, splits.TRAIN).select(*columns), unrated)
     wanted = (splits.part(split, splits.VALIDATION).select(*columns)
               .withColumn(TAG, F.lit(scoring.VALIDATION_TAG))
               .unionByName(splits.part(split, splits.TEST).select(*columns)

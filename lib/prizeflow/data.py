@@ -8,6 +8,10 @@ test.
 
 ``register`` re-scores a champion on a candidate's test set the same way, with the candidate's
 split config and data version.
+
+The ``qualifying`` pairs (the Prize's hidden ratings: who rated what, without the rating) are
+read too: every history a model scores with (:func:`with_unrated`) holds them as rows without
+a rating, so they are part of N(u), the movies a user rated, as in Koren's SVD++.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import logging
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from prizeflow import lake, snapshots, splits
-from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
+from prizeflow.columns import DAY, MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
+from prizeflow.time_effects import day_number
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ class TrainingData:
     probe: DataFrame | None
     probe_version: int | None
     snapshot: snapshots.Snapshot | None = None
+    unrated: DataFrame | None = None  # user_id, movie_id, rated_on: see unrated_pairs
 
 
 def load_training_data(spark: SparkSession, config: Config) -> TrainingData:
@@ -65,7 +72,32 @@ def load_training_data(spark: SparkSession, config: Config) -> TrainingData:
     logger.info("reading the lake as ingest %s left it (ratings v%d, probe %s)",
                 snapshot.ingest_id, version,
                 "none" if probe_version is None else f"v{probe_version}")
-    return TrainingData(ratings, path, version, low, high, probe, probe_version, snapshot)
+    return TrainingData(ratings, path, version, low, high, probe, probe_version, snapshot,
+                        unrated_pairs(spark, root, snapshot))
+
+
+def unrated_pairs(spark: SparkSession, root: str,
+                  snapshot: snapshots.Snapshot) -> DataFrame | None:
+    """The pairs known to be rated whose ratings are hidden, as the ingest left them: the
+    ``qualifying`` table's (user_id, movie_id, rated_on); None when the lake has none."""
+    if snapshot.version("qualifying") is None:
+        return None
+    return snapshot.read(spark, root, "qualifying").select(USER_ID, MOVIE_ID, RATED_ON)
+
+
+def with_unrated(history: DataFrame, unrated: DataFrame | None) -> DataFrame:
+    """``history`` (user_id, movie_id, rating and ``rated_on`` or ``day`` or neither) with the
+    ``unrated`` pairs as rows whose rating is null. Scoring counts them in N(u) (the implicit
+    term's user side, and the movies ``recommend`` leaves out); the neighbour and day terms,
+    which need a rating, skip them."""
+    if unrated is None:
+        return history
+    kinds = history.schema
+    rows = unrated.select(USER_ID, MOVIE_ID, RATED_ON,
+                          F.lit(None).cast(kinds[RATING].dataType).alias(RATING))
+    if DAY in history.columns:
+        rows = rows.withColumn(DAY, day_number(F.col(RATED_ON)).cast(kinds[DAY].dataType))
+    return history.unionByName(rows.select(*history.columns))
 
 
 def choose_split_method(config: Config, data: TrainingData) -> str:

@@ -16,8 +16,9 @@ The parts, for user u and movie i, and how they combine (:meth:`FactorModel.rule
     no blend:          clip(baseline + factor)
     plain kind:        clip(factor where ALS knows u and i, else mu)
 
-The history is the user's ratings (movie, rating); the residuals the term averages are
-rating - baseline under this model's own biases. ``train`` and ``recommend`` score in Spark by
+The history is the user's ratings (movie, rating), and the movies the user rated without the
+rating being known (a rating of NaN: the qualifying pairs), which count in N(u) only; the
+residuals the term averages are rating - baseline under this model's own biases. ``train`` and ``recommend`` score in Spark by
 calling these same functions inside tasks, with each user's history read from the lake, so the
 test RMSE a version is registered with is the RMSE of this code. Online, the pyfunc takes the
 history from the request or, without one, uses the weights learned for that case.
@@ -87,10 +88,12 @@ class Neighbourhood:
         most similar to the wanted one among those the owner rated; 0 with no such movie.
 
         Owners are 0..owners-1 (a user, or a request row with its own history); movie positions
-        index the model's movies (-1: unknown, which has no neighbours and is no neighbour)."""
+        index the model's movies (-1: unknown, which has no neighbours and is no neighbour); a
+        NaN residual (a rating not known) is no neighbour either."""
         out = np.zeros(len(wanted_owner))
         movies = self.neighbours.shape[0]
-        known = np.asarray(history_pos) >= 0
+        # NaN: a movie the owner rated without the rating being known (a qualifying pair).
+        known = (np.asarray(history_pos) >= 0) & ~np.isnan(history_residual)
         history_owner, history_pos = history_owner[known], history_pos[known]
         history_residual = history_residual[known]
         wanted_rows = np.nonzero(np.asarray(wanted_pos) >= 0)[0]
@@ -221,7 +224,9 @@ class Requests:
     """Pairs to score, each with an owner (0..owners-1) whose history applies to it.
 
     ``owner_users``: the user id of each owner (its biases and factors); the history rows
-    (``history_owner``, ``history_movies``, ``history_ratings``) are the owners' ratings. With
+    (``history_owner``, ``history_movies``, ``history_ratings``) are the owners' ratings; a NaN
+    rating is a movie the owner rated without the rating being known (a qualifying pair): it is
+    in N(u) for the implicit term and for top-N, and no neighbour. With
     ``has_history`` false the history is unknown (not empty): the no-history weights apply.
     ``days`` and ``history_days`` (days since 1970-01-01, NaN for none) matter only to a model
     with time effects; without them every row is taken at the model's latest day."""

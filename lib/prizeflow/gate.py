@@ -3,8 +3,9 @@
 A train run logs, as MLflow params (which MLflow refuses to change once logged, unlike metrics
 and tags, whose latest value anyone can overwrite):
 
-- ``gate.split``: a SHA-256 of the exact identity of its test set (the ratings and probe tables'
-  Delta ids, exact paths and versions, the split method and settings), so two lakes that differ
+- ``gate.split``: a SHA-256 of the exact identity of its test set and of what it was scored with
+  (the ratings, probe and qualifying tables' Delta ids, exact paths and versions, the split
+  method and settings: the qualifying pairs are in every user's history), so two lakes that differ
   only in a masked part of their URI are never taken for one, and no secret is stored;
 - ``gate.lake``: a SHA-256 of the exact lake root, and ``gate.lake_root``, the same root with
   credentials masked (the root ``register`` re-scores a champion on, when nothing was masked);
@@ -41,12 +42,19 @@ class DataIdentity:
     probe_table: str | None
     probe_path: str | None
     probe_version: int | None
+    # The qualifying pairs every scoring history holds (prizeflow.data.with_unrated), if any.
+    qualifying_table: str | None = None
+    qualifying_path: str | None = None
+    qualifying_version: int | None = None
 
     def split_signature(self, method: str, split_settings: dict[str, Any]) -> str:
         parts = [f"ratings={self.ratings_table}@{self.ratings_path}@{self.ratings_version}",
                  f"method={method}"]
         if method == "probe":
             parts.append(f"probe={self.probe_table}@{self.probe_path}@{self.probe_version}")
+        if self.qualifying_table is not None:
+            parts.append(f"qualifying={self.qualifying_table}@{self.qualifying_path}"
+                         f"@{self.qualifying_version}")
         parts += [f"{k}={split_settings[k]}" for k in sorted(split_settings)]
         return digest(";".join(parts))
 

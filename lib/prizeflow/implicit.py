@@ -5,14 +5,16 @@ SVD++): the user is described not by factors of their own but by the movies they
 
     implicit_term(u, i) = z_u . w_i,    z_u = |N(u)|^-1/2 sum_{j in N(u)} y_j,
 
-N(u) the movies in u's history. The two movie-side arrays are learned in two steps:
+N(u) the movies in u's history: the movies u rated in the training part and, where the lake
+has them, u's ``qualifying`` pairs (rated, the rating hidden: :func:`prizeflow.data.with_unrated`),
+as the Prize's teams used them. The two movie-side arrays are learned in two steps:
 
 1. y_j: the item factors of an implicit-feedback ALS (MLlib's ALS with ``implicitPrefs``, Hu,
-   Koren and Volinsky) on the binary who-rated-what matrix of the training part, from a hash
+   Koren and Volinsky) on the binary who-rated-what matrix of N(u), from a hash
    sample of the users when ``train.implicit.sample_users`` < 1 (the item factors need many
    users per movie, not every user);
 2. w_i: per movie, a ridge regression of its raters' baseline residuals on their z_u:
-   (sum z_u z_u' + ridge I) w_i = sum z_u r_ui.
+   (sum z_u z_u' + ridge I) w_i = sum z_u r_ui (the pairs without a rating count in z_u only).
 
 Step 2 at cluster scale: the residuals are hash-partitioned by user and sorted, so a task sees
 each of its users whole; it computes z_u (y travels with the task: movies x rank floats) and
@@ -66,7 +68,8 @@ def movie_weights(residuals: DataFrame, movie_ids: np.ndarray, factors: np.ndarr
                   ridge: float, parallelism: int,
                   chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
     """w: (movies, rank) float32, the per-movie ridge of step 2. ``residuals``: (user_id,
-    movie_id, residual) of the training part (each user's rows are all of N(u)). One summing
+    movie_id, residual) of the training part and N(u)'s pairs without a rating (residual
+    null), so that each user's rows are all of N(u). One summing
     task per core: each streams its users' rows and hands on one row per movie it saw
     (movies x rank^2 doubles, about 57 MB at rank 20 for the Prize's movies), so what the sums
     shuffle grows with the cores, never with the ratings."""
@@ -150,7 +153,9 @@ class _MovieSums:
         owners, owner = np.unique(users, return_inverse=True)
         pos, found = lookup(self.movie_ids, movies)
         z = user_vectors(self.factors, owner, np.where(found, pos, -1), len(owners))[owner]
-        pos, z, residuals = pos[found], z[found], residuals[found]
+        # A pair without a rating (NaN) is in its user's z only: it has no residual to regress.
+        rated = found & ~np.isnan(residuals)
+        pos, z, residuals = pos[rated], z[rated], residuals[rated]
         order = np.argsort(pos, kind="stable")
         pos, z, residuals = pos[order], z[order], residuals[order]
         bounds = np.flatnonzero(np.diff(pos)) + 1
@@ -179,8 +184,14 @@ class _MovieSums:
 
 
 def fit(ratings_pairs: DataFrame, residuals: DataFrame, movie_ids: np.ndarray, conf, seed: int,
-        num_blocks: int, parallelism: int) -> ImplicitTerm:
-    """Both steps; ``conf``: the ``train.implicit`` settings."""
+        num_blocks: int, parallelism: int, unrated: DataFrame | None = None) -> ImplicitTerm:
+    """Both steps; ``conf``: the ``train.implicit`` settings; ``unrated``: (user_id,
+    movie_id) pairs rated without a known rating, which join N(u) (None: there are none)."""
+    if unrated is not None:
+        pairs = unrated.select(USER_ID, MOVIE_ID)
+        ratings_pairs = ratings_pairs.select(USER_ID, MOVIE_ID).unionByName(pairs)
+        residuals = residuals.select(USER_ID, MOVIE_ID, "residual").unionByName(
+            pairs.withColumn("residual", F.lit(None).cast(residuals.schema["residual"].dataType)))
     factors = item_factors(ratings_pairs, movie_ids, conf.rank, conf.reg_param, conf.alpha,
                            conf.max_iter, conf.sample_users, seed, num_blocks)
     weights = movie_weights(residuals, movie_ids, factors, conf.ridge, parallelism)

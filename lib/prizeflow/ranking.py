@@ -92,7 +92,8 @@ def model_and_popularity(model: FactorModel, user_side: Callable[[DataFrame], Da
     """The model's and the popularity baseline's figures (:func:`quality`) on ``users``
     sampled test users; ``user_side(sample)`` gives the sampled users' (user_id, b_user,
     factors), and ``history`` (user_id, movie_id, rating) is what the model was fitted on, as
-    :func:`prizeflow.scoring.top_n` takes them."""
+    :func:`prizeflow.scoring.top_n` takes them: with the pairs rated without a known rating
+    (rating null), which neither list offers and which count among a movie's raters."""
     relevant_pairs = relevant(test)
     sample = F.broadcast(sample_users(relevant_pairs, users, seed))
     own_history = history.join(sample, USER_ID, "left_semi")

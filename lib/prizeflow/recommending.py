@@ -4,7 +4,8 @@
 <alias>`` and, for every user the model knows, scores the catalogue in Spark tasks with the
 model's own rule (:func:`prizeflow.scoring.top_n`): each task holds a bucket of users with their
 ratings as the last complete ingest left them (the history the neighbourhood term reads, and the
-movies not to recommend again). It replaces the rows of the Delta table ``recommendations``
+movies not to recommend again) and its qualifying pairs (movies rated, the rating hidden: in N(u),
+and not recommended either). It replaces the rows of the Delta table ``recommendations``
 (:data:`prizeflow.lake.RECOMMENDATIONS`) in one commit. A registered blend of models ranks
 by the blend (:meth:`prizeflow.model_blend.BlendedModel.top_n`).
 """
@@ -19,7 +20,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prizeflow import lake, partitions, registry, scoring, snapshots, tracking
+from prizeflow import data, lake, partitions, registry, scoring, snapshots, tracking
 from prizeflow.columns import MOVIE_ID, RATED_ON, RATING, USER_ID
 from prizeflow.config import Config
 from prizeflow.errors import JobError
@@ -55,7 +56,9 @@ def recommend(spark: SparkSession, config: Config, top: int = 10,
 def registered_model_and_history(spark: SparkSession, config: Config, alias: str):
     """What batch scoring from the registry starts from: ``models:/<registered_model>@<alias>``
     and its version, the snapshot of the last complete ingest, its ratings (user_id, movie_id,
-    rating, rated_on: each user's history) and the number of user buckets to score them in."""
+    rating, rated_on: each user's history) with its qualifying pairs as rows without a rating
+    (:func:`prizeflow.data.with_unrated`: in N(u), and never recommended), and the number of
+    user buckets to score them in."""
     tracking.configure(config)
     name = config.mlflow.registered_model
     started = time.monotonic()
@@ -66,8 +69,9 @@ def registered_model_and_history(spark: SparkSession, config: Config, alias: str
     # The ratings as the last complete ingest left them, never half of a running one.
     snapshot = snapshots.for_reading(spark, root)
     # rated_on: a model with time effects takes each history rating at its day.
-    history = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING, RATED_ON)
-    buckets = scoring.bucket_count(history.count(), partitions.parallelism(spark))
+    ratings = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING, RATED_ON)
+    buckets = scoring.bucket_count(ratings.count(), partitions.parallelism(spark))
+    history = data.with_unrated(ratings, data.unrated_pairs(spark, root, snapshot))
     return model, version, snapshot, history, buckets
 
 

@@ -200,8 +200,9 @@ def candidate_lake_root(config: Config, candidate: Candidate) -> str:
 
 def candidate_split(spark: SparkSession, config: Config, candidate: Candidate):
     """The split ratings (:func:`prizeflow.data.split_ratings`) the candidate run was trained
-    and tested on, read from the lake it was trained on; a RegistryError when that data cannot
-    be read or is not what the candidate read."""
+    and tested on, read from the lake it was trained on, and that ingest's pairs rated without
+    a known rating (:func:`prizeflow.data.unrated_pairs`, or None); a RegistryError when that
+    data cannot be read or is not what the candidate read."""
     from pyspark.errors import PySparkException
 
     from prizeflow import data, lake
@@ -226,23 +227,24 @@ def candidate_split(spark: SparkSession, config: Config, candidate: Candidate):
                             f"{candidate.record.ratings_table}): the lake was re-created; "
                             "nothing was registered")
     method = data.choose_split_method(scoring_config, source)
-    return data.split_ratings(source, scoring_config, method)
+    return data.split_ratings(source, scoring_config, method), source.unrated
 
 
 def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
                      name: str) -> float:
     """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
-    own rule with each user's history taken from the candidate's training ratings (what the
-    candidate's own test RMSE was scored with), read from the lake the candidate was trained
+    own rule with each user's history taken from the candidate's training ratings and the
+    unrated pairs (what the candidate's own test RMSE was scored with), read from the lake the candidate was trained
     on (:func:`candidate_split`)."""
-    from prizeflow import blend_scoring, partitions, scoring, splits
+    from prizeflow import blend_scoring, data, partitions, scoring, splits
 
-    split = candidate_split(spark, config, candidate)
+    split, unrated = candidate_split(spark, config, candidate)
     history_parts = [splits.TRAIN]
     if candidate.train_run.refit:
         history_parts.append(splits.VALIDATION)
     # rated_on: a champion with time effects scores each rating at its day.
-    history = splits.part(split, *history_parts).select(USER_ID, MOVIE_ID, RATING, RATED_ON)
+    history = data.with_unrated(
+        splits.part(split, *history_parts).select(USER_ID, MOVIE_ID, RATING, RATED_ON), unrated)
     test = splits.part(split, splits.TEST).select(USER_ID, MOVIE_ID, RATING, RATED_ON)
     champion, _ = load_model(name, CHAMPION)
     if isinstance(champion, BlendedModel):

@@ -10,7 +10,8 @@ spelt once. A train run holds:
   not shown (Cinematch's, unless the test set is the Prize's probe:
   :mod:`prizeflow.prize_probe`);
 - params: the gate's record (:mod:`prizeflow.gate`), the data and split (``data_version``,
-  ``split_method``, ``probe_version``, ``ingest_id``, ``split_*``), the grid's size and
+  ``split_method``, ``probe_version``, ``qualifying_version``, ``ingest_id``, ``split_*``), the
+  grid's size and
   parallelism, the chosen point (``best_*``), the baseline's and the blend's settings and
   weights, and the model's digest (:mod:`prizeflow.model_integrity`);
 - metrics: each split part's ratings, validation and test errors of the model and its parts,
@@ -189,7 +190,8 @@ def log_blend(member: "TrainRun", versions: tuple[int, ...], weights: dict[str, 
                      **{f"{LEFT_OUT_PREFIX}{k}": why for k, why in left_out.items()}})
     shared = {k: v for k, v in member.params.items()
               if (k.startswith("gate.") and k != "gate.test_rmse")
-              or k in ("data_version", "split_method", "probe_version", "ingest_id")
+              or k in ("data_version", "split_method", "probe_version", "qualifying_version",
+                       "ingest_id")
               or k.startswith("split_")}
     mlflow.log_params({**shared, "refit": False, "blend_versions": ",".join(map(str, versions)),
                        **{f"member_run_v{v}": run_id for v, run_id in member_runs.items()},

@@ -13,8 +13,10 @@ Stages (each timed in ``result.stages``, with its start time for the scale bench
 3. ``grid <point>``: each ALS point (residual or plain) on driver threads and FAIR pools, a child
    run each, scored on validation;
 4. ``neighbourhood``: movie similarities of the training residuals (prizeflow.neighbours);
-5. ``validation scoring``: the chosen point's parts on validation (and on test when there is no
-   refit), with each user's history -> blend weights (prizeflow.blend);
+5. ``implicit feedback`` and ``validation scoring``: the chosen point's parts on validation (and
+   on test when there is no refit), with each user's history (the training ratings and the
+   lake's ``qualifying`` pairs without a rating: prizeflow.data.with_unrated) -> blend weights
+   (prizeflow.blend);
 6. ``refit`` and ``refit neighbourhood``: the chosen point on train + validation;
 7. ``test scoring``: the final model's parts on test, scored by the model's own rule; the
    Cinematch lift only when the test set is the Prize's probe (prizeflow.prize_probe);
@@ -128,6 +130,13 @@ class FitData:
     mean: float
     biases: dict[float, Baseline]
     residuals: dict[float, DataFrame]
+    # (user_id, movie_id, rated_on) rated without a known rating: N(u) only (data.unrated_pairs)
+    unrated: DataFrame | None = None
+
+    def history(self) -> DataFrame:
+        """The ratings with the unrated pairs (rating null): what scoring reads as each
+        user's history."""
+        return data.with_unrated(self.ratings, self.unrated)
 
     def release(self) -> None:
         for frame in self.residuals.values():
@@ -335,13 +344,14 @@ class Pipeline:
         if not conf.enabled:
             return None
         return implicit.fit(data.ratings, data.residuals[bias_reg], movie_ids, conf,
-                            self.conf.seed, self.settings.num_blocks, self.parallelism)
+                            self.conf.seed, self.settings.num_blocks, self.parallelism,
+                            data.unrated)
 
     def parts(self, model: FactorModel, fitted: als.FittedModel, wanted: DataFrame,
               history: FitData) -> DataFrame:
         buckets = scoring.bucket_count(history.rows, self.parallelism)
         return self.cache(scoring.score(model, als.user_side(fitted), wanted,
-                                        history.ratings, buckets))
+                                        history.history(), buckets))
 
     def test_errors(self, model: FactorModel, parts: DataFrame) -> dict[str, metrics.Errors]:
         test = parts.where(F.col(TAG) == TEST_TAG)
@@ -457,7 +467,7 @@ def _ranking(p: Pipeline, final: FinalModel, held_out: HeldOut) -> dict[str, dic
         return {}
     figures = ranking.model_and_popularity(
         final.model, lambda sample: als.user_side(final.fit, sample), held_out.test,
-        final.data.ratings, p.conf.ranking_users, p.conf.seed,
+        final.data.history(), p.conf.ranking_users, p.conf.seed,
         scoring.bucket_count(0, p.parallelism))
     logger.info("top-10 on %d test users: model precision %.4f, recall %.4f, NDCG %.4f; "
                 "popularity %.4f, %.4f, %.4f", figures["model"]["users"],
@@ -475,8 +485,8 @@ def _baselines(p: Pipeline, split: DataFrame, source: data.TrainingData) -> Held
         bias_regs = sorted({float(r) for r in p.conf.grid.bias_reg})
         time_regs = _time_regs(p, p.part(split, splits.TRAIN), validation, bias_regs[0], low,
                                high)
-        fit_data = prepare(p.part(split, splits.TRAIN), bias_regs, p.conf.bias_passes, p.cache,
-                           time_regs)
+        fit_data = replace(prepare(p.part(split, splits.TRAIN), bias_regs, p.conf.bias_passes,
+                                   p.cache, time_regs), unrated=source.unrated)
         validation.count(), test.count()
         p.size_blocks(fit_data.rows)
         # Every later step reads the three cached parts: the split itself can go.
@@ -575,6 +585,7 @@ def _final_model(p: Pipeline, search: Search, held_out: HeldOut) -> FinalModel:
             final_data = prepare(final_data.ratings.unionByName(
                 held_out.validation.select(*final_data.ratings.columns)),
                                  sorted(regs), conf.bias_passes, p.cache, held_out.time_regs)
+            final_data = replace(final_data, unrated=held_out.fit_data.unrated)
             final_fit = fit_point(point, final_data, p.settings, low, high)
             held_out.fit_data.release()  # the final data is cached: the training part can go
     model = p.with_day_bias(als.export_factors(final_fit))
@@ -689,11 +700,16 @@ def lake_path(config: Config, name: str) -> str:
 def data_identity(spark: SparkSession, root: str, source: data.TrainingData) -> gate.DataIdentity:
     """The exact identity of the data a run reads (table ids, paths, versions)."""
     probe_path = lake.table_path(root, "probe") if source.probe_version is not None else None
+    qualifying_version = None if source.unrated is None else source.snapshot.version("qualifying")
+    qualifying_path = (lake.table_path(root, "qualifying") if qualifying_version is not None
+                       else None)
     return gate.DataIdentity(
         lake.absolute_root(root), lake.table_id(spark, source.ratings_path),
         source.ratings_path, source.version,
         lake.table_id(spark, probe_path) if probe_path else None, probe_path,
-        source.probe_version)
+        source.probe_version,
+        lake.table_id(spark, qualifying_path) if qualifying_path else None, qualifying_path,
+        qualifying_version)
 
 
 def _dataset(source: data.TrainingData):
@@ -727,6 +743,8 @@ def _log_inputs(source: data.TrainingData, method: str, config: Config, points,
         _dataset(source), identity.params(method, split_settings),
         {"data_version": source.version, "split_method": method,
          "probe_version": source.probe_version,
+         # The qualifying pairs in every user's N(u) (none: the lake has no such table).
+         "qualifying_version": identity.qualifying_version,
          # The complete ingest it read: every table at the version it left.
          "ingest_id": source.snapshot.ingest_id if source.snapshot else None,
          "grid_points": len(points), "parallelism": p.conf.parallelism,
