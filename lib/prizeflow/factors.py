@@ -18,8 +18,8 @@ The parts, for user u and movie i, and how they combine (:meth:`FactorModel.rule
 
 The history is the user's ratings (movie, rating), and the movies the user rated without the
 rating being known (a rating of NaN: the qualifying pairs), which count in N(u) only; the
-residuals the term averages are rating - baseline under this model's own biases. ``train`` and ``recommend`` score in Spark by
-calling these same functions inside tasks, with each user's history read from the lake, so the
+residuals the term averages are rating - baseline under this model's own biases. ``train`` and
+``recommend`` score in Spark by calling these same functions inside tasks, with each user's history read from the lake, so the
 test RMSE a version is registered with is the RMSE of this code. Online, the pyfunc takes the
 history from the request or, without one, uses the weights learned for that case.
 Saved as one ``.npz`` file, loaded with ``allow_pickle=False``.
@@ -88,12 +88,10 @@ class Neighbourhood:
         most similar to the wanted one among those the owner rated; 0 with no such movie.
 
         Owners are 0..owners-1 (a user, or a request row with its own history); movie positions
-        index the model's movies (-1: unknown, which has no neighbours and is no neighbour); a
-        NaN residual (a rating not known) is no neighbour either."""
+        index the model's movies (-1: unknown, which has no neighbours and is no neighbour)."""
         out = np.zeros(len(wanted_owner))
         movies = self.neighbours.shape[0]
-        # NaN: a movie the owner rated without the rating being known (a qualifying pair).
-        known = (np.asarray(history_pos) >= 0) & ~np.isnan(history_residual)
+        known = np.asarray(history_pos) >= 0
         history_owner, history_pos = history_owner[known], history_pos[known]
         history_residual = history_residual[known]
         wanted_rows = np.nonzero(np.asarray(wanted_pos) >= 0)[0]
@@ -418,17 +416,22 @@ class FactorModel:
             h_residual = requests.history_ratings - self.baseline(
                 h_users, requests.history_movies, requests.history_days)
             h_pos, h_found = lookup(self.movie_ids, requests.history_movies)
+            # The terms that average residuals read only the rated rows; a NaN rating (a
+            # qualifying pair) is in N(u) for the implicit term alone.
+            rated = ~np.isnan(h_residual)
             out["neighbour_term"] = self.neighbourhood.term(
-                requests.owner, np.where(m_found, m_pos, -1), requests.history_owner,
-                np.where(h_found, h_pos, -1), h_residual, len(requests.owner_users))
+                requests.owner, np.where(m_found, m_pos, -1), requests.history_owner[rated],
+                np.where(h_found, h_pos, -1)[rated], h_residual[rated],
+                len(requests.owner_users))
             if self.has_day_term:
                 days = (np.full(len(users), np.nan) if requests.days is None
                         else np.asarray(requests.days, dtype=np.float64))
                 history_days = (np.full(len(h_residual), np.nan)
                                 if requests.history_days is None
                                 else np.asarray(requests.history_days, dtype=np.float64))
-                out[DAY_TERM] = day_bias(requests.owner, days, requests.history_owner,
-                                         history_days, h_residual, self.time.day_reg)
+                out[DAY_TERM] = day_bias(requests.owner, days, requests.history_owner[rated],
+                                         history_days[rated], h_residual[rated],
+                                         self.time.day_reg)
             if self.implicit is not None:
                 if implicit_vectors is None:
                     implicit_vectors = self.implicit.user_vectors(

@@ -62,13 +62,12 @@ def day_bias(owner: np.ndarray, days: np.ndarray, history_owner: np.ndarray,
              history_days: np.ndarray, history_residual: np.ndarray, reg: float) -> np.ndarray:
     """Each request's per-(user, day) bias: the history residuals its owner gave on its day,
     summed and divided by (reg + their count); 0 where there are none, and for a request
-    without a day (NaN: its day is not known). History ratings without a day count on no day,
-    and a history entry without a rating (NaN residual: a qualifying pair) counts on none."""
+    without a day (NaN: its day is not known). History ratings without a day count on no day."""
     def keys(who, when):
         # The owner in the high 32 bits, the day (offset to be non-negative) in the low ones.
         return (np.asarray(who, dtype=np.int64) << 32) + (when.astype(np.int64) + (1 << 31))
 
-    dated = ~np.isnan(history_days) & ~np.isnan(history_residual)
+    dated = ~np.isnan(history_days)
     if not dated.any():
         return np.zeros(len(owner))
     known, index = np.unique(keys(history_owner[dated], history_days[dated]),
