@@ -9,8 +9,9 @@ data version, one split) and must not have been refit on train + validation (the
 predictions would be in-sample, and weights learned on them would favour the most overfit
 member). Each member scores the validation and test ratings of that split in Spark tasks with
 its own rule (:func:`prizeflow.scoring.score`, each user's history from the training part and
-the qualifying pairs, as the member scored its own test set); the blend's weights are least squares on validation
-(:func:`prizeflow.blend.fit_nested_weights`, one aggregation); the test set only measures.
+the qualifying pairs, as the member scored its own test set); the blend's weights are least
+squares on validation (:func:`prizeflow.blend.fit_nested_weights`, one aggregation); the test
+set only measures.
 
 The blend is logged as a run of the experiment (``prizeflow.command`` = ``blend``) with the
 members' gate record and data params, its own test RMSE, weights and lifts, and one pyfunc that

@@ -19,9 +19,10 @@ The parts, for user u and movie i, and how they combine (:meth:`FactorModel.rule
 The history is the user's ratings (movie, rating), and the movies the user rated without the
 rating being known (a rating of NaN: the qualifying pairs), which count in N(u) only; the
 residuals the term averages are rating - baseline under this model's own biases. ``train`` and
-``recommend`` score in Spark by calling these same functions inside tasks, with each user's history read from the lake, so the
-test RMSE a version is registered with is the RMSE of this code. Online, the pyfunc takes the
-history from the request or, without one, uses the weights learned for that case.
+``recommend`` score in Spark by calling these same functions inside tasks, with each user's
+history read from the lake, so the test RMSE a version is registered with is the RMSE of this
+code. Online, the pyfunc takes the history from the request or, without one, uses the weights
+learned for that case.
 Saved as one ``.npz`` file, loaded with ``allow_pickle=False``.
 """
 

@@ -28,8 +28,8 @@ multiply-adds (n_u: the user's ratings), about 4e10 for the Netflix Prize. So
    (residuals) and 1 (rated), computes dot = R_a^T R_b and n = 1_a^T 1_b as sparse products
    (numpy/scipy), the similarities, and each movie's best ``keep`` on that pair;
 4. each movie's candidates from its B pairs are merged into its best ``keep`` (2 tasks per
-   core, each taking ``merge_movies`` of its movies at a time): one row per movie (ids and similarities as bytes), which the driver collects as the
-   model's arrays.
+   core, each taking ``merge_movies`` of its movies at a time): one row per movie (ids and
+   similarities as bytes), which the driver collects as the model's arrays.
 
 B follows the cluster: the smallest B with B(B+1)/2 >= 2 x the session's parallelism and at most
 ``rows_per_task`` ratings per task. Every step is deterministic (hash sample, rows sorted before

@@ -12,7 +12,8 @@
 With ``--out-table PATH`` the pairs and their predictions (the model's rule, clipped to the
 lake's rating scale) and the model version replace that Delta table in one commit. Each user's
 history (for the neighbour term) is their ratings as the last complete ingest left them, with
-the qualifying pairs in N(u) (for the implicit term), as ``recommend`` reads it; a model with time effects scores each pair at its ``rated_on`` date.
+the qualifying pairs in N(u) (for the implicit term), as ``recommend`` reads it; a model with
+time effects scores each pair at its ``rated_on`` date.
 A registered blend of models (:mod:`prizeflow.blending`) scores each pair with every member and
 combines their predictions with its weights.
 

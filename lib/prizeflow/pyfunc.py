@@ -3,8 +3,9 @@
 Input: a DataFrame with ``user_id`` and ``movie_id`` (int32 or int64) and, optionally, each row's
 user history as two list columns ``history_movie_ids`` and ``history_ratings`` (the user's
 ratings; a NaN rating is a movie the user rated without the rating being known, such as a
-``qualifying`` pair: it counts in the implicit term's N(u) only, as in batch scoring). With the history the neighbourhood blend predicts what ``train`` scored (``test_rmse``);
-without it the model uses the weights learned for that case (``test_rmse_without_history``).
+``qualifying`` pair: it counts in the implicit term's N(u) only, as in batch scoring). With
+the history the neighbourhood blend predicts what ``train`` scored (``test_rmse``); without it
+the model uses the weights learned for that case (``test_rmse_without_history``).
 For a model with time effects, an optional ``rated_on`` column (dates) gives each row's day and
 an optional list column ``history_rated_on`` each history rating's; a row or rating without a
 date is taken at the model's latest day. Other models ignore both.

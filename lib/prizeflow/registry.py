@@ -234,8 +234,8 @@ def rescore_champion(spark: SparkSession, config: Config, candidate: Candidate,
                      name: str) -> float:
     """The champion's RMSE on the candidate run's test set, scored in Spark by the champion's
     own rule with each user's history taken from the candidate's training ratings and the
-    unrated pairs (what the candidate's own test RMSE was scored with), read from the lake the candidate was trained
-    on (:func:`candidate_split`)."""
+    unrated pairs (what the candidate's own test RMSE was scored with), read from the lake the
+    candidate was trained on (:func:`candidate_split`)."""
     from prizeflow import blend_scoring, data, partitions, scoring, splits
 
     split, unrated = candidate_split(spark, config, candidate)
