@@ -70,7 +70,8 @@ def registered_model_and_history(spark: SparkSession, config: Config, alias: str
     snapshot = snapshots.for_reading(spark, root)
     # rated_on: a model with time effects takes each history rating at its day.
     ratings = snapshot.read(spark, root, "ratings").select(USER_ID, MOVIE_ID, RATING, RATED_ON)
-    buckets = scoring.bucket_count(ratings.count(), partitions.parallelism(spark))
+    buckets = scoring.bucket_count(ratings.count(), partitions.parallelism(spark),
+                                   scoring.BATCH_ROWS_PER_BUCKET)
     history = data.with_unrated(ratings, data.unrated_pairs(spark, root, snapshot))
     return model, version, snapshot, history, buckets
 

@@ -37,6 +37,10 @@ from prizeflow.time_effects import USER_TIME, day_number
 # at 1.1 GB with 2M, with the same output and no loss of speed (BENCHMARKS.md, issue 30 item 4);
 # 1M, because validation scoring runs beside the training JVM's full heap (BENCHMARKS.md).
 ROWS_PER_BUCKET = 1_000_000
+# History ratings per task in a batch process of its own (recommend, predict): no training JVM
+# beside it, and every task loads the whole movie side of the model (80 MB pickled at 100M), so
+# fewer, larger tasks (BENCHMARKS.md, issue 30, "Items 2, 3 and 4 again").
+BATCH_ROWS_PER_BUCKET = 4_000_000
 PACK_ROWS = 2_000_000  # history ratings a packing task holds at once (about 40 MB in Python)
 BUCKET = "_pf_bucket"
 # The packed history: (source column, packed column, bytes as numpy dtype), one row of each
@@ -56,9 +60,9 @@ PARTS = (*RULE_PARTS, HAS_FACTORS)
 TOP_SCHEMA = f"{USER_ID} int, rank int, {MOVIE_ID} int, predicted_rating double"
 
 
-def bucket_count(rows: int, parallelism: int) -> int:
-    """At least two tasks per core, at most about ROWS_PER_BUCKET rows each."""
-    return max(2 * parallelism, math.ceil(rows / ROWS_PER_BUCKET))
+def bucket_count(rows: int, parallelism: int, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
+    """At least two tasks per core, at most about ``rows_per_bucket`` rows each."""
+    return max(2 * parallelism, math.ceil(rows / rows_per_bucket))
 
 
 def with_days(frame: DataFrame) -> DataFrame:
