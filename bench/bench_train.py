@@ -6,6 +6,7 @@
     .venv/bin/python bench/bench_train.py iterations [--sizes 1000000 10000000]
     .venv/bin/python bench/bench_train.py iterations --lake LAKE --conf conf/full.yaml \
         --holdout 0.034 --blocks 2 10 --runs 1     # an existing lake, ALS blocks compared
+    .venv/bin/python bench/bench_train.py checkpoints --lake LAKE [--runs 3] [--iters 10]
 
 quality: ``../shared/data/ml-100k`` ingested once; for each of 5 hash folds (test = fold k, the
   issue's protocol) ``prizeflow train`` with the default config (grid + neighbourhood blend,
@@ -25,6 +26,11 @@ blend: what the neighbourhood blend costs: ``prizeflow train`` (default config, 
 iterations: seconds per ALS iteration (residual, rank 20) from fits of 2 and 6 iterations
   (``--iters``), per number of ALS blocks (``--blocks``) and order of the training ratings
   (``--orders``).
+checkpoints: one residual ALS fit (rank 20, ``--iters`` iterations, the residuals of
+  ``iterations``) with the checkpoint interval prizeflow gives MLlib (:func:`prizeflow.als.
+  checkpoint_interval`: the last iteration checkpointed) against the configured one as it is,
+  alternating; the fits' medians, their ratio, and the largest difference between the two
+  arms' factors.
 Each prints its figures and the command, and writes bench/out/train-<mode>.json.
 """
 
@@ -289,8 +295,20 @@ def blend_cost(args, command: str) -> None:
     spark.stop()
 
 
+def _training_part(spark, config, holdout: float):
+    """The lake's ratings less a hashed ``holdout``, as residuals of a bias baseline (reg 3,
+    3 passes), cached: the cache and what ``training.prepare`` returns."""
+    from prizeflow import data, splits, training
+
+    source = data.load_training_data(spark, config)
+    ratings = splits.part(splits.hash_split(source.ratings, holdout / 2, holdout / 2, 42),
+                          splits.TRAIN)
+    cache = training.Cache()
+    return cache, training.prepare(ratings, [3.0], 3, cache)
+
+
 def iterations(args, command: str) -> None:
-    from prizeflow import als, data, grid, partitions, splits, training
+    from prizeflow import als, grid, partitions, training
     from prizeflow.columns import MOVIE_ID, USER_ID
     from prizeflow.generate import generate_corpus, make_spec
 
@@ -305,11 +323,7 @@ def iterations(args, command: str) -> None:
                 generate_corpus(make_spec(corpus, size, seed=42))
             spark, config = _session(OUT / "lake-iterations", args.conf, tuple(args.set))
             _ingest(spark, config, corpus)
-        source = data.load_training_data(spark, config)
-        ratings = splits.part(splits.hash_split(source.ratings, args.holdout / 2,
-                                                args.holdout / 2, 42), splits.TRAIN)
-        cache = training.Cache()
-        fit_data = training.prepare(ratings, [3.0], 3, cache)
+        cache, fit_data = _training_part(spark, config, args.holdout)
         arms = [(blocks, order) for order in args.orders
                 for blocks in args.blocks or [config.train.num_blocks
                                               or partitions.parallelism(spark)]]
@@ -356,6 +370,63 @@ def iterations(args, command: str) -> None:
     spark.stop()
 
 
+def checkpoints(args, command: str) -> None:
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import functions as F
+
+    from prizeflow import als, partitions
+    from prizeflow.columns import MOVIE_ID, USER_ID
+
+    spark, config = _session(args.lake, args.conf, tuple(args.set))
+    spark.sparkContext.setCheckpointDir(str(args.lake / "_checkpoints"))
+    cache, fit_data = _training_part(spark, config, args.holdout)
+    residuals = fit_data.residuals[3.0]
+    blocks = config.train.num_blocks or als.default_blocks(fit_data.rows,
+                                                           partitions.parallelism(spark))
+    configured = config.train.checkpoint_interval
+    arms = {"prizeflow": als.checkpoint_interval(args.iters, configured), "as configured": configured}
+
+    def fit(interval: int):
+        estimator = ALS(rank=args.rank, regParam=0.1, maxIter=args.iters, userCol=USER_ID,
+                        itemCol=MOVIE_ID, ratingCol="residual", seed=42, numUserBlocks=blocks,
+                        numItemBlocks=blocks, checkpointInterval=interval)
+        t0 = time.monotonic()
+        model = estimator.fit(residuals)  # counts both factor tables before it returns
+        return model, time.monotonic() - t0
+
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    models = {}
+    for run in range(args.runs):
+        for name, interval in arms.items():
+            models[name], took = fit(interval)
+            seconds[name].append(took)
+            print(f"run {run + 1}: {name} (interval {interval}) {took:.1f}s", flush=True)
+    a, b = models["prizeflow"], models["as configured"]
+    difference = {}
+    for side in ("userFactors", "itemFactors"):
+        pairs = getattr(a, side).alias("a").join(getattr(b, side).alias("b"), "id", "full_outer")
+        worst = pairs.select(F.max(F.aggregate(
+            F.zip_with("a.features", "b.features", lambda x, y: F.abs(x - y)), F.lit(0.0),
+            lambda acc, x: F.greatest(acc, x))).alias("worst"),
+            F.count(F.when(F.col("a.id").isNull() | F.col("b.id").isNull(), 1)).alias("lone"),
+        ).first()
+        difference[side] = {"max_abs_difference": worst.worst, "ids_in_one_only": worst.lone}
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    ratio = medians["prizeflow"] / medians["as configured"]
+    print(f"\n{fit_data.rows:,} training ratings, rank {args.rank}, {args.iters} iterations, "
+          f"{blocks} blocks")
+    for name, interval in arms.items():
+        print(f"{name:<14} interval {interval:>2}: median {medians[name]:.1f}s "
+              f"{[round(v, 1) for v in seconds[name]]}")
+    print(f"ratio prizeflow / as configured: {ratio:.3f}; factors: {difference}")
+    cache.release()
+    _finish("checkpoints", command, spark, {
+        "train_ratings": fit_data.rows, "rank": args.rank, "iterations": args.iters,
+        "blocks": blocks, "intervals": arms, "seconds": seconds, "medians": medians,
+        "ratio": ratio, "factors": difference})
+    spark.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -391,9 +462,19 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--set", action="append", default=[], help="a config override, as --set")
     i.add_argument("--holdout", type=float, default=0.2,
                    help="fraction hashed out of training (0.034: about 97M of the 100M)")
+    c = sub.add_parser("checkpoints")
+    c.add_argument("--lake", type=Path, required=True, help="the lake whose ratings to fit")
+    c.add_argument("--conf", default="conf/local.yaml")
+    c.add_argument("--set", action="append", default=[], help="a config override, as --set")
+    c.add_argument("--rank", type=int, default=20)
+    c.add_argument("--iters", type=int, default=10)
+    c.add_argument("--runs", type=int, default=3)
+    c.add_argument("--holdout", type=float, default=0.034,
+                   help="fraction hashed out of training (0.034: as conf/full.yaml's split)")
     args = parser.parse_args(argv)
     command = "python bench/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    modes = {"quality": quality, "speed": speed, "blend": blend_cost, "iterations": iterations}
+    modes = {"quality": quality, "speed": speed, "blend": blend_cost, "iterations": iterations,
+             "checkpoints": checkpoints}
     modes[args.mode](args, command)
     return 0
 

@@ -76,3 +76,21 @@ def test_lift_is_relative_improvement_in_percent():
     assert lift_pct(1.0, 1.1) == pytest.approx(-10.0)
     with pytest.raises(ValueError):
         lift_pct(0.0, 0.5)
+
+
+def test_als_checkpoint_interval_checkpoints_the_last_iteration_within_the_configured_one():
+    from prizeflow.als import checkpoint_interval
+
+    # MLlib checkpoints (and so keeps) the item factors of iteration k, from 0, when
+    # k % interval == 0: the last iteration must be one of them, at most `configured` apart.
+    assert checkpoint_interval(10, 10) == 9
+    assert checkpoint_interval(10, 3) == 3
+    assert checkpoint_interval(20, 10) == 1  # 19 is prime
+    assert checkpoint_interval(21, 10) == 10
+    assert checkpoint_interval(1, 10) == 10  # the one iteration, 0, is always checkpointed
+    for max_iter in range(2, 40):
+        for configured in range(1, 15):
+            interval = checkpoint_interval(max_iter, configured)
+            assert 1 <= interval <= configured
+            assert (max_iter - 1) % interval == 0
+            assert not any((max_iter - 1) % d == 0 for d in range(interval + 1, configured + 1))

@@ -53,6 +53,23 @@ def default_blocks(ratings: int, parallelism: int) -> int:
     return max(1, parallelism, -(-ratings // RATINGS_PER_BLOCK))
 
 
+def checkpoint_interval(max_iter: int, configured: int) -> int:
+    """The checkpoint interval an explicit fit of ``max_iter`` iterations is given: the largest
+    at most ``configured`` that divides ``max_iter - 1``, so that the last iteration is one
+    MLlib checkpoints.
+
+    Why: an explicit fit persists its item factors only in the iterations it checkpoints
+    (``iteration % interval == 0``, from 0). After its loop it counts the item factors joined
+    to their ids; unless the last iteration's factors were persisted, that count solves the
+    last item half-step a second time (about 25 s of the 42 s iteration at 97M ratings:
+    BENCHMARKS.md). A checkpoint of the item factors costs a small job and O(movies x rank)
+    on disk; the factors are the same either way."""
+    last = max_iter - 1
+    if last <= 0:
+        return configured  # the only iteration, 0, is checkpointed whatever the interval
+    return max(d for d in range(1, min(configured, last) + 1) if last % d == 0)
+
+
 def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
         biases: Biases | TimeBiases | None, low: float, high: float) -> FittedModel:
     """Fit one grid point. ``training`` has (user_id, movie_id, residual) for the residual kind
@@ -61,7 +78,9 @@ def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: floa
     als = ALS(rank=point.rank, regParam=float(point.reg_param), maxIter=point.max_iter,
               userCol=USER_ID, itemCol=MOVIE_ID, ratingCol=target, seed=settings.seed,
               numUserBlocks=settings.num_blocks, numItemBlocks=settings.num_blocks,
-              checkpointInterval=settings.checkpoint_interval, coldStartStrategy="nan")
+              checkpointInterval=checkpoint_interval(point.max_iter,
+                                                     settings.checkpoint_interval),
+              coldStartStrategy="nan")
     fitted = als.fit(training)
     if is_connect(training.sparkSession):
         # Held until the session ends (SPARK-57655: see prizeflow.sessions.ConnectState).
