@@ -78,19 +78,26 @@ def test_lift_is_relative_improvement_in_percent():
         lift_pct(0.0, 0.5)
 
 
-def test_als_checkpoint_interval_checkpoints_the_last_iteration_within_the_configured_one():
+def test_als_checkpoint_interval_checkpoints_the_last_iteration_at_one_checkpoint_more_at_most():
     from prizeflow.als import checkpoint_interval
 
     # MLlib checkpoints (and so keeps) the item factors of iteration k, from 0, when
-    # k % interval == 0: the last iteration must be one of them, at most `configured` apart.
-    assert checkpoint_interval(10, 10) == 9
+    # k % interval == 0: the last iteration should be one of them, at most `configured` apart,
+    # with at most one checkpoint more than `configured` makes; else `configured` stays.
+    assert checkpoint_interval(10, 10) == 9  # iterations 0 and 9 instead of 0
     assert checkpoint_interval(10, 3) == 3
-    assert checkpoint_interval(20, 10) == 1  # 19 is prime
     assert checkpoint_interval(21, 10) == 10
+    assert checkpoint_interval(20, 10) == 10  # 19 is prime: 20 checkpoints would be too many
     assert checkpoint_interval(1, 10) == 10  # the one iteration, 0, is always checkpointed
     for max_iter in range(2, 40):
+        last = max_iter - 1
         for configured in range(1, 15):
             interval = checkpoint_interval(max_iter, configured)
             assert 1 <= interval <= configured
-            assert (max_iter - 1) % interval == 0
-            assert not any((max_iter - 1) % d == 0 for d in range(interval + 1, configured + 1))
+            if last % interval == 0:
+                assert last // interval <= last // configured + 1
+                assert not any(last % d == 0 for d in range(interval + 1, configured + 1))
+            else:
+                assert interval == configured
+                assert all(last // d > last // configured + 1
+                           for d in range(1, configured + 1) if last % d == 0)

@@ -56,18 +56,24 @@ def default_blocks(ratings: int, parallelism: int) -> int:
 def checkpoint_interval(max_iter: int, configured: int) -> int:
     """The checkpoint interval an explicit fit of ``max_iter`` iterations is given: the largest
     at most ``configured`` that divides ``max_iter - 1``, so that the last iteration is one
-    MLlib checkpoints.
+    MLlib checkpoints, unless that takes more than one checkpoint beyond what ``configured``
+    takes (then ``configured``).
 
     Why: an explicit fit persists its item factors only in the iterations it checkpoints
     (``iteration % interval == 0``, from 0). After its loop it counts the item factors joined
     to their ids; unless the last iteration's factors were persisted, that count solves the
-    last item half-step a second time (about 25 s of the 42 s iteration at 97M ratings:
-    BENCHMARKS.md). A checkpoint of the item factors costs a small job and O(movies x rank)
-    on disk; the factors are the same either way."""
+    last item half-step a second time (at 97M ratings 24-27 s of a 42 s iteration:
+    BENCHMARKS.md). A checkpoint costs a small job and writes O(movies x rank); the factors
+    are the same either way. 10 iterations at the default 10 get 9: iterations 0 and 9."""
     last = max_iter - 1
+
+    def checkpoints(interval: int) -> int:
+        return last // interval + 1
+
     if last <= 0:
         return configured  # the only iteration, 0, is checkpointed whatever the interval
-    return max(d for d in range(1, min(configured, last) + 1) if last % d == 0)
+    chosen = max(d for d in range(1, min(configured, last) + 1) if last % d == 0)
+    return chosen if checkpoints(chosen) <= checkpoints(configured) + 1 else configured
 
 
 def fit(point: GridPoint, training: DataFrame, settings: AlsSettings, mean: float,
